@@ -1,0 +1,67 @@
+//! `GET /api/directories` and `GET /api/directories/{id}`: the caller's
+//! organization's directories. Another organization's directory is a 404
+//! identical to a nonexistent one.
+
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+
+use super::{
+    ApiError, AppState, authorization, blocking, get_or_head, json_response, organization, respond,
+    with_state,
+};
+use crate::model::DirectoryId;
+
+pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
+    let list = warp::path!("directories")
+        .and(get_or_head())
+        .and(authorization())
+        .and(with_state(state.clone()))
+        .and_then(|auth, state| respond(list(auth, state)));
+    let one = warp::path!("directories" / String)
+        .and(get_or_head())
+        .and(authorization())
+        .and(with_state(state))
+        .and_then(|id, auth, state| respond(get(id, auth, state)));
+    list.or(one).unify().boxed()
+}
+
+/// Parses the `{id}` path parameter.
+///
+/// # Errors
+/// 400 naming `id` when it is not a UUID.
+pub fn parse_directory_id(id: &str) -> Result<DirectoryId, ApiError> {
+    DirectoryId::parse(id).map_err(|_| ApiError::validation("id", "must be a UUID"))
+}
+
+async fn list(auth: Option<String>, state: AppState) -> Result<Response, ApiError> {
+    let org = organization(&state, auth).await?;
+    let store = state.store.clone();
+    let body = blocking(move || {
+        let directories = store.snapshot()?.directories_of_org(&org)?;
+        let mut out = Vec::with_capacity(directories.len() * 320 + 2);
+        out.push(b'[');
+        for (i, d) in directories.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(&d.to_json());
+        }
+        out.push(b']');
+        Ok(out)
+    })
+    .await?;
+    Ok(json_response(body))
+}
+
+async fn get(id: String, auth: Option<String>, state: AppState) -> Result<Response, ApiError> {
+    let org = organization(&state, auth).await?;
+    let id = parse_directory_id(&id)?;
+    let store = state.store.clone();
+    let body = blocking(move || match store.snapshot()?.directory(id)? {
+        Some(d) if d.organization_id == org => Ok(d.to_json()),
+        _ => Err(ApiError::NotFound),
+    })
+    .await?;
+    Ok(json_response(body))
+}

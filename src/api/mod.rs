@@ -1,0 +1,124 @@
+//! The HTTP surface: one filter function per route, state injected with
+//! [`with_state`], authentication after the path match, and one rejection
+//! handler for everything no route matched.
+//!
+//! Handlers return `Result<Response, ApiError>`; [`respond`] turns the error
+//! side into the JSON error shape, so a matched route never rejects.
+//! Nothing here touches redb: reads go through [`crate::store::Snapshot`] in
+//! `spawn_blocking`, writes through the ingestion committer.
+
+pub mod directories;
+pub mod errors;
+pub mod health;
+pub mod lists;
+pub mod webhooks;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::http::{HeaderValue, header};
+use warp::reply::Response;
+
+pub use errors::ApiError;
+
+use crate::auth::Verifier;
+use crate::ingest::committer::Committer;
+use crate::ingest::signature::WebhookVerifier;
+use crate::store::Store;
+
+/// What every handler may use.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub auth: Arc<Verifier>,
+    pub committer: Committer,
+    /// Present when a webhook secret is configured; otherwise the webhook
+    /// route does not exist.
+    pub webhooks: Option<WebhookVerifier>,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+}
+
+/// Injects the state into a filter chain.
+pub fn with_state(
+    state: AppState,
+) -> impl Filter<Extract = (AppState,), Error = Infallible> + Clone {
+    warp::any().map(move || state.clone())
+}
+
+/// Every route, with the rejection handler last.
+pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
+    let api = warp::path("api").and(
+        directories::routes(state.clone())
+            .or(lists::routes(state.clone()))
+            .unify(),
+    );
+    health::routes()
+        .or(api)
+        .unify()
+        .or(webhooks::routes(state))
+        .unify()
+        .recover(errors::handle_rejection)
+        .unify()
+        .boxed()
+}
+
+/// GET, and HEAD answered like GET (hyper drops the body).
+pub fn get_or_head() -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    warp::get().or(warp::head()).unify()
+}
+
+/// The `Authorization` header, if any; one that is not visible ASCII counts
+/// as absent (and so is a 401, not a 400).
+pub fn authorization() -> impl Filter<Extract = (Option<String>,), Error = Infallible> + Clone {
+    warp::filters::header::optional::<String>("authorization")
+        .or(warp::any().map(|| None))
+        .unify()
+}
+
+/// Verifies the caller and returns the organization it is scoped to.
+///
+/// # Errors
+/// 401 for a missing or invalid token, 403 for a valid one without organization.
+pub async fn organization(state: &AppState, auth: Option<String>) -> Result<String, ApiError> {
+    let principal = state.auth.verify(auth.as_deref()).await.map_err(|e| {
+        tracing::debug!(reason = %e, "unauthenticated request");
+        ApiError::Unauthorized
+    })?;
+    principal
+        .organization_id
+        .ok_or(ApiError::OrgContextRequired)
+}
+
+/// Runs a handler and renders its error, so matched routes never reject.
+pub async fn respond(
+    handler: impl Future<Output = Result<Response, ApiError>>,
+) -> Result<Response, Infallible> {
+    Ok(handler.await.unwrap_or_else(warp::Reply::into_response))
+}
+
+/// A 200 with a JSON body that must not be cached by intermediaries.
+pub fn json_response(body: impl Into<Bytes>) -> Response {
+    let mut resp = Response::new(body.into().into());
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// Runs storage work off the async threads.
+///
+/// # Errors
+/// Whatever `f` returns; a panicked task is a 500.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await?
+}

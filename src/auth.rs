@@ -1,0 +1,479 @@
+//! Bearer-token verification: WorkOS AuthKit access tokens (RS256/ES256
+//! against a JWKS from a file or a URL) and, when a secret is configured,
+//! HS256 tokens for development and tests.
+//!
+//! This module decides who is calling and for which organization; it never
+//! decides what they may see (that is the API's organization scoping). It
+//! never logs a token.
+//!
+//! Rules (CONTRACT.md section 3):
+//! - only `RS256`, `ES256` (JWKS) and `HS256` (secret) are accepted; `none`
+//!   and every other algorithm are refused;
+//! - an `HS256` token whose `kid` names a JWKS key is refused (key confusion);
+//! - `exp` is required; `exp`/`nbf` are checked with a small leeway; `iss`
+//!   and `aud` when configured;
+//! - the organization is `org_id` or `organization_id`; both present and
+//!   different is a forged-looking token and refused.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// Longest bearer token accepted; real AuthKit tokens are ~1 KB.
+const MAX_TOKEN_LEN: usize = 8 * 1024;
+/// Longest organization id accepted (WorkOS ids are ~30 characters).
+pub const MAX_ORG_ID_LEN: usize = 256;
+/// Verified tokens remembered at most (each entry is a few hundred bytes).
+const CACHE_CAPACITY: usize = 16 * 1024;
+
+/// Where verification keys come from and what claims must say.
+#[derive(Clone, Debug, Default)]
+pub struct AuthConfig {
+    pub jwks_url: Option<String>,
+    pub jwks_file: Option<PathBuf>,
+    pub hs256_secret: Option<Vec<u8>>,
+    /// Accepted `iss` values; empty accepts any.
+    pub issuers: Vec<String>,
+    pub audience: Option<String>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway: Duration,
+    /// Least time between two JWKS fetches caused by an unknown `kid`.
+    pub jwks_refetch_interval: Duration,
+}
+
+impl AuthConfig {
+    /// Whether any way of verifying tokens is configured.
+    pub fn is_configured(&self) -> bool {
+        self.jwks_url.is_some() || self.jwks_file.is_some() || self.hs256_secret.is_some()
+    }
+}
+
+/// Why a request is not authenticated. Every variant is a 401; the reason
+/// goes to the debug log only.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no bearer token")]
+    Missing,
+    #[error("token rejected: {0}")]
+    Rejected(&'static str),
+}
+
+/// A startup failure of the key configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read the JWKS file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("the JWKS is not valid: {0}")]
+    Invalid(String),
+}
+
+/// The verified caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// The organization the token is scoped to, if any.
+    pub organization_id: Option<String>,
+    pub subject: Option<String>,
+    /// `exp`, seconds since the epoch.
+    expires_at: u64,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    exp: Option<Value>,
+    sub: Option<Value>,
+    org_id: Option<Value>,
+    organization_id: Option<Value>,
+}
+
+struct KeyEntry {
+    key: DecodingKey,
+    alg: Algorithm,
+}
+
+#[derive(Default)]
+struct KeySet {
+    by_kid: HashMap<String, Arc<KeyEntry>>,
+    /// Keys published without a `kid`.
+    anonymous: Vec<Arc<KeyEntry>>,
+}
+
+impl KeySet {
+    fn parse(json: &[u8]) -> Result<Self, KeyError> {
+        let doc: Value =
+            serde_json::from_slice(json).map_err(|e| KeyError::Invalid(e.to_string()))?;
+        let keys = doc
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or_else(|| KeyError::Invalid("no `keys` array".into()))?;
+        let mut set = Self::default();
+        for raw in keys {
+            // One unusable key (another algorithm, a private-only key) must
+            // not take the others down with it.
+            let Ok(jwk) = serde_json::from_value::<Jwk>(raw.clone()) else {
+                tracing::warn!("skipping a JWKS key that cannot be parsed");
+                continue;
+            };
+            let alg = match (&jwk.algorithm, raw.get("kty").and_then(Value::as_str)) {
+                (jsonwebtoken::jwk::AlgorithmParameters::RSA(_), _) => Algorithm::RS256,
+                (jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(p), _)
+                    if p.curve == jsonwebtoken::jwk::EllipticCurve::P256 =>
+                {
+                    Algorithm::ES256
+                }
+                _ => {
+                    tracing::warn!("skipping a JWKS key that is neither RSA nor EC P-256");
+                    continue;
+                }
+            };
+            if let Some(declared) = raw.get("alg").and_then(Value::as_str)
+                && declared != format!("{alg:?}")
+            {
+                tracing::warn!(
+                    alg = declared,
+                    "skipping a JWKS key for an unsupported algorithm"
+                );
+                continue;
+            }
+            let Ok(key) = DecodingKey::from_jwk(&jwk) else {
+                tracing::warn!("skipping a JWKS key that cannot be loaded");
+                continue;
+            };
+            let entry = Arc::new(KeyEntry { key, alg });
+            match jwk.common.key_id {
+                Some(kid) => {
+                    set.by_kid.insert(kid, entry);
+                }
+                None => set.anonymous.push(entry),
+            }
+        }
+        Ok(set)
+    }
+
+    fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<Arc<KeyEntry>> {
+        match kid {
+            Some(kid) => self.by_kid.get(kid).filter(|k| k.alg == alg).cloned(),
+            None => {
+                let mut candidates = self
+                    .anonymous
+                    .iter()
+                    .chain(self.by_kid.values())
+                    .filter(|k| k.alg == alg);
+                let first = candidates.next()?;
+                // Without a kid, only an unambiguous key may be used.
+                candidates.next().is_none().then(|| first.clone())
+            }
+        }
+    }
+}
+
+/// Verifies bearer tokens; cheap to share (`Arc`).
+pub struct Verifier {
+    config: AuthConfig,
+    keys: RwLock<Arc<KeySet>>,
+    hs256: Option<DecodingKey>,
+    last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    http: reqwest::Client,
+    cache: Mutex<HashMap<[u8; 32], Principal>>,
+}
+
+impl Verifier {
+    /// Loads the configured keys. A JWKS URL that cannot be reached now is
+    /// not fatal (it is fetched again when a token needs it); a JWKS file
+    /// that cannot be read or parsed is.
+    ///
+    /// # Errors
+    /// When the JWKS file is unreadable or invalid.
+    pub async fn new(config: AuthConfig) -> Result<Self, KeyError> {
+        let keys = match &config.jwks_file {
+            Some(path) => {
+                let bytes = std::fs::read(path).map_err(|e| KeyError::File {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+                KeySet::parse(&bytes)?
+            }
+            None => KeySet::default(),
+        };
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| KeyError::Invalid(e.to_string()))?;
+        let verifier = Self {
+            hs256: config.hs256_secret.as_deref().map(DecodingKey::from_secret),
+            config,
+            keys: RwLock::new(Arc::new(keys)),
+            last_fetch: tokio::sync::Mutex::new(None),
+            http,
+            cache: Mutex::new(HashMap::new()),
+        };
+        if verifier.config.jwks_url.is_some() {
+            verifier.refetch(true).await;
+        }
+        Ok(verifier)
+    }
+
+    fn keyset(&self) -> Arc<KeySet> {
+        match self.keys.read() {
+            Ok(k) => k.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Fetches the JWKS URL again unless it was fetched within the refetch
+    /// interval (`force` ignores the interval). Concurrent callers share one
+    /// fetch.
+    async fn refetch(&self, force: bool) {
+        let Some(url) = &self.config.jwks_url else {
+            return;
+        };
+        let mut last = self.last_fetch.lock().await;
+        if !force && last.is_some_and(|t| t.elapsed() < self.config.jwks_refetch_interval) {
+            return;
+        }
+        *last = Some(Instant::now());
+        let fetched = async {
+            let resp = self.http.get(url).send().await.map_err(|e| e.to_string())?;
+            if !resp.status().is_success() {
+                return Err(format!("HTTP {}", resp.status()));
+            }
+            let body = resp.bytes().await.map_err(|e| e.to_string())?;
+            KeySet::parse(&body).map_err(|e| e.to_string())
+        }
+        .await;
+        match fetched {
+            Ok(set) => {
+                tracing::info!(keys = set.by_kid.len() + set.anonymous.len(), "JWKS loaded");
+                match self.keys.write() {
+                    Ok(mut k) => *k = Arc::new(set),
+                    Err(poisoned) => *poisoned.into_inner() = Arc::new(set),
+                }
+            }
+            Err(reason) => tracing::warn!(%reason, "JWKS fetch failed"),
+        }
+    }
+
+    /// Verifies the `Authorization` header value.
+    ///
+    /// # Errors
+    /// [`AuthError`] for a missing, malformed, forged, expired or otherwise
+    /// unacceptable token.
+    pub async fn verify(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
+        let token = bearer_token(authorization)?;
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(hit) = self.cached(&digest, now) {
+            return Ok(hit);
+        }
+
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| AuthError::Rejected("malformed token header"))?;
+        let key = match header.alg {
+            Algorithm::HS256 => {
+                let secret = self
+                    .hs256
+                    .as_ref()
+                    .ok_or(AuthError::Rejected("HS256 is not enabled"))?;
+                if let Some(kid) = &header.kid
+                    && self.keyset().by_kid.contains_key(kid)
+                {
+                    return Err(AuthError::Rejected("HS256 token names a JWKS key"));
+                }
+                KeyRef::Secret(secret)
+            }
+            Algorithm::RS256 | Algorithm::ES256 => {
+                if self.config.jwks_url.is_none() && self.config.jwks_file.is_none() {
+                    return Err(AuthError::Rejected("no JWKS configured"));
+                }
+                let mut found = self.keyset().find(header.kid.as_deref(), header.alg);
+                if found.is_none() && header.kid.is_some() {
+                    self.refetch(false).await;
+                    found = self.keyset().find(header.kid.as_deref(), header.alg);
+                }
+                KeyRef::Jwks(found.ok_or(AuthError::Rejected("unknown signing key"))?)
+            }
+            _ => return Err(AuthError::Rejected("algorithm not accepted")),
+        };
+
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = self.config.leeway.as_secs();
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp"]);
+        if !self.config.issuers.is_empty() {
+            validation.set_issuer(&self.config.issuers);
+        }
+        match &self.config.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, key.key(), &validation)
+            .map_err(|e| AuthError::Rejected(reject_reason(e.kind())))?;
+        let principal = principal_from(data.claims)?;
+        self.remember(digest, &principal);
+        Ok(principal)
+    }
+
+    fn cached(&self, digest: &[u8; 32], now: u64) -> Option<Principal> {
+        let cache = self.cache.lock().ok()?;
+        let hit = cache.get(digest)?;
+        // exp is checked again on every use, with the same leeway.
+        (hit.expires_at + self.config.leeway.as_secs() >= now).then(|| hit.clone())
+    }
+
+    fn remember(&self, digest: [u8; 32], principal: &Principal) {
+        let Ok(mut cache) = self.cache.lock() else {
+            return;
+        };
+        if cache.len() >= CACHE_CAPACITY {
+            // Dropping everything is crude but bounded; a full cache means
+            // an unusual number of distinct live tokens.
+            cache.clear();
+        }
+        cache.insert(digest, principal.clone());
+    }
+}
+
+enum KeyRef<'a> {
+    Secret(&'a DecodingKey),
+    Jwks(Arc<KeyEntry>),
+}
+
+impl KeyRef<'_> {
+    fn key(&self) -> &DecodingKey {
+        match self {
+            Self::Secret(k) => k,
+            Self::Jwks(e) => &e.key,
+        }
+    }
+}
+
+fn bearer_token(header: Option<&str>) -> Result<&str, AuthError> {
+    let header = header.ok_or(AuthError::Missing)?;
+    let (scheme, token) = header
+        .trim()
+        .split_once(' ')
+        .ok_or(AuthError::Rejected("not a bearer token"))?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::Rejected("not a bearer token"));
+    }
+    let token = token.trim();
+    if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+        return Err(AuthError::Rejected("bearer token has an impossible length"));
+    }
+    Ok(token)
+}
+
+fn reject_reason(kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match kind {
+        K::ExpiredSignature => "expired",
+        K::ImmatureSignature => "not yet valid",
+        K::InvalidIssuer => "wrong issuer",
+        K::InvalidAudience => "wrong audience",
+        K::InvalidSignature => "bad signature",
+        K::MissingRequiredClaim(_) => "missing exp",
+        K::InvalidAlgorithm => "algorithm does not match the key",
+        _ => "invalid token",
+    }
+}
+
+fn principal_from(claims: Claims) -> Result<Principal, AuthError> {
+    let org = |v: Option<Value>| -> Result<Option<String>, AuthError> {
+        match v {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Value::String(s)) if s.len() <= MAX_ORG_ID_LEN => Ok(Some(s)),
+            Some(_) => Err(AuthError::Rejected("malformed organization claim")),
+        }
+    };
+    let a = org(claims.org_id)?;
+    let b = org(claims.organization_id)?;
+    let organization_id = match (a, b) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(AuthError::Rejected("conflicting organization claims"));
+        }
+        (a, b) => a.or(b),
+    };
+    let expires_at = claims
+        .exp
+        .as_ref()
+        .and_then(Value::as_u64)
+        .ok_or(AuthError::Rejected("malformed exp"))?;
+    Ok(Principal {
+        organization_id,
+        subject: claims.sub.and_then(|s| s.as_str().map(str::to_owned)),
+        expires_at,
+    })
+}
+
+/// Claims of a token minted by `rollcall token` (and the dev quickstart).
+#[derive(Serialize)]
+struct MintClaims<'a> {
+    sub: &'a str,
+    org_id: &'a str,
+    iat: u64,
+    exp: u64,
+}
+
+/// Mints an HS256 token for `org` valid for `ttl`.
+///
+/// # Errors
+/// Only if signing fails, which HS256 with a non-empty key does not.
+pub fn mint_hs256(
+    secret: &[u8],
+    org: &str,
+    subject: &str,
+    ttl: Duration,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = MintClaims {
+        sub: subject,
+        org_id: org,
+        iat: now,
+        exp: now + ttl.as_secs(),
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_header_forms() {
+        assert_eq!(bearer_token(None), Err(AuthError::Missing));
+        assert!(bearer_token(Some("Basic abc")).is_err());
+        assert!(bearer_token(Some("Bearer")).is_err());
+        assert!(bearer_token(Some("Bearer    ")).is_err());
+        assert_eq!(bearer_token(Some("bearer abc")), Ok("abc"));
+    }
+
+    #[test]
+    fn organization_comes_from_either_claim_and_conflicts_are_refused() {
+        let claims = |a: Value, b: Value| Claims {
+            exp: Some(Value::from(10u64)),
+            sub: None,
+            org_id: Some(a),
+            organization_id: Some(b),
+        };
+        let p = principal_from(claims(Value::Null, "org_b".into())).unwrap();
+        assert_eq!(p.organization_id.as_deref(), Some("org_b"));
+        let p = principal_from(claims("org_a".into(), Value::Null)).unwrap();
+        assert_eq!(p.organization_id.as_deref(), Some("org_a"));
+        let p = principal_from(claims("".into(), Value::Null)).unwrap();
+        assert_eq!(p.organization_id, None);
+        assert!(principal_from(claims("org_a".into(), "org_b".into())).is_err());
+        assert!(principal_from(claims(Value::from(5), Value::Null)).is_err());
+        assert!(principal_from(claims("x".repeat(300).into(), Value::Null)).is_err());
+    }
+}

@@ -1,0 +1,224 @@
+//! The `rollcall` commands: `serve`, `token`, `import`, `export`. `main.rs`
+//! only parses the command line and calls [`run`].
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, IsTerminal};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::app::{self, Application, StartupError};
+use crate::auth;
+use crate::config::{self, Command, ExportArgs, ImportArgs, ServeArgs, Settings, TokenArgs};
+use crate::dev;
+use crate::ingest::ndjson::{self, NdjsonError};
+use crate::store::{Store, StoreError};
+
+/// Why a command failed; printed as one line, exit status 1.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Ndjson(#[from] NdjsonError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Runs one command.
+///
+/// # Errors
+/// A [`CliError`] describing what failed.
+pub fn run(command: Command, data: &Path) -> Result<(), CliError> {
+    match command {
+        Command::Serve(args) => runtime()?.block_on(serve(data, args)),
+        Command::Token(args) => token(data, &args),
+        Command::Import(args) => import(data, &args),
+        Command::Export(args) => export(data, &args),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Other(format!("cannot start the runtime: {e}")))
+}
+
+async fn serve(data: &Path, args: ServeArgs) -> Result<(), CliError> {
+    let mut settings = Settings::from_args(data, &args);
+    let data_dir = config::data_dir(data);
+    let secrets = if args.dev {
+        let secrets = dev::secrets(&data_dir).map_err(|e| {
+            CliError::Other(format!(
+                "cannot keep dev secrets in {}: {e}",
+                data_dir.display()
+            ))
+        })?;
+        if settings.auth.hs256_secret.is_none() {
+            settings.auth.hs256_secret = Some(secrets.jwt_secret.as_bytes().to_vec());
+        }
+        if settings.webhook_secret.is_none() {
+            settings.webhook_secret = Some(secrets.webhook_secret.as_bytes().to_vec());
+        }
+        Some(secrets)
+    } else {
+        None
+    };
+    if !settings.auth.is_configured() {
+        return Err(StartupError::NoVerification.into());
+    }
+    let store = app::open_store(&settings).await?;
+    if secrets.is_some() {
+        let (s, dir) = (store.clone(), data_dir.clone());
+        let loaded = tokio::task::spawn_blocking(move || dev::load_demo_if_new(&s, &dir))
+            .await
+            .map_err(|e| CliError::Other(e.to_string()))??;
+        if let Some(report) = loaded {
+            tracing::info!(
+                directories = report.directories,
+                users = report.users,
+                groups = report.groups,
+                "loaded the demo organizations"
+            );
+        }
+    }
+    let app = Application::build_with_store(settings.clone(), store.clone()).await?;
+    if let Some(secrets) = &secrets {
+        let token = auth::mint_hs256(
+            secrets.jwt_secret.as_bytes(),
+            dev::DEMO_ORG,
+            "user_dev",
+            Duration::from_secs(24 * 3600),
+        )
+        .map_err(|e| CliError::Other(e.to_string()))?;
+        let directory = dev::first_demo_directory(&store);
+        println!(
+            "{}",
+            dev::banner(
+                app.local_addr(),
+                &token,
+                directory.as_deref(),
+                &secrets.webhook_secret
+            )
+        );
+    }
+    drop(store);
+    app.run_until_stopped(app::shutdown_signal()).await;
+    Ok(())
+}
+
+fn token(data: &Path, args: &TokenArgs) -> Result<(), CliError> {
+    let secret = args
+        .jwt_secret
+        .clone()
+        .or_else(|| dev::existing_jwt_secret(&config::data_dir(data)))
+        .ok_or_else(|| {
+            CliError::Other(
+                "no secret to sign with: pass --jwt-secret (or ROLLCALL_JWT_SECRET), or run `rollcall serve --dev` once to create the dev secret".into(),
+            )
+        })?;
+    if args.org.trim().is_empty() {
+        return Err(CliError::Other("--org must not be empty".into()));
+    }
+    let token = auth::mint_hs256(
+        secret.as_bytes(),
+        &args.org,
+        &args.sub,
+        Duration::from_secs(args.ttl),
+    )
+    .map_err(|e| CliError::Other(e.to_string()))?;
+    println!("{token}");
+    Ok(())
+}
+
+fn open_for_cli(data: &Path) -> Result<Arc<Store>, CliError> {
+    match Store::open(data, Default::default()) {
+        Ok(s) => Ok(Arc::new(s)),
+        Err(StoreError::Locked(path)) => Err(CliError::Other(format!(
+            "the database {} is held by another process (a running `rollcall serve`?); stop it first",
+            path.display()
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn bar(len: u64, template: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn import(data: &Path, args: &ImportArgs) -> Result<(), CliError> {
+    let file = File::open(&args.file)
+        .map_err(|e| CliError::Other(format!("cannot open {}: {e}", args.file.display())))?;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let store = open_for_cli(data)?;
+    let progress = bar(
+        len,
+        "{bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
+    );
+    let started = std::time::Instant::now();
+    let report = ndjson::import(&store, BufReader::with_capacity(1 << 20, file), |n| {
+        progress.set_position(n)
+    });
+    progress.finish_and_clear();
+    let report = report?;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "imported {} lines in {secs:.2}s: {} directories, {} users, {} groups, {} memberships, {} AuthKit users; {} changed, {} already so",
+        report.lines,
+        report.directories,
+        report.users,
+        report.groups,
+        report.memberships,
+        report.authkit_users,
+        report.applied,
+        report.unchanged
+    );
+    Ok(())
+}
+
+fn export(data: &Path, args: &ExportArgs) -> Result<(), CliError> {
+    if !data.exists() {
+        return Err(CliError::Other(format!(
+            "no database at {}",
+            data.display()
+        )));
+    }
+    let store = open_for_cli(data)?;
+    let progress = bar(0, "{spinner} {pos} lines written");
+    let report = match &args.file {
+        Some(path) => {
+            let file = File::create(path)
+                .map_err(|e| CliError::Other(format!("cannot create {}: {e}", path.display())))?;
+            ndjson::export(&store, &mut BufWriter::with_capacity(1 << 20, file), |n| {
+                progress.set_position(n)
+            })
+        }
+        None => {
+            let stdout = std::io::stdout();
+            ndjson::export(
+                &store,
+                &mut BufWriter::with_capacity(1 << 20, stdout.lock()),
+                |n| progress.set_position(n),
+            )
+        }
+    };
+    progress.finish_and_clear();
+    let report = report?;
+    eprintln!(
+        "exported {} directories, {} users, {} groups, {} memberships, {} AuthKit users",
+        report.directories, report.users, report.groups, report.memberships, report.authkit_users
+    );
+    Ok(())
+}

@@ -1,0 +1,617 @@
+//! The one place where WorkOS objects become store writes — used by
+//! webhooks, pull mode and bulk import alike.
+//!
+//! Delivery is at-least-once and unordered, so application is:
+//! - **idempotent**: a seen event id changes nothing ([`apply_event`]), and an
+//!   object identical to what is stored is not rewritten (no `updated_at` bump);
+//! - **monotonic**: an object whose WorkOS `updated_at` is older than the
+//!   stored one changes nothing; a deletion leaves a tombstone so a late,
+//!   older update does not resurrect the object; memberships are ordered by
+//!   their event's time the same way;
+//! - **self-healing**: a `user_added` before its `user.created` creates the
+//!   user from the nested object;
+//! - **never dangling**: an event for a directory rollcall has never seen is
+//!   *held* (parked, durably) and applied when `dsync.activated` arrives;
+//!   events for a deleted directory are dropped.
+
+use uuid::Uuid;
+
+use super::workos::{
+    Event, EventKind, WorkosDirectory, WorkosDirectoryGroup, WorkosDirectoryUser, WorkosUser,
+};
+use crate::model::{
+    AuthkitUser, Directory, DirectoryGroup, DirectoryGroupId, DirectoryId, DirectoryUser,
+    DirectoryUserId, MappedRole, Provenance, Timestamp, UserState, email_key,
+};
+use crate::store::{StoreError, Tx};
+
+/// What applying one event or object did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Something changed.
+    Applied,
+    /// It was already so.
+    Unchanged,
+    /// The event id was applied before.
+    Duplicate,
+    /// Older than what is stored, or deleted since: ignored.
+    Stale,
+    /// Held until its directory is activated.
+    Parked,
+    /// For a directory rollcall does not know (import reports it).
+    NoDirectory,
+    /// An event type rollcall does not apply.
+    Ignored,
+}
+
+/// rollcall's own fields, carried by an import line so that an export
+/// re-imports to byte-identical API answers. Events carry none.
+#[derive(Clone, Debug, Default)]
+pub struct Internal {
+    pub id: Option<Uuid>,
+    pub created_at: Option<Timestamp>,
+    pub updated_at: Option<Timestamp>,
+    /// `Some(None)` sets `user_id` to null explicitly.
+    pub user_id: Option<Option<String>>,
+    pub mapped_role: Option<Option<MappedRole>>,
+}
+
+const NO_INTERNAL: &Internal = &Internal {
+    id: None,
+    created_at: None,
+    updated_at: None,
+    user_id: None,
+    mapped_role: None,
+};
+
+/// Applies one event, once.
+///
+/// # Errors
+/// Only storage failures; the caller's transaction is then not committed.
+pub fn apply_event(tx: &mut Tx<'_>, event: &Event) -> Result<Outcome, StoreError> {
+    if tx.event_seen(&event.id)? {
+        return Ok(Outcome::Duplicate);
+    }
+    let outcome = apply_kind(tx, &event.kind, event.created_at, Some(&event.raw))?;
+    if outcome == Outcome::Ignored {
+        tracing::info!(event_type = %event.event_type, "ignoring an event type rollcall does not apply");
+    }
+    tx.mark_event_seen(&event.id)?;
+    Ok(outcome)
+}
+
+/// Applies what an event asks for. `raw` is the event to hold when its
+/// directory is unknown (`None` while replaying held events).
+fn apply_kind(
+    tx: &mut Tx<'_>,
+    kind: &EventKind,
+    at: Timestamp,
+    raw: Option<&[u8]>,
+) -> Result<Outcome, StoreError> {
+    let outcome = match kind {
+        EventKind::DirectoryActivated(d) => {
+            upsert_directory(tx, d, d.updated_at.unwrap_or(at), NO_INTERNAL)?
+        }
+        EventKind::DirectoryDeleted(d) => {
+            delete_directory(tx, d, deletion_version(d.updated_at, at))?
+        }
+        EventKind::UserUpserted(u) => upsert_user(tx, u, u.updated_at.unwrap_or(at), NO_INTERNAL)?,
+        EventKind::UserDeleted(u) => delete_user(tx, u, deletion_version(u.updated_at, at))?,
+        EventKind::GroupUpserted(g) => {
+            upsert_group(tx, g, g.updated_at.unwrap_or(at), NO_INTERNAL)?
+        }
+        EventKind::GroupDeleted(g) => delete_group(tx, g, deletion_version(g.updated_at, at))?,
+        EventKind::MemberAdded { user, group, .. } => add_member(tx, user, group, at)?,
+        EventKind::MemberRemoved { user, group, .. } => remove_member(tx, user, group, at)?,
+        EventKind::AuthkitUserUpserted(u) => {
+            upsert_authkit_user(tx, u, u.updated_at.unwrap_or(at))?
+        }
+        EventKind::AuthkitUserDeleted(u) => {
+            delete_authkit_user(tx, u, deletion_version(u.updated_at, at))?
+        }
+        EventKind::Unknown(_) => Outcome::Ignored,
+    };
+    if outcome != Outcome::NoDirectory {
+        return Ok(outcome);
+    }
+    let dir = kind.workos_directory_id().unwrap_or_default();
+    if tx.tombstone(dir)?.is_some() {
+        return Ok(Outcome::Stale);
+    }
+    match raw {
+        Some(raw) => {
+            tx.park_event(dir, raw)?;
+            tracing::info!(workos_directory_id = %dir, "holding an event until its directory is activated");
+            Ok(Outcome::Parked)
+        }
+        None => Ok(Outcome::NoDirectory),
+    }
+}
+
+/// A deletion is as new as the later of its object's `updated_at` and the
+/// event itself: the event is emitted after the object's last change.
+fn deletion_version(updated_at: Option<Timestamp>, at: Timestamp) -> Timestamp {
+    updated_at.map_or(at, |u| u.max(at))
+}
+
+fn is_tombstoned(tx: &Tx<'_>, key: &str, version: Timestamp) -> Result<bool, StoreError> {
+    Ok(tx.tombstone(key)?.is_some_and(|t| t >= version))
+}
+
+// ---- directories -----------------------------------------------------------
+
+/// Creates or updates a directory from a WorkOS directory object; a new
+/// directory gets a new internal UUID, and the events held for it are applied.
+///
+/// # Errors
+/// Storage failures.
+pub fn upsert_directory(
+    tx: &mut Tx<'_>,
+    d: &WorkosDirectory,
+    version: Timestamp,
+    internal: &Internal,
+) -> Result<Outcome, StoreError> {
+    if is_tombstoned(tx, &d.id, version)? {
+        return Ok(Outcome::Stale);
+    }
+    let existing = tx.directory_by_workos(&d.id)?;
+    if existing
+        .as_ref()
+        .is_some_and(|old| old.source.updated_at > version)
+    {
+        return Ok(Outcome::Stale);
+    }
+    let Some(organization_id) = d
+        .organization_id
+        .clone()
+        .or_else(|| existing.as_ref().map(|o| o.organization_id.clone()))
+    else {
+        return Ok(Outcome::Stale);
+    };
+    let mut record = Directory {
+        id: existing
+            .as_ref()
+            .map(|o| o.id)
+            .or(internal.id.map(DirectoryId))
+            .unwrap_or_else(DirectoryId::new_v7),
+        organization_id,
+        workos_directory_id: d.id.clone(),
+        name: d.name.clone(),
+        workos_type: d.kind.clone(),
+        workos_state: d.state.clone(),
+        domains: d.domains.clone(),
+        created_at: existing
+            .as_ref()
+            .map(|o| o.created_at)
+            .or(internal.created_at)
+            .unwrap_or(tx.now()),
+        updated_at: internal.updated_at.unwrap_or(tx.now()),
+        user_count: 0,
+        group_count: 0,
+        revision: 0,
+        source: Provenance {
+            created_at: d.created_at.unwrap_or(version),
+            updated_at: version,
+        },
+    };
+    if let Some(old) = &existing {
+        if internal.updated_at.is_none() && old.same_content(&record) {
+            record.updated_at = old.updated_at;
+        }
+        record.user_count = old.user_count;
+        record.group_count = old.group_count;
+        record.revision = old.revision;
+        if *old == record {
+            return Ok(Outcome::Unchanged);
+        }
+    }
+    tx.put_directory(&record)?;
+    tx.clear_tombstone(&d.id)?;
+    if existing.is_none() {
+        for raw in tx.take_parked_events(&d.id)? {
+            match Event::parse(&raw) {
+                Ok(event) => {
+                    apply_kind(tx, &event.kind, event.created_at, None)?;
+                }
+                Err(e) => tracing::warn!(error = %e, "dropping a held event that no longer parses"),
+            }
+        }
+    }
+    Ok(Outcome::Applied)
+}
+
+/// Removes a directory with everything in it, and remembers the deletion.
+///
+/// # Errors
+/// Storage failures.
+pub fn delete_directory(
+    tx: &mut Tx<'_>,
+    d: &WorkosDirectory,
+    version: Timestamp,
+) -> Result<Outcome, StoreError> {
+    let existed = match tx.directory_by_workos(&d.id)? {
+        Some(old) => tx.delete_directory(old.id)?,
+        None => false,
+    };
+    tx.put_tombstone(&d.id, version)?;
+    let dropped = tx.take_parked_events(&d.id)?.len();
+    if dropped > 0 {
+        tracing::info!(workos_directory_id = %d.id, dropped, "dropped events held for a deleted directory");
+    }
+    Ok(if existed {
+        Outcome::Applied
+    } else {
+        Outcome::Unchanged
+    })
+}
+
+// ---- users -------------------------------------------------------------------
+
+/// Creates or updates a directory user by WorkOS id, keeping its internal
+/// UUID and `created_at`, and linking it to the AuthKit user with its email.
+///
+/// # Errors
+/// Storage failures.
+pub fn upsert_user(
+    tx: &mut Tx<'_>,
+    u: &WorkosDirectoryUser,
+    version: Timestamp,
+    internal: &Internal,
+) -> Result<Outcome, StoreError> {
+    let Some(dir) = tx.directory_by_workos(&u.directory_id)? else {
+        return Ok(Outcome::NoDirectory);
+    };
+    if is_tombstoned(tx, &u.id, version)? {
+        return Ok(Outcome::Stale);
+    }
+    let existing = tx.user_by_workos(&u.id)?;
+    if existing
+        .as_ref()
+        .is_some_and(|old| old.source.updated_at > version)
+    {
+        return Ok(Outcome::Stale);
+    }
+    let user_id = match &internal.user_id {
+        Some(given) => given.clone(),
+        None => tx.authkit_user_by_email(&u.email_key())?,
+    };
+    let mut record = DirectoryUser {
+        id: existing
+            .as_ref()
+            .map(|o| o.id)
+            .or(internal.id.map(DirectoryUserId))
+            .unwrap_or_else(DirectoryUserId::new_v7),
+        directory_id: existing.as_ref().map_or(dir.id, |o| o.directory_id),
+        user_id,
+        workos_directory_user_id: u.id.clone(),
+        email: u.email.clone(),
+        first_name: u.first_name.clone(),
+        last_name: u.last_name.clone(),
+        state: UserState::from_workos(&u.state),
+        raw_attributes: u.raw_attributes.clone(),
+        idp_id: u.idp_id.clone(),
+        created_at: existing
+            .as_ref()
+            .map(|o| o.created_at)
+            .or(internal.created_at)
+            .unwrap_or(tx.now()),
+        updated_at: internal.updated_at.unwrap_or(tx.now()),
+        workos_state: u.state.clone(),
+        emails: u.emails.clone(),
+        custom_attributes: u.custom_attributes.clone(),
+        source: Provenance {
+            created_at: u.created_at.unwrap_or(version),
+            updated_at: version,
+        },
+    };
+    if let Some(old) = &existing {
+        if internal.updated_at.is_none() && old.same_content(&record) {
+            record.updated_at = old.updated_at;
+        }
+        if *old == record {
+            return Ok(Outcome::Unchanged);
+        }
+    }
+    tx.put_user(&record)?;
+    tx.clear_tombstone(&u.id)?;
+    Ok(Outcome::Applied)
+}
+
+/// Deletes a directory user and remembers the deletion.
+///
+/// # Errors
+/// Storage failures.
+pub fn delete_user(
+    tx: &mut Tx<'_>,
+    u: &WorkosDirectoryUser,
+    version: Timestamp,
+) -> Result<Outcome, StoreError> {
+    if tx.directory_by_workos(&u.directory_id)?.is_none() {
+        return Ok(Outcome::NoDirectory);
+    }
+    let existing = tx.user_by_workos(&u.id)?;
+    if existing
+        .as_ref()
+        .is_some_and(|old| old.source.updated_at > version)
+    {
+        return Ok(Outcome::Stale);
+    }
+    tx.put_tombstone(&u.id, version)?;
+    match existing {
+        Some(old) => {
+            tx.delete_user(&old)?;
+            Ok(Outcome::Applied)
+        }
+        None => Ok(Outcome::Unchanged),
+    }
+}
+
+// ---- groups and memberships ---------------------------------------------------
+
+/// Creates or updates a directory group by WorkOS id.
+///
+/// # Errors
+/// Storage failures.
+pub fn upsert_group(
+    tx: &mut Tx<'_>,
+    g: &WorkosDirectoryGroup,
+    version: Timestamp,
+    internal: &Internal,
+) -> Result<Outcome, StoreError> {
+    let Some(dir) = tx.directory_by_workos(&g.directory_id)? else {
+        return Ok(Outcome::NoDirectory);
+    };
+    if is_tombstoned(tx, &g.id, version)? {
+        return Ok(Outcome::Stale);
+    }
+    let existing = tx.group_by_workos(&g.id)?;
+    if existing
+        .as_ref()
+        .is_some_and(|old| old.source.updated_at > version)
+    {
+        return Ok(Outcome::Stale);
+    }
+    let mut record = DirectoryGroup {
+        id: existing
+            .as_ref()
+            .map(|o| o.id)
+            .or(internal.id.map(DirectoryGroupId))
+            .unwrap_or_else(DirectoryGroupId::new_v7),
+        directory_id: existing.as_ref().map_or(dir.id, |o| o.directory_id),
+        workos_directory_group_id: g.id.clone(),
+        name: g.name.clone(),
+        idp_id: g.idp_id.clone(),
+        raw_attributes: g.raw_attributes.clone(),
+        mapped_role: match internal.mapped_role {
+            Some(given) => given,
+            None => existing.as_ref().and_then(|o| o.mapped_role),
+        },
+        created_at: existing
+            .as_ref()
+            .map(|o| o.created_at)
+            .or(internal.created_at)
+            .unwrap_or(tx.now()),
+        updated_at: internal.updated_at.unwrap_or(tx.now()),
+        source: Provenance {
+            created_at: g.created_at.unwrap_or(version),
+            updated_at: version,
+        },
+    };
+    if let Some(old) = &existing {
+        if internal.updated_at.is_none() && old.same_content(&record) {
+            record.updated_at = old.updated_at;
+        }
+        if *old == record {
+            return Ok(Outcome::Unchanged);
+        }
+    }
+    tx.put_group(&record)?;
+    tx.clear_tombstone(&g.id)?;
+    Ok(Outcome::Applied)
+}
+
+/// Deletes a directory group (and its memberships) and remembers the deletion.
+///
+/// # Errors
+/// Storage failures.
+pub fn delete_group(
+    tx: &mut Tx<'_>,
+    g: &WorkosDirectoryGroup,
+    version: Timestamp,
+) -> Result<Outcome, StoreError> {
+    if tx.directory_by_workos(&g.directory_id)?.is_none() {
+        return Ok(Outcome::NoDirectory);
+    }
+    let existing = tx.group_by_workos(&g.id)?;
+    if existing
+        .as_ref()
+        .is_some_and(|old| old.source.updated_at > version)
+    {
+        return Ok(Outcome::Stale);
+    }
+    tx.put_tombstone(&g.id, version)?;
+    match existing {
+        Some(old) => {
+            tx.delete_group(&old)?;
+            Ok(Outcome::Applied)
+        }
+        None => Ok(Outcome::Unchanged),
+    }
+}
+
+fn membership_key(group: &str, user: &str) -> String {
+    format!("membership:{group}:{user}")
+}
+
+/// Upserts the nested user and group of a membership event (monotonically),
+/// then returns their records if both exist.
+fn member_pair(
+    tx: &mut Tx<'_>,
+    user: &WorkosDirectoryUser,
+    group: &WorkosDirectoryGroup,
+    at: Timestamp,
+) -> Result<Option<(bool, DirectoryUser, DirectoryGroup)>, StoreError> {
+    let u = upsert_user(tx, user, user.updated_at.unwrap_or(at), NO_INTERNAL)?;
+    if u == Outcome::NoDirectory {
+        return Ok(None);
+    }
+    let g = upsert_group(tx, group, group.updated_at.unwrap_or(at), NO_INTERNAL)?;
+    let changed = u == Outcome::Applied || g == Outcome::Applied;
+    match (tx.user_by_workos(&user.id)?, tx.group_by_workos(&group.id)?) {
+        (Some(u), Some(g)) => Ok(Some((changed, u, g))),
+        _ => Ok(None),
+    }
+}
+
+/// Adds a user to a group, creating either from the nested objects if needed.
+///
+/// # Errors
+/// Storage failures.
+pub fn add_member(
+    tx: &mut Tx<'_>,
+    user: &WorkosDirectoryUser,
+    group: &WorkosDirectoryGroup,
+    at: Timestamp,
+) -> Result<Outcome, StoreError> {
+    if tx.directory_by_workos(&user.directory_id)?.is_none() {
+        return Ok(Outcome::NoDirectory);
+    }
+    let Some((changed, u, g)) = member_pair(tx, user, group, at)? else {
+        return Ok(Outcome::Stale);
+    };
+    let key = membership_key(&g.workos_directory_group_id, &u.workos_directory_user_id);
+    if is_tombstoned(tx, &key, at)? {
+        return Ok(if changed {
+            Outcome::Applied
+        } else {
+            Outcome::Stale
+        });
+    }
+    if tx.membership(g.id, u.id)?.is_some_and(|t| t >= at) {
+        return Ok(if changed {
+            Outcome::Applied
+        } else {
+            Outcome::Unchanged
+        });
+    }
+    tx.put_membership(g.id, u.id, at)?;
+    tx.clear_tombstone(&key)?;
+    Ok(Outcome::Applied)
+}
+
+/// Removes a user from a group, and remembers the removal.
+///
+/// # Errors
+/// Storage failures.
+pub fn remove_member(
+    tx: &mut Tx<'_>,
+    user: &WorkosDirectoryUser,
+    group: &WorkosDirectoryGroup,
+    at: Timestamp,
+) -> Result<Outcome, StoreError> {
+    if tx.directory_by_workos(&user.directory_id)?.is_none() {
+        return Ok(Outcome::NoDirectory);
+    }
+    let key = membership_key(&group.id, &user.id);
+    let Some((changed, u, g)) = member_pair(tx, user, group, at)? else {
+        tx.put_tombstone(&key, at)?;
+        return Ok(Outcome::Unchanged);
+    };
+    if tx.membership(g.id, u.id)?.is_some_and(|t| t > at) {
+        return Ok(if changed {
+            Outcome::Applied
+        } else {
+            Outcome::Stale
+        });
+    }
+    let existed = tx.delete_membership(g.id, u.id)?;
+    tx.put_tombstone(&key, at)?;
+    Ok(if existed || changed {
+        Outcome::Applied
+    } else {
+        Outcome::Unchanged
+    })
+}
+
+// ---- AuthKit users (linking) ------------------------------------------------
+
+/// Points every directory user with this email at the AuthKit user that now
+/// owns it (or at nobody).
+fn relink(tx: &mut Tx<'_>, key: &str) -> Result<(), StoreError> {
+    let target = tx.authkit_user_by_email(key)?;
+    for mut user in tx.users_with_email(key)? {
+        if user.user_id != target {
+            user.user_id = target.clone();
+            user.updated_at = tx.now();
+            tx.put_user(&user)?;
+        }
+    }
+    Ok(())
+}
+
+/// Records an AuthKit user and links every directory user with its email.
+///
+/// # Errors
+/// Storage failures.
+pub fn upsert_authkit_user(
+    tx: &mut Tx<'_>,
+    u: &WorkosUser,
+    version: Timestamp,
+) -> Result<Outcome, StoreError> {
+    if is_tombstoned(tx, &u.id, version)? {
+        return Ok(Outcome::Stale);
+    }
+    let existing = tx.authkit_user(&u.id)?;
+    if existing
+        .as_ref()
+        .is_some_and(|old| old.source.updated_at > version)
+    {
+        return Ok(Outcome::Stale);
+    }
+    let record = AuthkitUser {
+        id: u.id.clone(),
+        email: u.email.clone(),
+        source: Provenance {
+            created_at: u.created_at.unwrap_or(version),
+            updated_at: version,
+        },
+    };
+    if existing.as_ref() == Some(&record) {
+        return Ok(Outcome::Unchanged);
+    }
+    tx.put_authkit_user(&record)?;
+    tx.clear_tombstone(&u.id)?;
+    if let Some(old) = existing {
+        let old_key = email_key(&old.email);
+        if old_key != email_key(&u.email) {
+            relink(tx, &old_key)?;
+        }
+    }
+    relink(tx, &email_key(&u.email))?;
+    Ok(Outcome::Applied)
+}
+
+/// Forgets an AuthKit user and unlinks the directory users it was linked to.
+///
+/// # Errors
+/// Storage failures.
+pub fn delete_authkit_user(
+    tx: &mut Tx<'_>,
+    u: &WorkosUser,
+    version: Timestamp,
+) -> Result<Outcome, StoreError> {
+    if tx
+        .authkit_user(&u.id)?
+        .is_some_and(|old| old.source.updated_at > version)
+    {
+        return Ok(Outcome::Stale);
+    }
+    tx.put_tombstone(&u.id, version)?;
+    match tx.delete_authkit_user(&u.id)? {
+        Some(old) => {
+            relink(tx, &email_key(&old.email))?;
+            Ok(Outcome::Applied)
+        }
+        None => Ok(Outcome::Unchanged),
+    }
+}

@@ -1,0 +1,553 @@
+//! Bulk NDJSON import and export: one WorkOS-shaped object per line.
+//!
+//! ```text
+//! {"object":"user","id":"user_…","email":"…"}                                  AuthKit user (for linking)
+//! {"object":"directory","id":"directory_…","organization_id":"org_…","name":…,"type":…,"state":…,"domains":[…]}
+//! {"object":"directory_group","id":"directory_group_…","directory_id":"directory_…","name":…}
+//! {"object":"directory_user","id":"directory_user_…","directory_id":"directory_…","email":…,"state":…}
+//! {"object":"directory_group_membership","directory_id":"directory_…",
+//!  "directory_group_id":"directory_group_…","directory_user_id":"directory_user_…"}
+//! ```
+//!
+//! Any line may carry a `"rollcall"` object with rollcall's own fields (`id`,
+//! `created_at`, `updated_at`, and `user_id` / `mapped_role` / `added_at`);
+//! export always writes it, so export → import into an empty database
+//! reproduces every API answer byte for byte. Without it, import assigns new
+//! ids, as events do.
+//!
+//! Import is one write transaction: a bad line aborts with its line number
+//! and nothing is written; re-importing the same file changes nothing
+//! (objects are applied through [`super::apply`], monotonic and idempotent).
+
+use std::io::{BufRead, Write};
+
+use serde::Serialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use super::apply::{self, Internal, Outcome};
+use super::workos::{
+    FieldError, Obj, WorkosDirectory, WorkosDirectoryGroup, WorkosDirectoryUser, WorkosUser,
+    parse_mapped_role,
+};
+use crate::model::{Directory, DirectoryGroup, DirectoryUser, Timestamp};
+use crate::store::{Store, StoreError, Tx};
+
+/// Why an import or export failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NdjsonError {
+    #[error("line {line}: {field}: {problem}")]
+    Line {
+        line: u64,
+        field: String,
+        problem: String,
+    },
+    #[error("reading the input failed: {0}")]
+    Read(std::io::Error),
+    #[error("writing the output failed: {0}")]
+    Write(std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl NdjsonError {
+    fn line(line: u64, e: FieldError) -> Self {
+        Self::Line {
+            line,
+            field: e.field,
+            problem: e.problem,
+        }
+    }
+}
+
+/// What an import did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ImportReport {
+    pub lines: u64,
+    pub applied: u64,
+    pub unchanged: u64,
+    pub directories: u64,
+    pub users: u64,
+    pub groups: u64,
+    pub memberships: u64,
+    pub authkit_users: u64,
+}
+
+/// Imports NDJSON from `input` in one transaction. `progress` is called
+/// with the number of bytes consumed so far.
+///
+/// # Errors
+/// The first bad line (with its number), a read failure, or a storage
+/// failure; in every case nothing is written.
+pub fn import(
+    store: &Store,
+    input: impl BufRead,
+    mut progress: impl FnMut(u64),
+) -> Result<ImportReport, NdjsonError> {
+    let mut input = input;
+    store
+        .write(|tx| {
+            let mut report = ImportReport::default();
+            let mut line = String::new();
+            let mut consumed = 0u64;
+            loop {
+                line.clear();
+                let n = input
+                    .read_line(&mut line)
+                    .map_err(|e| ImportAbort::Failed(NdjsonError::Read(e)))?;
+                if n == 0 {
+                    break;
+                }
+                consumed += n as u64;
+                report.lines += 1;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let outcome = import_line(tx, &line, &mut report).map_err(|e| match e {
+                    LineError::Field(e) => ImportAbort::Failed(NdjsonError::line(report.lines, e)),
+                    LineError::Store(e) => ImportAbort::Store(e),
+                })?;
+                match outcome {
+                    Outcome::Applied => report.applied += 1,
+                    _ => report.unchanged += 1,
+                }
+                if report.lines % 4096 == 0 {
+                    progress(consumed);
+                }
+            }
+            progress(consumed);
+            Ok(report)
+        })
+        .map_err(|e| match e {
+            ImportAbort::Failed(e) => e,
+            ImportAbort::Store(e) => NdjsonError::Store(e),
+        })
+}
+
+/// Carries a line error out of the write transaction (which then aborts).
+enum ImportAbort {
+    Failed(NdjsonError),
+    Store(StoreError),
+}
+
+impl From<StoreError> for ImportAbort {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+enum LineError {
+    Field(FieldError),
+    Store(StoreError),
+}
+
+impl From<FieldError> for LineError {
+    fn from(e: FieldError) -> Self {
+        Self::Field(e)
+    }
+}
+
+impl From<StoreError> for LineError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+fn import_line(
+    tx: &mut Tx<'_>,
+    line: &str,
+    report: &mut ImportReport,
+) -> Result<Outcome, LineError> {
+    let value: Value = serde_json::from_str(line)
+        .map_err(|e| FieldError::new("line", format!("is not valid JSON ({e})")))?;
+    let o = Obj::new(&value, "")?;
+    let internal = parse_internal(&o)?;
+    let object = o.req_str("object")?;
+    let now = tx.now();
+    let outcome = match object {
+        "directory" => {
+            let d = WorkosDirectory::parse(&o)?;
+            if d.organization_id.is_none() {
+                return Err(FieldError::new("organization_id", "is required").into());
+            }
+            report.directories += 1;
+            apply::upsert_directory(tx, &d, d.updated_at.unwrap_or(now), &internal)?
+        }
+        "directory_user" => {
+            let u = WorkosDirectoryUser::parse(&o)?;
+            report.users += 1;
+            apply::upsert_user(tx, &u, u.updated_at.unwrap_or(now), &internal)?
+        }
+        "directory_group" => {
+            let g = WorkosDirectoryGroup::parse(&o)?;
+            report.groups += 1;
+            apply::upsert_group(tx, &g, g.updated_at.unwrap_or(now), &internal)?
+        }
+        "directory_group_membership" => {
+            report.memberships += 1;
+            import_membership(tx, &o, now)?
+        }
+        "user" => {
+            let u = WorkosUser::parse(&o)?;
+            report.authkit_users += 1;
+            apply::upsert_authkit_user(tx, &u, u.updated_at.unwrap_or(now))?
+        }
+        _ => {
+            return Err(FieldError::new(
+                "object",
+                "must be `directory`, `directory_user`, `directory_group`, `directory_group_membership` or `user`",
+            )
+            .into());
+        }
+    };
+    if outcome == Outcome::NoDirectory {
+        return Err(FieldError::new(
+            "directory_id",
+            "names a directory that is neither in the database nor on an earlier line",
+        )
+        .into());
+    }
+    Ok(outcome)
+}
+
+fn import_membership(tx: &mut Tx<'_>, o: &Obj<'_>, now: Timestamp) -> Result<Outcome, LineError> {
+    let directory_id = o.req_id("directory_id", "directory_")?;
+    let group_id = o.req_id("directory_group_id", "directory_group_")?;
+    let user_id = o.req_id("directory_user_id", "directory_user_")?;
+    let added_at = match o.opt_obj("rollcall")? {
+        Some(r) => r.opt_time("added_at")?,
+        None => None,
+    }
+    .unwrap_or(now);
+    let Some(dir) = tx.directory_by_workos(directory_id)? else {
+        return Ok(Outcome::NoDirectory);
+    };
+    let user = tx
+        .user_by_workos(user_id)?
+        .filter(|u| u.directory_id == dir.id)
+        .ok_or_else(|| {
+            FieldError::new(
+                "directory_user_id",
+                "names no user of this directory on an earlier line",
+            )
+        })?;
+    let group = tx
+        .group_by_workos(group_id)?
+        .filter(|g| g.directory_id == dir.id)
+        .ok_or_else(|| {
+            FieldError::new(
+                "directory_group_id",
+                "names no group of this directory on an earlier line",
+            )
+        })?;
+    if tx
+        .membership(group.id, user.id)?
+        .is_some_and(|t| t >= added_at)
+    {
+        return Ok(Outcome::Unchanged);
+    }
+    tx.put_membership(group.id, user.id, added_at)?;
+    Ok(Outcome::Applied)
+}
+
+fn parse_internal(o: &Obj<'_>) -> Result<Internal, FieldError> {
+    let Some(r) = o.opt_obj("rollcall")? else {
+        return Ok(Internal::default());
+    };
+    let id = match r.opt_str("id")? {
+        None => None,
+        Some(s) => Some(
+            uuid::Uuid::try_parse(s)
+                .map_err(|_| FieldError::new("rollcall.id", "must be a UUID"))?,
+        ),
+    };
+    // Present as null means "explicitly none"; absent means "derive it".
+    let user_id = match r.raw("user_id") {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(_) => Some(Some(r.req_id("user_id", "user_")?.to_owned())),
+    };
+    let mapped_role = match r.raw("mapped_role") {
+        None => None,
+        Some(_) => Some(parse_mapped_role(&r, "mapped_role")?),
+    };
+    Ok(Internal {
+        id,
+        created_at: r.opt_time("created_at")?,
+        updated_at: r.opt_time("updated_at")?,
+        user_id,
+        mapped_role,
+    })
+}
+
+// ---- export ------------------------------------------------------------------
+
+#[derive(Serialize)]
+struct DirectoryLine<'a> {
+    object: &'static str,
+    id: &'a str,
+    organization_id: &'a str,
+    name: &'a str,
+    r#type: &'a str,
+    state: &'a str,
+    domains: Vec<DomainLine<'a>>,
+    created_at: String,
+    updated_at: String,
+    rollcall: RollcallFields,
+}
+
+#[derive(Serialize)]
+struct DomainLine<'a> {
+    object: &'static str,
+    domain: &'a str,
+}
+
+#[derive(Serialize)]
+struct RollcallFields {
+    id: String,
+    created_at: String,
+    updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mapped_role: Option<Option<&'static str>>,
+}
+
+#[derive(Serialize)]
+struct EmailLine<'a> {
+    primary: bool,
+    r#type: Option<&'a str>,
+    value: &'a str,
+}
+
+#[derive(Serialize)]
+struct UserLine<'a> {
+    object: &'static str,
+    id: &'a str,
+    directory_id: &'a str,
+    organization_id: &'a str,
+    idp_id: Option<&'a str>,
+    email: &'a str,
+    emails: Vec<EmailLine<'a>>,
+    first_name: Option<&'a str>,
+    last_name: Option<&'a str>,
+    state: &'a str,
+    raw_attributes: Option<Box<RawValue>>,
+    custom_attributes: Option<Box<RawValue>>,
+    created_at: String,
+    updated_at: String,
+    rollcall: RollcallFields,
+}
+
+#[derive(Serialize)]
+struct GroupLine<'a> {
+    object: &'static str,
+    id: &'a str,
+    directory_id: &'a str,
+    organization_id: &'a str,
+    name: &'a str,
+    idp_id: Option<&'a str>,
+    raw_attributes: Option<Box<RawValue>>,
+    created_at: String,
+    updated_at: String,
+    rollcall: RollcallFields,
+}
+
+#[derive(Serialize)]
+struct MembershipLine<'a> {
+    object: &'static str,
+    directory_id: &'a str,
+    directory_group_id: &'a str,
+    directory_user_id: &'a str,
+    rollcall: AddedAt,
+}
+
+#[derive(Serialize)]
+struct AddedAt {
+    added_at: String,
+}
+
+#[derive(Serialize)]
+struct AuthkitLine<'a> {
+    object: &'static str,
+    id: &'a str,
+    email: &'a str,
+    created_at: String,
+    updated_at: String,
+}
+
+fn raw_json(s: Option<&String>) -> Option<Box<RawValue>> {
+    s.and_then(|s| RawValue::from_string(s.clone()).ok())
+}
+
+fn write_line<T: Serialize>(out: &mut impl Write, line: &T) -> Result<(), NdjsonError> {
+    serde_json::to_writer(&mut *out, line).map_err(|e| NdjsonError::Write(e.into()))?;
+    out.write_all(b"\n").map_err(NdjsonError::Write)
+}
+
+/// What an export wrote.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ExportReport {
+    pub directories: u64,
+    pub users: u64,
+    pub groups: u64,
+    pub memberships: u64,
+    pub authkit_users: u64,
+}
+
+/// Writes the whole database as NDJSON from one consistent snapshot:
+/// AuthKit users, then per directory (in creation order) the directory, its
+/// groups, its users and its memberships. `progress` is called after each
+/// directory with the number of lines written so far.
+///
+/// # Errors
+/// A storage failure or a write failure.
+pub fn export(
+    store: &Store,
+    out: &mut impl Write,
+    mut progress: impl FnMut(u64),
+) -> Result<ExportReport, NdjsonError> {
+    let snapshot = store.snapshot()?;
+    let mut report = ExportReport::default();
+    for u in snapshot.authkit_users()? {
+        write_line(
+            out,
+            &AuthkitLine {
+                object: "user",
+                id: &u.id,
+                email: &u.email,
+                created_at: u.source.created_at.to_rfc3339_exact(),
+                updated_at: u.source.updated_at.to_rfc3339_exact(),
+            },
+        )?;
+        report.authkit_users += 1;
+    }
+    for d in snapshot.all_directories()? {
+        write_directory(out, &d)?;
+        report.directories += 1;
+        snapshot.visit_groups(d.id, |g: DirectoryGroup| {
+            report.groups += 1;
+            write_group(out, &d, &g)
+        })?;
+        snapshot.visit_users(d.id, |u: DirectoryUser| {
+            report.users += 1;
+            write_user(out, &d, &u)
+        })?;
+        snapshot.visit_memberships(d.id, |group, user, added| {
+            report.memberships += 1;
+            write_line(
+                out,
+                &MembershipLine {
+                    object: "directory_group_membership",
+                    directory_id: &d.workos_directory_id,
+                    directory_group_id: group,
+                    directory_user_id: user,
+                    rollcall: AddedAt {
+                        added_at: added.to_rfc3339_exact(),
+                    },
+                },
+            )
+        })?;
+        progress(
+            report.directories
+                + report.users
+                + report.groups
+                + report.memberships
+                + report.authkit_users,
+        );
+    }
+    out.flush().map_err(NdjsonError::Write)?;
+    Ok(report)
+}
+
+fn write_directory(out: &mut impl Write, d: &Directory) -> Result<(), NdjsonError> {
+    write_line(
+        out,
+        &DirectoryLine {
+            object: "directory",
+            id: &d.workos_directory_id,
+            organization_id: &d.organization_id,
+            name: &d.name,
+            r#type: &d.workos_type,
+            state: &d.workos_state,
+            domains: d
+                .domains
+                .iter()
+                .map(|domain| DomainLine {
+                    object: "organization_domain",
+                    domain,
+                })
+                .collect(),
+            created_at: d.source.created_at.to_rfc3339_exact(),
+            updated_at: d.source.updated_at.to_rfc3339_exact(),
+            rollcall: RollcallFields {
+                id: d.id.to_string(),
+                created_at: d.created_at.to_rfc3339_exact(),
+                updated_at: d.updated_at.to_rfc3339_exact(),
+                user_id: None,
+                mapped_role: None,
+            },
+        },
+    )
+}
+
+fn write_group(out: &mut impl Write, d: &Directory, g: &DirectoryGroup) -> Result<(), NdjsonError> {
+    write_line(
+        out,
+        &GroupLine {
+            object: "directory_group",
+            id: &g.workos_directory_group_id,
+            directory_id: &d.workos_directory_id,
+            organization_id: &d.organization_id,
+            name: &g.name,
+            idp_id: g.idp_id.as_deref(),
+            raw_attributes: raw_json(g.raw_attributes.as_ref()),
+            created_at: g.source.created_at.to_rfc3339_exact(),
+            updated_at: g.source.updated_at.to_rfc3339_exact(),
+            rollcall: RollcallFields {
+                id: g.id.to_string(),
+                created_at: g.created_at.to_rfc3339_exact(),
+                updated_at: g.updated_at.to_rfc3339_exact(),
+                user_id: None,
+                mapped_role: Some(g.mapped_role.map(|r| r.as_str())),
+            },
+        },
+    )
+}
+
+fn write_user(out: &mut impl Write, d: &Directory, u: &DirectoryUser) -> Result<(), NdjsonError> {
+    write_line(
+        out,
+        &UserLine {
+            object: "directory_user",
+            id: &u.workos_directory_user_id,
+            directory_id: &d.workos_directory_id,
+            organization_id: &d.organization_id,
+            idp_id: u.idp_id.as_deref(),
+            email: &u.email,
+            emails: u
+                .emails
+                .iter()
+                .map(|e| EmailLine {
+                    primary: e.primary,
+                    r#type: e.kind.as_deref(),
+                    value: &e.value,
+                })
+                .collect(),
+            first_name: u.first_name.as_deref(),
+            last_name: u.last_name.as_deref(),
+            state: &u.workos_state,
+            raw_attributes: raw_json(u.raw_attributes.as_ref()),
+            custom_attributes: raw_json(u.custom_attributes.as_ref()),
+            created_at: u.source.created_at.to_rfc3339_exact(),
+            updated_at: u.source.updated_at.to_rfc3339_exact(),
+            rollcall: RollcallFields {
+                id: u.id.to_string(),
+                created_at: u.created_at.to_rfc3339_exact(),
+                updated_at: u.updated_at.to_rfc3339_exact(),
+                user_id: Some(u.user_id.clone()),
+                mapped_role: None,
+            },
+        },
+    )
+}

@@ -1,0 +1,25 @@
+//! rollcall: the directory users of many organizations in one embedded redb
+//! file, served through a Char-compatible Directories API. One binary, no
+//! external database, no other service to run.
+//!
+//! # Layout
+//!
+//! - [`model`]: directories, users, groups; typed ids; the Char JSON shape.
+//! - [`store`]: the only code that touches redb — tables, indexes, codec,
+//!   snapshots and write transactions.
+//! - [`auth`]: bearer-token verification (JWKS RS256/ES256, dev HS256).
+//! - [`api`]: the HTTP surface (warp filters, JSON errors).
+//! - [`ingest`]: WorkOS events (webhooks, Events API pull), NDJSON
+//!   import/export; [`ingest::apply`] is the one place objects become writes.
+//! - [`app`]: building, binding and running the server with graceful shutdown.
+//! - [`config`], [`cli`], [`dev`]: settings, commands, the dev quickstart.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod dev;
+pub mod ingest;
+pub mod model;
+pub mod store;

@@ -1,0 +1,524 @@
+//! The domain records rollcall keeps — directories, directory users, directory
+//! groups — with typed ids and the exact JSON shape of the Char Directories API.
+//!
+//! This module owns the Char rendering (`to_json`): key order, nulls and
+//! RFC 3339 timestamps are decided here and nowhere else. It knows nothing of
+//! storage or HTTP; the `Serialize`/`Deserialize` derives exist for the store's
+//! codec, which wraps them in a versioned envelope.
+
+use std::fmt;
+
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+macro_rules! typed_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// A fresh UUIDv7: ids sort in creation order.
+            pub fn new_v7() -> Self {
+                Self(Uuid::now_v7())
+            }
+
+            /// Parses the canonical hyphenated (or simple) UUID form.
+            ///
+            /// # Errors
+            /// When `s` is not a UUID.
+            pub fn parse(s: &str) -> Result<Self, uuid::Error> {
+                Uuid::try_parse(s).map(Self)
+            }
+
+            /// The id as a big-endian integer, the form the store keys on.
+            pub fn as_u128(self) -> u128 {
+                self.0.as_u128()
+            }
+
+            /// The id from its key form.
+            pub fn from_u128(v: u128) -> Self {
+                Self(Uuid::from_u128(v))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0.hyphenated(), f)
+            }
+        }
+    };
+}
+
+typed_id!(
+    /// Internal id of a directory.
+    DirectoryId
+);
+typed_id!(
+    /// Internal id of a directory-user record.
+    DirectoryUserId
+);
+typed_id!(
+    /// Internal id of a directory-group record.
+    DirectoryGroupId
+);
+
+/// A point in time, microseconds since the Unix epoch, always UTC.
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,
+)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// The current time.
+    pub fn now() -> Self {
+        Self(Utc::now().timestamp_micros())
+    }
+
+    /// From milliseconds since the epoch.
+    pub fn from_millis(ms: i64) -> Self {
+        Self(ms.saturating_mul(1000))
+    }
+
+    /// Milliseconds since the epoch.
+    pub fn as_millis(self) -> i64 {
+        self.0.div_euclid(1000)
+    }
+
+    /// Parses RFC 3339, or WorkOS's `2023-04-28 20:05:31.093` form read as UTC.
+    pub fn parse_lenient(s: &str) -> Option<Self> {
+        let s = s.trim();
+        if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
+            return Some(Self(dt.with_timezone(&Utc).timestamp_micros()));
+        }
+        for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+            if let Ok(naive) = NaiveDateTime::parse_from_str(s, fmt) {
+                return Some(Self(Utc.from_utc_datetime(&naive).timestamp_micros()));
+            }
+        }
+        None
+    }
+
+    /// RFC 3339 in UTC with millisecond precision and a `Z` suffix (the API form).
+    pub fn to_rfc3339(self) -> String {
+        self.format(SecondsFormat::Millis)
+    }
+
+    /// RFC 3339 in UTC with full (microsecond) precision, for export.
+    pub fn to_rfc3339_exact(self) -> String {
+        self.format(SecondsFormat::Micros)
+    }
+
+    fn format(self, precision: SecondsFormat) -> String {
+        DateTime::<Utc>::from_timestamp_micros(self.0)
+            .unwrap_or_default()
+            .to_rfc3339_opts(precision, true)
+    }
+}
+
+impl Serialize for RfcTime {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0.to_rfc3339())
+    }
+}
+
+/// Serializes a [`Timestamp`] as RFC 3339 (the API form; the store keeps integers).
+struct RfcTime(Timestamp);
+
+/// `active` or `inactive`, the two states Char knows for a directory user.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum UserState {
+    Active,
+    Inactive,
+}
+
+impl UserState {
+    /// The Char spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Inactive => "inactive",
+        }
+    }
+
+    /// Maps a WorkOS directory-user state: `active` is active; `inactive`,
+    /// `suspended` and anything unknown are inactive.
+    pub fn from_workos(state: &str) -> Self {
+        if state.eq_ignore_ascii_case("active") {
+            Self::Active
+        } else {
+            Self::Inactive
+        }
+    }
+
+    /// Parses the Char spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(Self::Active),
+            "inactive" => Some(Self::Inactive),
+            _ => None,
+        }
+    }
+}
+
+/// `active`, `inactive` or `deleting`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum DirectoryState {
+    Active,
+    Inactive,
+    Deleting,
+}
+
+impl DirectoryState {
+    /// The Char spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Inactive => "inactive",
+            Self::Deleting => "deleting",
+        }
+    }
+
+    /// Maps a WorkOS directory state: `active` (and the legacy `linked`, which
+    /// the WorkOS SDKs read as `active`) is active, `deleting` is deleting,
+    /// everything else is inactive.
+    pub fn from_workos(state: &str) -> Self {
+        match state.to_ascii_lowercase().as_str() {
+            "active" | "linked" => Self::Active,
+            "deleting" => Self::Deleting,
+            _ => Self::Inactive,
+        }
+    }
+}
+
+/// The role a group maps to in Char, when one is configured.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum MappedRole {
+    Admin,
+    Member,
+}
+
+impl MappedRole {
+    /// The Char spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Member => "member",
+        }
+    }
+
+    /// Parses the Char spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "admin" => Some(Self::Admin),
+            "member" => Some(Self::Member),
+            _ => None,
+        }
+    }
+}
+
+/// Maps a WorkOS directory type to Char's: lower-cased, ` v2.0` dropped,
+/// spaces to `_`; `gsuite directory` is `google_workspace`.
+pub fn char_directory_type(workos_type: &str) -> String {
+    let lower = workos_type.trim().to_ascii_lowercase();
+    if lower == "gsuite directory" {
+        return "google_workspace".to_owned();
+    }
+    let trimmed = lower.strip_suffix(" v2.0").unwrap_or(&lower);
+    trimmed.replace(' ', "_")
+}
+
+/// One email of a WorkOS directory user, kept for export fidelity.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Email {
+    pub value: String,
+    pub kind: Option<String>,
+    pub primary: bool,
+}
+
+/// What WorkOS said about an object, kept beside the Char record: used for
+/// ordering (`updated_at`) and to export the object in WorkOS's shape.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct Provenance {
+    /// WorkOS's own `created_at`.
+    pub created_at: Timestamp,
+    /// WorkOS's own `updated_at`: an incoming object older than this changes nothing.
+    pub updated_at: Timestamp,
+}
+
+/// A directory connection of an organization.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Directory {
+    pub id: DirectoryId,
+    pub organization_id: String,
+    pub workos_directory_id: String,
+    pub name: String,
+    /// WorkOS's type as given (`okta scim v2.0`); the Char `type` derives from it.
+    pub workos_type: String,
+    /// WorkOS's state as given (`active`, `invalid_credentials` …).
+    pub workos_state: String,
+    /// Every domain WorkOS listed; the Char `domain` is the first.
+    pub domains: Vec<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub user_count: u64,
+    pub group_count: u64,
+    /// Bumped by every write that touches the directory, its users or groups.
+    pub revision: u64,
+    pub source: Provenance,
+}
+
+impl Directory {
+    /// Whether two versions differ in anything but timestamps, counts and
+    /// revision.
+    pub fn same_content(&self, other: &Self) -> bool {
+        let strip = |d: &Self| Self {
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+            user_count: 0,
+            group_count: 0,
+            revision: 0,
+            source: Provenance::default(),
+            ..d.clone()
+        };
+        strip(self) == strip(other)
+    }
+
+    /// The Char `type`.
+    pub fn kind(&self) -> String {
+        char_directory_type(&self.workos_type)
+    }
+
+    /// The Char `state`.
+    pub fn state(&self) -> DirectoryState {
+        DirectoryState::from_workos(&self.workos_state)
+    }
+
+    /// The Char `domain`.
+    pub fn domain(&self) -> Option<&str> {
+        self.domains.first().map(String::as_str)
+    }
+
+    /// The Char JSON object.
+    pub fn to_json(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct View<'a> {
+            id: String,
+            organization_id: &'a str,
+            workos_directory_id: &'a str,
+            name: &'a str,
+            r#type: String,
+            state: &'static str,
+            domain: Option<&'a str>,
+            created_at: RfcTime,
+            updated_at: RfcTime,
+            user_count: u64,
+            group_count: u64,
+        }
+        to_vec(&View {
+            id: self.id.to_string(),
+            organization_id: &self.organization_id,
+            workos_directory_id: &self.workos_directory_id,
+            name: &self.name,
+            r#type: self.kind(),
+            state: self.state().as_str(),
+            domain: self.domain(),
+            created_at: RfcTime(self.created_at),
+            updated_at: RfcTime(self.updated_at),
+            user_count: self.user_count,
+            group_count: self.group_count,
+        })
+    }
+}
+
+/// A user of a directory, as the identity provider describes them.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct DirectoryUser {
+    pub id: DirectoryUserId,
+    pub directory_id: DirectoryId,
+    /// The linked AuthKit user (`user_…`), once one with the same email is known.
+    pub user_id: Option<String>,
+    pub workos_directory_user_id: String,
+    pub email: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub state: UserState,
+    /// The IdP's raw attributes, JSON-encoded.
+    pub raw_attributes: Option<String>,
+    pub idp_id: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// WorkOS's state as given (`suspended` …), for export.
+    pub workos_state: String,
+    pub emails: Vec<Email>,
+    /// WorkOS `custom_attributes`, JSON-encoded, for export.
+    pub custom_attributes: Option<String>,
+    pub source: Provenance,
+}
+
+impl DirectoryUser {
+    /// The email as the indexes key it: trimmed and lower-cased.
+    pub fn email_key(&self) -> String {
+        email_key(&self.email)
+    }
+
+    /// Whether two versions of a user differ in anything but timestamps
+    /// (rollcall's and WorkOS's) — an update that changes nothing visible
+    /// must not bump `updated_at`.
+    pub fn same_content(&self, other: &Self) -> bool {
+        let strip = |u: &Self| Self {
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+            source: Provenance::default(),
+            ..u.clone()
+        };
+        strip(self) == strip(other)
+    }
+
+    /// The Char JSON object: exactly the 12 documented keys, in order.
+    pub fn to_json(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct View<'a> {
+            id: String,
+            directory_id: String,
+            user_id: Option<&'a str>,
+            workos_directory_user_id: &'a str,
+            email: &'a str,
+            first_name: Option<&'a str>,
+            last_name: Option<&'a str>,
+            state: &'static str,
+            raw_attributes: Option<&'a str>,
+            idp_id: Option<&'a str>,
+            created_at: RfcTime,
+            updated_at: RfcTime,
+        }
+        to_vec(&View {
+            id: self.id.to_string(),
+            directory_id: self.directory_id.to_string(),
+            user_id: self.user_id.as_deref(),
+            workos_directory_user_id: &self.workos_directory_user_id,
+            email: &self.email,
+            first_name: self.first_name.as_deref(),
+            last_name: self.last_name.as_deref(),
+            state: self.state.as_str(),
+            raw_attributes: self.raw_attributes.as_deref(),
+            idp_id: self.idp_id.as_deref(),
+            created_at: RfcTime(self.created_at),
+            updated_at: RfcTime(self.updated_at),
+        })
+    }
+}
+
+/// A group of a directory.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct DirectoryGroup {
+    pub id: DirectoryGroupId,
+    pub directory_id: DirectoryId,
+    pub workos_directory_group_id: String,
+    pub name: String,
+    pub idp_id: Option<String>,
+    pub raw_attributes: Option<String>,
+    pub mapped_role: Option<MappedRole>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub source: Provenance,
+}
+
+impl DirectoryGroup {
+    /// Whether two versions differ in anything but timestamps.
+    pub fn same_content(&self, other: &Self) -> bool {
+        let strip = |g: &Self| Self {
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+            source: Provenance::default(),
+            ..g.clone()
+        };
+        strip(self) == strip(other)
+    }
+
+    /// The Char JSON object.
+    pub fn to_json(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct View<'a> {
+            id: String,
+            directory_id: String,
+            workos_directory_group_id: &'a str,
+            name: &'a str,
+            idp_id: Option<&'a str>,
+            raw_attributes: Option<&'a str>,
+            mapped_role: Option<&'static str>,
+            created_at: RfcTime,
+            updated_at: RfcTime,
+        }
+        to_vec(&View {
+            id: self.id.to_string(),
+            directory_id: self.directory_id.to_string(),
+            workos_directory_group_id: &self.workos_directory_group_id,
+            name: &self.name,
+            idp_id: self.idp_id.as_deref(),
+            raw_attributes: self.raw_attributes.as_deref(),
+            mapped_role: self.mapped_role.map(MappedRole::as_str),
+            created_at: RfcTime(self.created_at),
+            updated_at: RfcTime(self.updated_at),
+        })
+    }
+}
+
+/// An AuthKit user as far as linking needs one: its id and email.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct AuthkitUser {
+    pub id: String,
+    pub email: String,
+    pub source: Provenance,
+}
+
+/// The form emails are compared in: trimmed, lower-cased.
+pub fn email_key(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+fn to_vec<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serializing plain structs of strings, integers and options into a Vec
+    // cannot fail: there is no I/O and no map with non-string keys.
+    serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directory_types_map_like_the_contract_says() {
+        assert_eq!(char_directory_type("okta scim v2.0"), "okta_scim");
+        assert_eq!(char_directory_type("azure scim v2.0"), "azure_scim");
+        assert_eq!(char_directory_type("gsuite directory"), "google_workspace");
+        assert_eq!(char_directory_type("Generic SCIM v2.0"), "generic_scim");
+        assert_eq!(char_directory_type("bamboohr"), "bamboohr");
+    }
+
+    #[test]
+    fn timestamps_parse_leniently_and_render_as_utc_z() {
+        let a = Timestamp::parse_lenient("2023-04-28 20:05:31.093").unwrap();
+        let b = Timestamp::parse_lenient("2023-04-28T20:05:31.093Z").unwrap();
+        let c = Timestamp::parse_lenient("2023-04-28T22:05:31.093+02:00").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(b, c);
+        assert_eq!(a.to_rfc3339(), "2023-04-28T20:05:31.093Z");
+        assert!(Timestamp::parse_lenient("yesterday").is_none());
+    }
+
+    #[test]
+    fn states_map_like_the_contract_says() {
+        assert_eq!(UserState::from_workos("suspended"), UserState::Inactive);
+        assert_eq!(UserState::from_workos("active"), UserState::Active);
+        assert_eq!(
+            DirectoryState::from_workos("deleting"),
+            DirectoryState::Deleting
+        );
+        assert_eq!(
+            DirectoryState::from_workos("invalid_credentials"),
+            DirectoryState::Inactive
+        );
+    }
+}
