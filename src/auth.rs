@@ -304,14 +304,19 @@ impl Verifier {
         let mut validation = Validation::new(header.alg);
         validation.leeway = self.config.leeway.as_secs();
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp"]);
+        let mut required = vec!["exp"];
         if !self.config.issuers.is_empty() {
             validation.set_issuer(&self.config.issuers);
+            required.push("iss");
         }
         match &self.config.audience {
-            Some(aud) => validation.set_audience(&[aud]),
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
+        validation.set_required_spec_claims(&required);
         let data = jsonwebtoken::decode::<Claims>(token, key.key(), &validation)
             .map_err(|e| AuthError::Rejected(reject_reason(e.kind())))?;
         let principal = principal_from(data.claims)?;

@@ -1,0 +1,350 @@
+//! Token verification, from the attacker's side too: every failure is a 401
+//! with the same body; a valid token without organization is a 403.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use base64::Engine;
+use jsonwebtoken::{Algorithm, EncodingKey};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use warp::Filter;
+
+use crate::helpers::*;
+
+const UNAUTHORIZED: &str = r#"{"code":"UNAUTHORIZED","status":401,"message":"Missing or invalid authentication token","data":{"code":"AUTH_REQUIRED"}}"#;
+
+async fn status_of(app: &TestApp, header: Option<&str>) -> (StatusCode, String) {
+    let mut req = app.client.get(format!("{}/api/directories", app.base));
+    if let Some(h) = header {
+        req = req.header("authorization", h);
+    }
+    let resp = req.send().await.unwrap();
+    (resp.status(), resp.text().await.unwrap())
+}
+
+async fn assert_401(app: &TestApp, token: &str, why: &str) {
+    let (status, body) = status_of(app, Some(&format!("Bearer {token}"))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{why}");
+    assert_eq!(body, UNAUTHORIZED, "{why}");
+}
+
+fn b64(v: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v)
+}
+
+#[tokio::test]
+async fn a_valid_rs256_or_es256_token_is_accepted() {
+    let app = spawn_app().await;
+
+    let (rs, _) = status_of(&app, Some(&format!("Bearer {}", token_for(ORG_A)))).await;
+    let (es, _) = status_of(&app, Some(&format!("Bearer {}", es256(&claims_for(ORG_A))))).await;
+
+    assert_eq!(rs, StatusCode::OK);
+    assert_eq!(es, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn missing_and_malformed_headers_are_401() {
+    let app = spawn_app().await;
+    let token = token_for(ORG_A);
+    for header in [
+        None,
+        Some(String::new()),
+        Some("Bearer".to_owned()),
+        Some("Bearer ".to_owned()),
+        Some(format!("Basic {token}")),
+        Some(format!("Token {token}")),
+        Some("Bearer not-a-jwt".to_owned()),
+        Some("Bearer a.b.c".to_owned()),
+        Some(format!("Bearer {}", "x".repeat(20_000))),
+    ] {
+        let (status, body) = status_of(&app, header.as_deref()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{header:?}");
+        assert_eq!(body, UNAUTHORIZED);
+    }
+}
+
+#[tokio::test]
+async fn forged_expired_and_premature_tokens_are_401() {
+    let app = spawn_app().await;
+    let now = now_secs();
+    let attacker = EncodingKey::from_rsa_pem(RSA_ATTACKER_PRIVATE).unwrap();
+
+    let valid = token_for(ORG_A);
+    let mut parts: Vec<String> = valid.split('.').map(str::to_owned).collect();
+    parts[1] = b64(serde_json::to_vec(&claims_for(ORG_B)).unwrap().as_slice());
+    assert_401(
+        &app,
+        &parts.join("."),
+        "payload swapped under the original signature",
+    )
+    .await;
+
+    let resigned = sign(
+        Algorithm::RS256,
+        Some(RSA_KID),
+        &attacker,
+        &claims_for(ORG_A),
+    );
+    assert_401(
+        &app,
+        &resigned,
+        "signed by another key under the trusted kid",
+    )
+    .await;
+
+    let expired = rs256(&json!({"org_id": ORG_A, "exp": now - 3600}));
+    assert_401(&app, &expired, "expired").await;
+
+    let premature = rs256(&json!({"org_id": ORG_A, "exp": now + 7200, "nbf": now + 3600}));
+    assert_401(&app, &premature, "not yet valid").await;
+
+    let no_exp = rs256(&json!({"org_id": ORG_A}));
+    assert_401(&app, &no_exp, "no exp").await;
+
+    let unknown_kid = sign(
+        Algorithm::RS256,
+        Some("someone-elses-key"),
+        &EncodingKey::from_rsa_pem(RSA_PRIVATE).unwrap(),
+        &claims_for(ORG_A),
+    );
+    assert_401(&app, &unknown_kid, "unknown kid").await;
+}
+
+#[tokio::test]
+async fn alg_none_and_key_confusion_are_401() {
+    let app = spawn_app().await;
+    let payload = b64(serde_json::to_vec(&claims_for(ORG_A)).unwrap().as_slice());
+    for header in [
+        json!({"alg": "none", "typ": "JWT"}),
+        json!({"alg": "None", "typ": "JWT"}),
+        json!({"alg": "none", "kid": RSA_KID}),
+    ] {
+        let h = b64(serde_json::to_vec(&header).unwrap().as_slice());
+        assert_401(&app, &format!("{h}.{payload}."), &format!("{header}")).await;
+        assert_401(
+            &app,
+            &format!("{h}.{payload}"),
+            &format!("{header} two parts"),
+        )
+        .await;
+    }
+
+    // HS256 when only a JWKS is configured, keyed with a secret or with the
+    // RSA public key itself (the classic confusion attack).
+    let hs = sign(
+        Algorithm::HS256,
+        None,
+        &EncodingKey::from_secret(b"guess"),
+        &claims_for(ORG_A),
+    );
+    assert_401(&app, &hs, "HS256 without a configured secret").await;
+    let public_pem = include_bytes!("../fixtures/rsa_public.pem");
+    let confused = sign(
+        Algorithm::HS256,
+        Some(RSA_KID),
+        &EncodingKey::from_secret(public_pem),
+        &claims_for(ORG_A),
+    );
+    assert_401(&app, &confused, "HS256 keyed with the RSA public key").await;
+
+    // Algorithms outside RS256/ES256/HS256, even with a trusted key.
+    let rs512 = sign(
+        Algorithm::RS512,
+        Some(RSA_KID),
+        &EncodingKey::from_rsa_pem(RSA_PRIVATE).unwrap(),
+        &claims_for(ORG_A),
+    );
+    assert_401(&app, &rs512, "RS512").await;
+    // RS256 header over an EC kid: the key does not match the algorithm.
+    let mismatched = sign(
+        Algorithm::RS256,
+        Some(EC_KID),
+        &EncodingKey::from_rsa_pem(RSA_PRIVATE).unwrap(),
+        &claims_for(ORG_A),
+    );
+    assert_401(&app, &mismatched, "RS256 naming the EC key").await;
+}
+
+#[tokio::test]
+async fn hs256_works_only_with_a_configured_secret_and_never_under_a_jwks_kid() {
+    let dir = TempDir::new().unwrap();
+    let mut s = settings(dir.path());
+    s.auth.hs256_secret = Some(b"dev-secret".to_vec());
+    let app = spawn_with(s, Arc::new(dir)).await;
+    let key = EncodingKey::from_secret(b"dev-secret");
+
+    let plain = sign(Algorithm::HS256, None, &key, &claims_for(ORG_A));
+    let (status, _) = status_of(&app, Some(&format!("Bearer {plain}"))).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let under_rsa_kid = sign(Algorithm::HS256, Some(RSA_KID), &key, &claims_for(ORG_A));
+    assert_401(&app, &under_rsa_kid, "HS256 naming an RSA key").await;
+    let wrong_secret = sign(
+        Algorithm::HS256,
+        None,
+        &EncodingKey::from_secret(b"other"),
+        &claims_for(ORG_A),
+    );
+    assert_401(&app, &wrong_secret, "wrong secret").await;
+}
+
+#[tokio::test]
+async fn issuer_and_audience_are_checked_when_configured() {
+    let dir = TempDir::new().unwrap();
+    let mut s = settings(dir.path());
+    s.auth.issuers = vec![
+        "https://api.workos.com".into(),
+        "https://auth.example.test".into(),
+    ];
+    s.auth.audience = Some("rollcall".into());
+    let app = spawn_with(s, Arc::new(dir)).await;
+    let exp = now_secs() + 3600;
+    let good = |iss: &str, aud: Value| {
+        rs256(&json!({"org_id": ORG_A, "exp": exp, "iss": iss, "aud": aud}))
+    };
+
+    for token in [
+        good("https://api.workos.com", json!("rollcall")),
+        good("https://auth.example.test", json!(["x", "rollcall"])),
+    ] {
+        let (status, _) = status_of(&app, Some(&format!("Bearer {token}"))).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_401(
+        &app,
+        &good("https://evil.test", json!("rollcall")),
+        "wrong issuer",
+    )
+    .await;
+    assert_401(
+        &app,
+        &good("https://api.workos.com", json!("other")),
+        "wrong audience",
+    )
+    .await;
+    assert_401(
+        &app,
+        &rs256(&json!({"org_id": ORG_A, "exp": exp, "aud": "rollcall"})),
+        "no issuer",
+    )
+    .await;
+    assert_401(
+        &app,
+        &rs256(&json!({"org_id": ORG_A, "exp": exp, "iss": "https://api.workos.com"})),
+        "no audience",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn organization_comes_from_org_id_or_organization_id_and_is_required() {
+    let app = spawn_app().await;
+    let exp = now_secs() + 3600;
+
+    let via_org_id = rs256(&json!({"org_id": ORG_A, "exp": exp}));
+    let via_organization_id = rs256(&json!({"organization_id": ORG_A, "exp": exp}));
+    for t in [&via_org_id, &via_organization_id] {
+        let (status, _) = status_of(&app, Some(&format!("Bearer {t}"))).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    for claims in [
+        json!({"exp": exp}),
+        json!({"exp": exp, "org_id": ""}),
+        json!({"exp": exp, "org_id": null}),
+    ] {
+        let t = rs256(&claims);
+        let (status, body) = status_of(&app, Some(&format!("Bearer {t}"))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{claims}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["code"], "ORG_CONTEXT_REQUIRED");
+        assert_eq!(body["data"]["code"], "ORG_CONTEXT_REQUIRED");
+        assert_eq!(body["status"], 403);
+    }
+
+    let conflicting = rs256(&json!({"org_id": ORG_A, "organization_id": ORG_B, "exp": exp}));
+    assert_401(&app, &conflicting, "two different organizations").await;
+    let mistyped = rs256(&json!({"org_id": 42, "exp": exp}));
+    assert_401(&app, &mistyped, "a non-string organization").await;
+    let oversized = rs256(&json!({"org_id": "o".repeat(1000), "exp": exp}));
+    assert_401(&app, &oversized, "an oversized organization").await;
+}
+
+/// A JWKS endpoint whose keys can be swapped, counting its fetches.
+async fn jwks_server(initial: Value) -> (String, Arc<std::sync::Mutex<Value>>, Arc<AtomicUsize>) {
+    let keys = Arc::new(std::sync::Mutex::new(initial));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (k, h) = (keys.clone(), hits.clone());
+    let route = warp::path!("jwks").map(move || {
+        h.fetch_add(1, Ordering::SeqCst);
+        warp::reply::json(&*k.lock().unwrap())
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(warp::serve(route).incoming(listener).run());
+    (format!("http://{addr}/jwks"), keys, hits)
+}
+
+#[tokio::test]
+async fn jwks_url_is_cached_and_refetched_for_an_unknown_kid_at_most_once_per_interval() {
+    let all: Value = serde_json::from_str(JWKS).unwrap();
+    let only_ec = json!({"keys": [all["keys"][1].clone()]});
+    let (url, keys, hits) = jwks_server(only_ec).await;
+    let dir = TempDir::new().unwrap();
+    let mut s = settings(dir.path());
+    s.auth.jwks_file = None;
+    s.auth.jwks_url = Some(url);
+    s.auth.jwks_refetch_interval = Duration::from_millis(500);
+    let app = spawn_with(s, Arc::new(dir)).await;
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "fetched once at start");
+
+    // Known key: served from the cache.
+    for _ in 0..5 {
+        let (status, _) =
+            status_of(&app, Some(&format!("Bearer {}", es256(&claims_for(ORG_A))))).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+    // The RSA key is rotated in; the first token naming it triggers a refetch.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    *keys.lock().unwrap() = all.clone();
+    let (status, _) = status_of(&app, Some(&format!("Bearer {}", token_for(ORG_A)))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+
+    // A flood of unknown kids fetches at most once per interval.
+    let stranger = sign(
+        Algorithm::RS256,
+        Some("unknown"),
+        &EncodingKey::from_rsa_pem(RSA_PRIVATE).unwrap(),
+        &claims_for(ORG_A),
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for _ in 0..20 {
+        assert_401(&app, &stranger, "unknown kid").await;
+    }
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        3,
+        "one refetch for twenty unknown-kid tokens"
+    );
+}
+
+#[tokio::test]
+async fn the_server_refuses_to_start_without_any_verification() {
+    let dir = TempDir::new().unwrap();
+    let mut s = settings(dir.path());
+    s.auth.jwks_file = None;
+
+    let err = rollcall::app::Application::build(s)
+        .await
+        .err()
+        .expect("refused");
+
+    assert!(err.to_string().contains("no token verification"), "{err}");
+}

@@ -1,0 +1,18 @@
+//! One integration-test binary: every test starts the real server on port 0
+//! with its own redb file in a temp dir and speaks HTTP to it.
+
+mod helpers;
+mod workos;
+
+mod auth;
+mod directories;
+mod errors;
+mod groups;
+mod import;
+mod indexes;
+mod linking;
+mod persistence;
+mod pull;
+mod sequence;
+mod users;
+mod webhooks;
