@@ -18,6 +18,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
+use crate::api::cache::BodyCache;
 use crate::api::{self, AppState};
 use crate::auth::{KeyError, Verifier};
 use crate::config::Settings;
@@ -110,6 +111,9 @@ impl Application {
                 .as_ref()
                 .map(|s| WebhookVerifier::new(s.clone(), settings.webhook_tolerance)),
             max_body_bytes: settings.max_body_bytes,
+            bodies: Arc::new(BodyCache::new(settings.cache_bytes)),
+            stream_threshold: settings.stream_threshold,
+            streams: Arc::new(Semaphore::new(settings.max_streams)),
         };
         let (stop_background, stopped) = watch::channel(false);
         let mut background = Vec::new();

@@ -35,7 +35,7 @@ pub enum CliError {
 /// A [`CliError`] describing what failed.
 pub fn run(command: Command, data: &Path) -> Result<(), CliError> {
     match command {
-        Command::Serve(args) => runtime()?.block_on(serve(data, args)),
+        Command::Serve(args) => runtime()?.block_on(serve(data, *args)),
         Command::Token(args) => token(data, &args),
         Command::Import(args) => import(data, &args),
         Command::Export(args) => export(data, &args),

@@ -47,7 +47,7 @@ pub enum LogFormat {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Mint an HS256 token with the configured (or dev) secret.
     Token(TokenArgs),
     /// Import an NDJSON file (all or nothing; idempotent).
@@ -117,6 +117,15 @@ pub struct ServeArgs {
     /// Most events that share one durable commit (1 turns group commit off).
     #[arg(long, env = "ROLLCALL_GROUP_COMMIT_MAX", default_value_t = 512)]
     pub group_commit_max: usize,
+    /// Memory for whole list bodies ready to send, in MiB.
+    #[arg(long, env = "ROLLCALL_CACHE_MB", default_value_t = 64)]
+    pub cache_mb: usize,
+    /// Lists with more records than this are streamed instead of cached.
+    #[arg(long, env = "ROLLCALL_STREAM_THRESHOLD", default_value_t = 10_000)]
+    pub stream_threshold: u64,
+    /// Large lists streamed at once; more wait their turn.
+    #[arg(long, env = "ROLLCALL_MAX_STREAMS", default_value_t = 32)]
+    pub max_streams: usize,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -174,6 +183,10 @@ pub struct Settings {
     pub header_timeout: Duration,
     /// Connections served at once; more wait in the accept queue.
     pub max_connections: usize,
+    /// Bytes of whole list bodies kept ready to send.
+    pub cache_bytes: usize,
+    pub stream_threshold: u64,
+    pub max_streams: usize,
 }
 
 impl Settings {
@@ -197,6 +210,9 @@ impl Settings {
             store: StoreOptions::default(),
             header_timeout: Duration::from_secs(10),
             max_connections: 10_000,
+            cache_bytes: 64 * 1024 * 1024,
+            stream_threshold: crate::api::lists::DEFAULT_STREAM_THRESHOLD,
+            max_streams: 32,
         }
     }
 
@@ -219,6 +235,9 @@ impl Settings {
         s.max_body_bytes = args.max_body_bytes;
         s.shutdown_grace = Duration::from_secs(args.shutdown_grace_secs);
         s.group_commit_max = args.group_commit_max;
+        s.cache_bytes = args.cache_mb.saturating_mul(1024 * 1024);
+        s.stream_threshold = args.stream_threshold;
+        s.max_streams = args.max_streams.max(1);
         s
     }
 }

@@ -1,13 +1,14 @@
 //! `GET /api/directories` and `GET /api/directories/{id}`: the caller's
-//! organization's directories. Another organization's directory is a 404
-//! identical to a nonexistent one.
+//! organization's directories, answered from the store's in-memory directory
+//! map. Another organization's directory is a 404 identical to a nonexistent
+//! one.
 
 use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
 use super::{
-    ApiError, AppState, authorization, blocking, get_or_head, json_response, organization, respond,
+    ApiError, AppState, authorization, get_or_head, json_response, organization, respond,
     with_state,
 };
 use crate::model::DirectoryId;
@@ -36,32 +37,24 @@ pub fn parse_directory_id(id: &str) -> Result<DirectoryId, ApiError> {
 
 async fn list(auth: Option<String>, state: AppState) -> Result<Response, ApiError> {
     let org = organization(&state, auth).await?;
-    let store = state.store.clone();
-    let body = blocking(move || {
-        let directories = store.snapshot()?.directories_of_org(&org)?;
-        let mut out = Vec::with_capacity(directories.len() * 320 + 2);
-        out.push(b'[');
-        for (i, d) in directories.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(&d.to_json());
+    let directories = state.store.directories_of_org(&org);
+    let mut out = Vec::with_capacity(directories.len() * 320 + 2);
+    out.push(b'[');
+    for (i, d) in directories.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
         }
-        out.push(b']');
-        Ok(out)
-    })
-    .await?;
-    Ok(json_response(body))
+        out.extend_from_slice(&d.to_json());
+    }
+    out.push(b']');
+    Ok(json_response(out))
 }
 
 async fn get(id: String, auth: Option<String>, state: AppState) -> Result<Response, ApiError> {
     let org = organization(&state, auth).await?;
     let id = parse_directory_id(&id)?;
-    let store = state.store.clone();
-    let body = blocking(move || match store.snapshot()?.directory(id)? {
-        Some(d) if d.organization_id == org => Ok(d.to_json()),
+    match state.store.directory(id) {
+        Some(d) if d.organization_id == org => Ok(json_response(d.to_json())),
         _ => Err(ApiError::NotFound),
-    })
-    .await?;
-    Ok(json_response(body))
+    }
 }

@@ -10,9 +10,13 @@
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
 
 use uuid::Uuid;
 use warp::Filter;
+use warp::Reply;
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderValue, header};
 use warp::reply::Response;
@@ -29,7 +33,7 @@ use crate::store::{ListQuery, Store};
 pub const MAX_LIMIT: usize = 1000;
 
 /// Which records a list holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ListKind {
     Users,
     Groups,
@@ -53,8 +57,13 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
             .and(get_or_head())
             .and(query())
             .and(authorization())
+            .and(
+                warp::header::optional::<String>("if-none-match")
+                    .or(warp::any().map(|| None))
+                    .unify(),
+            )
             .and(with_state(state))
-            .and_then(move |id, q, auth, state| respond(list(kind, id, q, auth, state)))
+            .and_then(move |id, q, auth, inm, state| respond(list(kind, id, q, auth, inm, state)))
     };
     route(ListKind::Users, state.clone())
         .or(route(ListKind::Groups, state))
@@ -148,26 +157,63 @@ impl ListParams {
     }
 }
 
+/// Records in a list beyond which it is streamed rather than rendered whole.
+pub const DEFAULT_STREAM_THRESHOLD: u64 = 10_000;
+/// Size of each streamed chunk.
+const CHUNK_BYTES: usize = 256 * 1024;
+/// Chunks buffered per stream: with the chunk size, a stream's memory bound.
+const STREAM_DEPTH: usize = 4;
+/// A client that takes no chunk for this long is dropped (its snapshot
+/// would otherwise stay pinned).
+const STREAM_STALL: Duration = Duration::from_secs(30);
+
 async fn list(
     kind: ListKind,
     id: String,
     q: HashMap<String, String>,
     auth: Option<String>,
+    if_none_match: Option<String>,
     state: AppState,
 ) -> Result<Response, ApiError> {
     let org = organization(&state, auth).await?;
-    let dir = parse_directory_id(&id)?;
+    let dir_id = parse_directory_id(&id)?;
+    let dir = state
+        .store
+        .directory(dir_id)
+        .filter(|d| d.organization_id == org)
+        .ok_or(ApiError::NotFound)?;
     let params = ListParams::parse(kind, &q)?;
+    let plain = params == ListParams::default();
+    let tag = etag(kind, dir.revision, &params);
+    if if_none_match.is_some_and(|v| etag_matches(&v, &tag)) {
+        return Ok(not_modified(&tag));
+    }
+    if plain {
+        if let Some(body) = state.bodies.get(dir_id, kind, dir.revision) {
+            return Ok(with_etag(json_response(body), &tag));
+        }
+        let count = match kind {
+            ListKind::Users => dir.user_count,
+            ListKind::Groups => dir.group_count,
+        };
+        if count > state.stream_threshold {
+            return Ok(with_etag(stream(&state, kind, dir_id, org).await, &tag));
+        }
+    }
     let store = state.store.clone();
-    let (body, next, params) = blocking(move || {
-        let (body, next) = render(&store, kind, dir, &org, &params)?;
-        Ok((body, next, params))
+    let (page, params) = blocking(move || {
+        let page = render(&store, kind, dir_id, &org, &params)?;
+        Ok((page, params))
     })
     .await?;
-    let mut resp = json_response(body);
-    if let Some(last) = next {
+    let body = Bytes::from(page.body);
+    if plain {
+        state.bodies.put(dir_id, kind, page.revision, body.clone());
+    }
+    let mut resp = with_etag(json_response(body), &etag(kind, page.revision, &params));
+    if let Some(last) = page.next {
         let link = format!(
-            "</api/directories/{dir}/{}?{}>; rel=\"next\"",
+            "</api/directories/{dir_id}/{}?{}>; rel=\"next\"",
             kind.segment(),
             params.next_query(last)
         );
@@ -178,8 +224,132 @@ async fn list(
     Ok(resp)
 }
 
-/// Renders one list (or page) from one snapshot. Returns the body and, when
-/// more records remain after a page, the id of its last record.
+/// A strong validator: the directory's revision (bumped by every write that
+/// touches it) and the query that shaped the body.
+fn etag(kind: ListKind, revision: u64, params: &ListParams) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        kind.segment(),
+        params.limit,
+        params.after,
+        params.state.map(UserState::as_str),
+        &params.email,
+    )
+        .hash(&mut h);
+    format!("\"r{revision}-{:x}\"", h.finish())
+}
+
+fn etag_matches(header: &str, tag: &str) -> bool {
+    header
+        .split(',')
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == tag || t == "*")
+}
+
+fn with_etag(mut resp: Response, tag: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(tag) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    resp
+}
+
+fn not_modified(tag: &str) -> Response {
+    let mut resp = with_etag(Response::new(Bytes::new().into()), tag);
+    *resp.status_mut() = warp::http::StatusCode::NOT_MODIFIED;
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// Streams a whole list from one snapshot through a bounded channel: memory
+/// stays at a few chunks however large the directory, and the first bytes
+/// leave before the last record is read.
+async fn stream(state: &AppState, kind: ListKind, dir: DirectoryId, org: String) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(STREAM_DEPTH);
+    let store = state.store.clone();
+    let handle = tokio::runtime::Handle::current();
+    // Bounds the blocking threads (and pinned snapshots) streams may hold.
+    let permit = state.streams.clone().acquire_owned().await;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let send = |chunk: Result<Bytes, std::io::Error>| {
+            matches!(
+                handle.block_on(tokio::time::timeout(STREAM_STALL, tx.send(chunk))),
+                Ok(Ok(()))
+            )
+        };
+        if let Err(e) = produce(&store, kind, dir, &org, &send) {
+            tracing::error!(error = %e, "streaming a list failed midway");
+            // An error frame aborts the response: the client sees a
+            // truncated body, never a well-formed partial list.
+            send(Err(std::io::Error::other("list could not be read")));
+        }
+    });
+    let mut resp =
+        warp::reply::stream(tokio_stream::wrappers::ReceiverStream::new(rx)).into_response();
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// Renders a list chunk by chunk into `send`; stops early when the client is gone.
+fn produce(
+    store: &Store,
+    kind: ListKind,
+    dir: DirectoryId,
+    org: &str,
+    send: &dyn Fn(Result<Bytes, std::io::Error>) -> bool,
+) -> Result<(), crate::store::StoreError> {
+    let snapshot = store.snapshot()?;
+    let mut buf = BytesMut::with_capacity(CHUNK_BYTES + 64 * 1024);
+    buf.put_u8(b'[');
+    let mut first = true;
+    let mut alive = true;
+    // The directory may have been deleted since the status line was chosen:
+    // it then streams as empty.
+    if snapshot
+        .directory(dir)?
+        .is_some_and(|d| d.organization_id == org)
+    {
+        let visit = |_: Uuid, json: &[u8]| {
+            if !first {
+                buf.put_u8(b',');
+            }
+            first = false;
+            buf.extend_from_slice(json);
+            if buf.len() >= CHUNK_BYTES && !send(Ok(buf.split().freeze())) {
+                alive = false;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        };
+        match kind {
+            ListKind::Users => snapshot.visit_user_json(dir, &ListQuery::default(), visit)?,
+            ListKind::Groups => snapshot.visit_group_json(dir, &ListQuery::default(), visit)?,
+        }
+    }
+    if alive {
+        buf.put_u8(b']');
+        send(Ok(buf.freeze()));
+    }
+    Ok(())
+}
+
+/// One rendered list or page.
+pub struct Page {
+    pub body: Vec<u8>,
+    /// When more records remain after a page: the id of its last record.
+    pub next: Option<Uuid>,
+    /// The directory revision the body was read at.
+    pub revision: u64,
+}
+
+/// Renders one list (or page) from one snapshot.
 ///
 /// # Errors
 /// 404 when the directory does not exist or belongs to another organization.
@@ -189,7 +359,7 @@ pub fn render(
     dir: DirectoryId,
     org: &str,
     params: &ListParams,
-) -> Result<(Vec<u8>, Option<Uuid>), ApiError> {
+) -> Result<Page, ApiError> {
     let snapshot = store.snapshot()?;
     let directory = match snapshot.directory(dir)? {
         Some(d) if d.organization_id == org => d,
@@ -231,5 +401,9 @@ pub fn render(
         ListKind::Groups => snapshot.visit_group_json(dir, &query, visit)?,
     }
     out.push(b']');
-    Ok((out, if more { last } else { None }))
+    Ok(Page {
+        body: out,
+        next: if more { last } else { None },
+        revision: directory.revision,
+    })
 }

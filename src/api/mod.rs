@@ -7,6 +7,7 @@
 //! Nothing here touches redb: reads go through [`crate::store::Snapshot`] in
 //! `spawn_blocking`, writes through the ingestion committer.
 
+pub mod cache;
 pub mod directories;
 pub mod errors;
 pub mod health;
@@ -41,6 +42,12 @@ pub struct AppState {
     pub webhooks: Option<WebhookVerifier>,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// Whole list bodies ready to send.
+    pub bodies: Arc<cache::BodyCache>,
+    /// Lists with more records than this are streamed, not cached.
+    pub stream_threshold: u64,
+    /// Streams served at once (each holds a blocking thread and a snapshot).
+    pub streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// Injects the state into a filter chain.

@@ -12,6 +12,7 @@
 //! [`crate::model`] values.
 
 mod codec;
+mod directories;
 mod snapshot;
 mod tables;
 mod tx;
@@ -19,13 +20,17 @@ mod tx;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use directories::DirectoryMap;
 
 pub use codec::CodecError;
 pub use snapshot::{ListQuery, Snapshot};
 pub use tx::Tx;
 
-use crate::model::Timestamp;
+use crate::model::{Directory, DirectoryId, Timestamp};
 
 /// The on-disk schema this build writes. Bump it with a migration in
 /// [`Store::open`] whenever a table's key layout or value encoding changes.
@@ -138,6 +143,7 @@ pub struct Store {
     path: PathBuf,
     created: bool,
     options: StoreOptions,
+    directories: DirectoryMap,
 }
 
 impl std::fmt::Debug for Store {
@@ -185,11 +191,13 @@ impl Store {
             }
         };
         let created = Self::init_schema(&db, path)?;
+        let directories = DirectoryMap::load(Snapshot::new(db.begin_read()?).all_directories()?);
         Ok(Self {
             db,
             path: path.to_owned(),
             created,
             options,
+            directories,
         })
     }
 
@@ -285,14 +293,26 @@ impl Store {
         f: impl FnOnce(&mut Tx<'_>) -> Result<R, E>,
     ) -> Result<R, E> {
         let txn = self.db.begin_write().map_err(StoreError::from)?;
-        let out = {
+        let (out, changes) = {
             let mut tx = Tx::open(&txn, Timestamp::now(), &self.options.retention)?;
             let out = f(&mut tx)?;
-            tx.finish()?;
-            out
+            (out, tx.finish()?)
         };
         txn.commit().map_err(StoreError::from)?;
+        // Only what is committed reaches the in-memory map, and it does so
+        // before the caller can acknowledge anything.
+        self.directories.apply(changes);
         Ok(out)
+    }
+
+    /// A directory, from memory (no storage access; hit and miss cost alike).
+    pub fn directory(&self, id: DirectoryId) -> Option<Arc<Directory>> {
+        self.directories.get(id)
+    }
+
+    /// An organization's directories in creation order, from memory.
+    pub fn directories_of_org(&self, org: &str) -> Vec<Arc<Directory>> {
+        self.directories.of_org(org)
     }
 
     /// Whether the file holds no directory at all.

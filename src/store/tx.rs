@@ -12,6 +12,7 @@ use std::collections::HashMap;
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
+use super::directories::DirectoryChanges;
 use super::snapshot::{
     Bytes, get_authkit_user, get_directory, get_directory_ref, get_group, get_record_ref, get_user,
 };
@@ -54,6 +55,9 @@ pub struct Tx<'t> {
     parked_events: Table<'t, (&'static str, u64), (i64, Bytes)>,
     parked_by_time: Table<'t, (i64, &'static str, u64), ()>,
     touched: HashMap<DirectoryId, Delta>,
+    /// Final directory records written (None: deleted), for the store's
+    /// in-memory map once the transaction commits.
+    changes: HashMap<DirectoryId, Option<Directory>>,
 }
 
 impl<'t> Tx<'t> {
@@ -85,6 +89,7 @@ impl<'t> Tx<'t> {
             parked_events: txn.open_table(tables::PARKED_EVENTS)?,
             parked_by_time: txn.open_table(tables::PARKED_BY_TIME)?,
             touched: HashMap::new(),
+            changes: HashMap::new(),
         })
     }
 
@@ -154,6 +159,7 @@ impl<'t> Tx<'t> {
         }
         self.directories
             .insert(d.id.as_u128(), codec::encode_directory(&record).as_slice())?;
+        self.changes.insert(d.id, Some(record));
         self.directories_by_org
             .insert((d.organization_id.as_str(), d.id.as_u128()), ())?;
         self.directories_by_workos
@@ -210,6 +216,7 @@ impl<'t> Tx<'t> {
         self.directories_by_workos
             .remove(old.workos_directory_id.as_str())?;
         self.touched.remove(&id);
+        self.changes.insert(id, None);
         Ok(true)
     }
 
@@ -596,9 +603,10 @@ impl<'t> Tx<'t> {
 
     // ---- end of transaction ------------------------------------------------
 
-    /// Writes accumulated counts and revisions, and prunes a bounded batch of
-    /// expired bookkeeping.
-    pub(super) fn finish(mut self) -> Result<(), StoreError> {
+    /// Writes accumulated counts and revisions, prunes a bounded batch of
+    /// expired bookkeeping, and returns the final state of every directory
+    /// the transaction changed.
+    pub(super) fn finish(mut self) -> Result<DirectoryChanges, StoreError> {
         let touched = std::mem::take(&mut self.touched);
         for (id, delta) in touched {
             let Some(mut d) = get_directory(&self.directories, id)? else {
@@ -609,8 +617,10 @@ impl<'t> Tx<'t> {
             d.revision += 1;
             self.directories
                 .insert(id.as_u128(), codec::encode_directory(&d).as_slice())?;
+            self.changes.insert(id, Some(d));
         }
-        self.prune()
+        self.prune()?;
+        Ok(std::mem::take(&mut self.changes).into_iter().collect())
     }
 
     fn cutoff(&self, keep: std::time::Duration) -> i64 {

@@ -5,12 +5,14 @@ mod helpers;
 mod workos;
 
 mod auth;
+mod caching;
 mod directories;
 mod errors;
 mod groups;
 mod import;
 mod indexes;
 mod linking;
+mod pagination;
 mod persistence;
 mod pull;
 mod sequence;
