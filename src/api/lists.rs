@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
 use uuid::Uuid;
 use warp::Filter;
@@ -21,6 +21,7 @@ use warp::filters::BoxedFilter;
 use warp::http::{HeaderValue, header};
 use warp::reply::Response;
 
+use super::chunks::ChunkPool;
 use super::directories::parse_directory_id;
 use super::{
     ApiError, AppState, authorization, blocking, get_or_head, json_response, organization, respond,
@@ -161,8 +162,8 @@ impl ListParams {
 pub const DEFAULT_STREAM_THRESHOLD: u64 = 10_000;
 /// Size of each streamed chunk.
 const CHUNK_BYTES: usize = 256 * 1024;
-/// Chunks buffered per stream: with the chunk size, a stream's memory bound.
-const STREAM_DEPTH: usize = 4;
+/// Chunk buffers per stream: with the chunk size, a stream's memory bound.
+const STREAM_CHUNKS: usize = 4;
 /// A client that takes no chunk for this long is dropped (its snapshot
 /// would otherwise stay pinned).
 const STREAM_STALL: Duration = Duration::from_secs(30);
@@ -263,10 +264,10 @@ fn not_modified(tag: &str) -> Response {
 }
 
 /// Streams a whole list from one snapshot through a bounded channel: memory
-/// stays at a few chunks however large the directory, and the first bytes
-/// leave before the last record is read.
+/// stays at a few recycled chunks however large the directory, and the first
+/// bytes leave before the last record is read.
 async fn stream(state: &AppState, kind: ListKind, dir: DirectoryId, org: String) -> Response {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(STREAM_DEPTH);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(STREAM_CHUNKS);
     let store = state.store.clone();
     let handle = tokio::runtime::Handle::current();
     // Bounds the blocking threads (and pinned snapshots) streams may hold.
@@ -279,7 +280,8 @@ async fn stream(state: &AppState, kind: ListKind, dir: DirectoryId, org: String)
                 Ok(Ok(()))
             )
         };
-        if let Err(e) = produce(&store, kind, dir, &org, &send) {
+        let mut pool = ChunkPool::new(STREAM_CHUNKS, CHUNK_BYTES);
+        if let Err(e) = produce(&store, kind, dir, &org, &mut pool, &send) {
             tracing::error!(error = %e, "streaming a list failed midway");
             // An error frame aborts the response: the client sees a
             // truncated body, never a well-formed partial list.
@@ -297,17 +299,21 @@ async fn stream(state: &AppState, kind: ListKind, dir: DirectoryId, org: String)
     resp
 }
 
-/// Renders a list chunk by chunk into `send`; stops early when the client is gone.
+/// Renders a list chunk by chunk into `send`; stops early when the client
+/// is gone or has stopped reading.
 fn produce(
     store: &Store,
     kind: ListKind,
     dir: DirectoryId,
     org: &str,
+    pool: &mut ChunkPool,
     send: &dyn Fn(Result<Bytes, std::io::Error>) -> bool,
 ) -> Result<(), crate::store::StoreError> {
     let snapshot = store.snapshot()?;
-    let mut buf = BytesMut::with_capacity(CHUNK_BYTES + 64 * 1024);
-    buf.put_u8(b'[');
+    let Some(mut buf) = pool.take(STREAM_STALL) else {
+        return Ok(());
+    };
+    buf.push(b'[');
     let mut first = true;
     let mut alive = true;
     // The directory may have been deleted since the status line was chosen:
@@ -317,15 +323,21 @@ fn produce(
         .is_some_and(|d| d.organization_id == org)
     {
         let visit = |_: Uuid, json: &[u8]| {
+            if buf.len() + json.len() + 2 > pool.chunk_size() && buf.len() > 1 {
+                let full = std::mem::take(&mut buf);
+                match pool.take(STREAM_STALL) {
+                    Some(next) if send(Ok(pool.seal(full))) => buf = next,
+                    _ => {
+                        alive = false;
+                        return ControlFlow::Break(());
+                    }
+                }
+            }
             if !first {
-                buf.put_u8(b',');
+                buf.push(b',');
             }
             first = false;
             buf.extend_from_slice(json);
-            if buf.len() >= CHUNK_BYTES && !send(Ok(buf.split().freeze())) {
-                alive = false;
-                return ControlFlow::Break(());
-            }
             ControlFlow::Continue(())
         };
         match kind {
@@ -334,8 +346,8 @@ fn produce(
         }
     }
     if alive {
-        buf.put_u8(b']');
-        send(Ok(buf.freeze()));
+        buf.push(b']');
+        send(Ok(pool.seal(buf)));
     }
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! `spawn_blocking`, writes through the ingestion committer.
 
 pub mod cache;
+pub mod chunks;
 pub mod directories;
 pub mod errors;
 pub mod health;

@@ -21,14 +21,16 @@
 
 use std::io::{BufRead, Write};
 
-use serde::Serialize;
-use serde_json::Value;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::apply::{self, Internal, Outcome};
 use super::workos::{
-    FieldError, Obj, WorkosDirectory, WorkosDirectoryGroup, WorkosDirectoryUser, WorkosUser,
-    parse_mapped_role,
+    FieldError, RawAuthkitUser, RawDirectory, RawGroup, RawInternal, RawUser, WorkosDirectory,
+    WorkosDirectoryGroup, WorkosDirectoryUser, WorkosUser, parse_json, parse_mapped_role,
+    required_id, time,
 };
 use crate::model::{Directory, DirectoryGroup, DirectoryUser, Timestamp};
 use crate::store::{Store, StoreError, Tx};
@@ -153,42 +155,68 @@ impl From<StoreError> for LineError {
     }
 }
 
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(borrow)]
+    object: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct RawMembershipLine<'a> {
+    #[serde(borrow)]
+    directory_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    directory_group_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    directory_user_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    rollcall: Option<RawInternal<'a>>,
+}
+
 fn import_line(
     tx: &mut Tx<'_>,
     line: &str,
     report: &mut ImportReport,
 ) -> Result<Outcome, LineError> {
-    let value: Value = serde_json::from_str(line)
-        .map_err(|e| FieldError::new("line", format!("is not valid JSON ({e})")))?;
-    let o = Obj::new(&value, "")?;
-    let internal = parse_internal(&o)?;
-    let object = o.req_str("object")?;
+    let head: Head<'_> = parse_json(line, "", "line")?;
+    let object = head
+        .object
+        .as_deref()
+        .ok_or_else(|| FieldError::new("object", "is required"))?;
     let now = tx.now();
     let outcome = match object {
         "directory" => {
-            let d = WorkosDirectory::parse(&o)?;
+            let raw: RawDirectory<'_> = parse_json(line, "", "line")?;
+            let d = WorkosDirectory::from_raw(&raw, "")?;
             if d.organization_id.is_none() {
                 return Err(FieldError::new("organization_id", "is required").into());
             }
+            let internal = parse_internal(raw.rollcall.as_ref())?;
             report.directories += 1;
             apply::upsert_directory(tx, &d, d.updated_at.unwrap_or(now), &internal)?
         }
         "directory_user" => {
-            let u = WorkosDirectoryUser::parse(&o)?;
+            let raw: RawUser<'_> = parse_json(line, "", "line")?;
+            let u = WorkosDirectoryUser::from_raw(&raw, "")?;
+            let internal = parse_internal(raw.rollcall.as_ref())?;
             report.users += 1;
             apply::upsert_user(tx, &u, u.updated_at.unwrap_or(now), &internal)?
         }
         "directory_group" => {
-            let g = WorkosDirectoryGroup::parse(&o)?;
+            let raw: RawGroup<'_> = parse_json(line, "", "line")?;
+            let g = WorkosDirectoryGroup::from_raw(&raw, "")?;
+            let internal = parse_internal(raw.rollcall.as_ref())?;
             report.groups += 1;
             apply::upsert_group(tx, &g, g.updated_at.unwrap_or(now), &internal)?
         }
         "directory_group_membership" => {
+            let raw: RawMembershipLine<'_> = parse_json(line, "", "line")?;
             report.memberships += 1;
-            import_membership(tx, &o, now)?
+            import_membership(tx, &raw, now)?
         }
         "user" => {
-            let u = WorkosUser::parse(&o)?;
+            let raw: RawAuthkitUser<'_> = parse_json(line, "", "line")?;
+            let u = WorkosUser::from_raw(&raw, "")?;
             report.authkit_users += 1;
             apply::upsert_authkit_user(tx, &u, u.updated_at.unwrap_or(now))?
         }
@@ -210,12 +238,26 @@ fn import_line(
     Ok(outcome)
 }
 
-fn import_membership(tx: &mut Tx<'_>, o: &Obj<'_>, now: Timestamp) -> Result<Outcome, LineError> {
-    let directory_id = o.req_id("directory_id", "directory_")?;
-    let group_id = o.req_id("directory_group_id", "directory_group_")?;
-    let user_id = o.req_id("directory_user_id", "directory_user_")?;
-    let added_at = match o.opt_obj("rollcall")? {
-        Some(r) => r.opt_time("added_at")?,
+fn import_membership(
+    tx: &mut Tx<'_>,
+    raw: &RawMembershipLine<'_>,
+    now: Timestamp,
+) -> Result<Outcome, LineError> {
+    let directory_id = required_id(&raw.directory_id, "", "directory_id", "directory_")?;
+    let group_id = required_id(
+        &raw.directory_group_id,
+        "",
+        "directory_group_id",
+        "directory_group_",
+    )?;
+    let user_id = required_id(
+        &raw.directory_user_id,
+        "",
+        "directory_user_id",
+        "directory_user_",
+    )?;
+    let added_at = match &raw.rollcall {
+        Some(r) => time(&r.added_at, "rollcall", "added_at")?,
         None => None,
     }
     .unwrap_or(now);
@@ -250,11 +292,11 @@ fn import_membership(tx: &mut Tx<'_>, o: &Obj<'_>, now: Timestamp) -> Result<Out
     Ok(Outcome::Applied)
 }
 
-fn parse_internal(o: &Obj<'_>) -> Result<Internal, FieldError> {
-    let Some(r) = o.opt_obj("rollcall")? else {
+fn parse_internal(r: Option<&RawInternal<'_>>) -> Result<Internal, FieldError> {
+    let Some(r) = r else {
         return Ok(Internal::default());
     };
-    let id = match r.opt_str("id")? {
+    let id = match r.id.as_deref() {
         None => None,
         Some(s) => Some(
             uuid::Uuid::try_parse(s)
@@ -262,19 +304,24 @@ fn parse_internal(o: &Obj<'_>) -> Result<Internal, FieldError> {
         ),
     };
     // Present as null means "explicitly none"; absent means "derive it".
-    let user_id = match r.raw("user_id") {
+    let user_id = match &r.user_id {
         None => None,
-        Some(Value::Null) => Some(None),
-        Some(_) => Some(Some(r.req_id("user_id", "user_")?.to_owned())),
+        Some(None) => Some(None),
+        Some(Some(_)) => {
+            let v = r.user_id.clone().flatten();
+            Some(Some(
+                required_id(&v, "rollcall", "user_id", "user_")?.to_owned(),
+            ))
+        }
     };
-    let mapped_role = match r.raw("mapped_role") {
+    let mapped_role = match &r.mapped_role {
         None => None,
-        Some(_) => Some(parse_mapped_role(&r, "mapped_role")?),
+        Some(v) => Some(parse_mapped_role(v, "rollcall")?),
     };
     Ok(Internal {
         id,
-        created_at: r.opt_time("created_at")?,
-        updated_at: r.opt_time("updated_at")?,
+        created_at: time(&r.created_at, "rollcall", "created_at")?,
+        updated_at: time(&r.updated_at, "rollcall", "updated_at")?,
         user_id,
         mapped_role,
     })

@@ -10,7 +10,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use tokio::sync::watch;
 
 use super::committer::Committer;
@@ -20,6 +21,18 @@ use crate::store::Store;
 
 /// Events asked for per page (the API's maximum).
 pub const PAGE_SIZE: usize = 100;
+
+/// An Events API page: `{"object": "list", "data": [...], "list_metadata": {...}}`.
+#[derive(Deserialize)]
+struct RawPage<'a> {
+    #[serde(borrow)]
+    data: Vec<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct EntryId {
+    id: Option<String>,
+}
 
 #[derive(Debug, thiserror::Error)]
 enum PullError {
@@ -168,19 +181,20 @@ async fn fetch_page(
     if !status.is_success() {
         return Err(PullError::Failed(format!("HTTP {status}")));
     }
-    let body: Value = resp
-        .json()
+    let body = resp
+        .bytes()
         .await
         .map_err(|e| PullError::Failed(format!("unreadable page: {}", e.without_url())))?;
-    let entries = body
-        .get("data")
-        .and_then(Value::as_array)
-        .ok_or_else(|| PullError::Failed("page has no `data` array".into()))?;
+    let page: RawPage<'_> = serde_json::from_slice(&body)
+        .map_err(|e| PullError::Failed(format!("page is not an event list: {e}")))?;
+    let entries = page.data;
     let mut events = Vec::with_capacity(entries.len());
     let mut last_id = None;
-    for entry in entries {
-        let id = entry.get("id").and_then(Value::as_str).map(str::to_owned);
-        match Event::from_value(entry) {
+    for entry in &entries {
+        let id = serde_json::from_str::<EntryId>(entry.get())
+            .ok()
+            .and_then(|e| e.id);
+        match Event::parse(entry.get().as_bytes()) {
             Ok(event) => events.push(event),
             // A malformed event cannot be fixed by asking again: skip it
             // (loudly) rather than stall the stream behind it.

@@ -3,9 +3,18 @@
 //! (`data.user.id`). Parsing is strict about what identifies an object and
 //! lenient about the rest (nulls, empty strings, either timestamp form).
 //!
+//! Parsing is two-step and allocation-light: serde reads the bytes into
+//! borrowed `Raw*` structs (all fields optional, attribute objects kept as raw
+//! JSON text), then a validation step checks what is required and builds the
+//! owned WorkOS types. Only when serde itself fails (a field of the wrong
+//! type) is the input read again with `serde_path_to_error`, to name the field.
+//!
 //! Nothing here touches the store; [`super::apply`] turns these into writes.
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::model::{Email, MappedRole, Timestamp, email_key};
 
@@ -26,139 +35,267 @@ impl FieldError {
     }
 }
 
-/// A JSON object being read, with the path it was found at.
-pub(crate) struct Obj<'a> {
-    map: &'a Map<String, Value>,
-    path: String,
-}
-
-impl<'a> Obj<'a> {
-    pub(crate) fn new(value: &'a Value, path: &str) -> Result<Self, FieldError> {
-        match value {
-            Value::Object(map) => Ok(Self {
-                map,
-                path: path.to_owned(),
-            }),
-            _ => Err(FieldError::new(display_path(path), "must be a JSON object")),
-        }
-    }
-
-    fn field(&self, key: &str) -> String {
-        if self.path.is_empty() {
-            key.to_owned()
-        } else {
-            format!("{}.{key}", self.path)
-        }
-    }
-
-    fn get(&self, key: &str) -> Option<&'a Value> {
-        self.map.get(key).filter(|v| !v.is_null())
-    }
-
-    /// The value under `key` as given, `null` included.
-    pub(crate) fn raw(&self, key: &str) -> Option<&'a Value> {
-        self.map.get(key)
-    }
-
-    pub(crate) fn req_str(&self, key: &str) -> Result<&'a str, FieldError> {
-        match self.opt_str(key)? {
-            Some(s) if !s.trim().is_empty() => Ok(s),
-            Some(_) => Err(FieldError::new(self.field(key), "must not be empty")),
-            None => Err(FieldError::new(self.field(key), "is required")),
-        }
-    }
-
-    /// A string with a required prefix (`directory_user_`), so ids of the
-    /// wrong kind are rejected at the edge.
-    pub(crate) fn req_id(&self, key: &str, prefix: &str) -> Result<&'a str, FieldError> {
-        let s = self.req_str(key)?;
-        if s.len() > MAX_ID_LEN {
-            return Err(FieldError::new(self.field(key), "is too long"));
-        }
-        if !s.starts_with(prefix) {
-            return Err(FieldError::new(
-                self.field(key),
-                format!("must start with `{prefix}`"),
-            ));
-        }
-        Ok(s)
-    }
-
-    pub(crate) fn opt_str(&self, key: &str) -> Result<Option<&'a str>, FieldError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(FieldError::new(self.field(key), "must be a string")),
-        }
-    }
-
-    /// An optional string where empty means absent.
-    pub(crate) fn opt_nonempty(&self, key: &str) -> Result<Option<String>, FieldError> {
-        Ok(self
-            .opt_str(key)?
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned))
-    }
-
-    pub(crate) fn opt_bool(&self, key: &str) -> Result<Option<bool>, FieldError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(_) => Err(FieldError::new(self.field(key), "must be a boolean")),
-        }
-    }
-
-    pub(crate) fn opt_time(&self, key: &str) -> Result<Option<Timestamp>, FieldError> {
-        match self.opt_str(key)? {
-            None => Ok(None),
-            Some(s) => Timestamp::parse_lenient(s)
-                .map(Some)
-                .ok_or_else(|| FieldError::new(self.field(key), "must be an RFC 3339 timestamp")),
-        }
-    }
-
-    pub(crate) fn req_obj(&self, key: &str) -> Result<Obj<'a>, FieldError> {
-        match self.get(key) {
-            None => Err(FieldError::new(self.field(key), "is required")),
-            Some(v) => Obj::new(v, &self.field(key)),
-        }
-    }
-
-    pub(crate) fn opt_obj(&self, key: &str) -> Result<Option<Obj<'a>>, FieldError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => Obj::new(v, &self.field(key)).map(Some),
-        }
-    }
-
-    pub(crate) fn opt_array(&self, key: &str) -> Result<&'a [Value], FieldError> {
-        match self.get(key) {
-            None => Ok(&[]),
-            Some(Value::Array(items)) => Ok(items),
-            Some(_) => Err(FieldError::new(self.field(key), "must be an array")),
-        }
-    }
-
-    /// Any JSON value, compactly re-encoded (for `raw_attributes`).
-    pub(crate) fn opt_json(&self, key: &str) -> Option<String> {
-        self.get(key).map(Value::to_string)
-    }
-
-    pub(crate) fn path(&self) -> &str {
-        &self.path
-    }
-}
-
-fn display_path(path: &str) -> String {
-    if path.is_empty() {
-        "body".to_owned()
-    } else {
-        path.to_owned()
-    }
-}
-
 /// WorkOS ids and emails longer than this are refused (they would bloat keys).
 pub const MAX_ID_LEN: usize = 256;
+
+/// `path.key`, or `key` at the top level.
+pub(crate) fn field(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// Deserializes `json` into `T`; on failure names the field at fault,
+/// prefixed with `path` (`whole` names the input itself: `body`, `line`).
+pub(crate) fn parse_json<'a, T: Deserialize<'a>>(
+    json: &'a str,
+    path: &str,
+    whole: &str,
+) -> Result<T, FieldError> {
+    if !json.trim_start().starts_with('{') {
+        let name = if path.is_empty() { whole } else { path };
+        return Err(FieldError::new(name, "must be a JSON object"));
+    }
+    match serde_json::from_str(json) {
+        Ok(v) => Ok(v),
+        Err(first) => {
+            // Read again, slowly, only to learn which field failed.
+            let mut de = serde_json::Deserializer::from_str(json);
+            let located: Result<T, _> = serde_path_to_error::deserialize(&mut de);
+            let (at, problem) = match located {
+                Err(e) => (e.path().to_string(), e.into_inner().to_string()),
+                Ok(_) => (String::new(), first.to_string()),
+            };
+            let whole = if path.is_empty() { whole } else { path };
+            if first.is_syntax() || first.is_eof() {
+                return Err(FieldError::new(whole, format!("is not valid JSON ({first})")));
+            }
+            let name = match at.as_str() {
+                "" | "." | "?" => whole.to_owned(),
+                at => field(path, at),
+            };
+            Err(FieldError::new(name, problem))
+        }
+    }
+}
+
+/// The IdP's JSON text without insignificant whitespace; key order, number
+/// spelling and string escapes are kept exactly as sent.
+pub(crate) fn compact_json(raw: &RawValue) -> String {
+    let text = raw.get();
+    let mut out = String::with_capacity(text.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !c.is_ascii_whitespace() {
+            out.push(c);
+        }
+    }
+    out
+}
+
+pub(crate) fn required<'a>(
+    v: &'a Option<Cow<'_, str>>,
+    path: &str,
+    key: &str,
+) -> Result<&'a str, FieldError> {
+    match v.as_deref() {
+        Some(s) if !s.trim().is_empty() => Ok(s),
+        Some(_) => Err(FieldError::new(field(path, key), "must not be empty")),
+        None => Err(FieldError::new(field(path, key), "is required")),
+    }
+}
+
+/// A required id with a required prefix (`directory_user_`), so ids of the
+/// wrong kind are refused at the edge.
+pub(crate) fn required_id<'a>(
+    v: &'a Option<Cow<'_, str>>,
+    path: &str,
+    key: &str,
+    prefix: &str,
+) -> Result<&'a str, FieldError> {
+    let s = required(v, path, key)?;
+    if s.len() > MAX_ID_LEN {
+        return Err(FieldError::new(field(path, key), "is too long"));
+    }
+    if !s.starts_with(prefix) {
+        return Err(FieldError::new(
+            field(path, key),
+            format!("must start with `{prefix}`"),
+        ));
+    }
+    Ok(s)
+}
+
+pub(crate) fn time(
+    v: &Option<Cow<'_, str>>,
+    path: &str,
+    key: &str,
+) -> Result<Option<Timestamp>, FieldError> {
+    match v.as_deref() {
+        None => Ok(None),
+        Some(s) => Timestamp::parse_lenient(s)
+            .map(Some)
+            .ok_or_else(|| FieldError::new(field(path, key), "must be an RFC 3339 timestamp")),
+    }
+}
+
+fn owned(v: &Option<Cow<'_, str>>) -> Option<String> {
+    v.as_deref().map(str::to_owned)
+}
+
+fn nonempty(v: &Option<Cow<'_, str>>) -> Option<String> {
+    v.as_deref().filter(|s| !s.is_empty()).map(str::to_owned)
+}
+
+/// `Some(None)` for an explicit `null`, `None` when the key is absent.
+fn double_option<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// rollcall's own fields on an import line (`"rollcall": {…}`).
+#[derive(Deserialize, Default)]
+pub(crate) struct RawInternal<'a> {
+    #[serde(borrow)]
+    pub id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub created_at: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub updated_at: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "double_option")]
+    pub user_id: Option<Option<Cow<'a, str>>>,
+    #[serde(borrow, default, deserialize_with = "double_option")]
+    pub mapped_role: Option<Option<Cow<'a, str>>>,
+    #[serde(borrow)]
+    pub added_at: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawDomain {
+    Name(String),
+    Object { domain: Option<String> },
+}
+
+#[derive(Deserialize)]
+pub(crate) struct RawDirectory<'a> {
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    organization_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    state: Option<Cow<'a, str>>,
+    domains: Option<Vec<RawDomain>>,
+    #[serde(borrow)]
+    created_at: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    updated_at: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub rollcall: Option<RawInternal<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawEmail<'a> {
+    #[serde(borrow)]
+    value: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    primary: Option<bool>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct RawUser<'a> {
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    directory_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    email: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    emails: Option<Vec<RawEmail<'a>>>,
+    #[serde(borrow)]
+    first_name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    last_name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    state: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    idp_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    raw_attributes: Option<&'a RawValue>,
+    #[serde(borrow)]
+    custom_attributes: Option<&'a RawValue>,
+    #[serde(borrow)]
+    created_at: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    updated_at: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub rollcall: Option<RawInternal<'a>>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct RawGroup<'a> {
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    directory_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    idp_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    raw_attributes: Option<&'a RawValue>,
+    #[serde(borrow)]
+    created_at: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    updated_at: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub rollcall: Option<RawInternal<'a>>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct RawAuthkitUser<'a> {
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    email: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    created_at: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    updated_at: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct RawMembershipEvent<'a> {
+    #[serde(borrow)]
+    directory_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    user: Option<RawUser<'a>>,
+    #[serde(borrow)]
+    group: Option<RawGroup<'a>>,
+}
 
 /// A WorkOS directory.
 #[derive(Clone, Debug, PartialEq)]
@@ -174,28 +311,36 @@ pub struct WorkosDirectory {
 }
 
 impl WorkosDirectory {
-    pub(crate) fn parse(o: &Obj<'_>) -> Result<Self, FieldError> {
+    pub(crate) fn from_raw(r: &RawDirectory<'_>, path: &str) -> Result<Self, FieldError> {
         let mut domains = Vec::new();
-        for (i, d) in o.opt_array("domains")?.iter().enumerate() {
-            let path = format!("{}.domains[{i}]", o.path());
-            let domain = match d {
-                Value::String(s) => s.clone(),
-                other => Obj::new(other, &path)?.req_str("domain")?.to_owned(),
-            };
-            domains.push(domain);
+        for (i, d) in r.domains.iter().flatten().enumerate() {
+            match d {
+                RawDomain::Name(s) => domains.push(s.clone()),
+                RawDomain::Object { domain: Some(s) } if !s.trim().is_empty() => {
+                    domains.push(s.clone());
+                }
+                RawDomain::Object { .. } => {
+                    return Err(FieldError::new(
+                        field(path, &format!("domains[{i}].domain")),
+                        "is required",
+                    ));
+                }
+            }
         }
         Ok(Self {
-            id: o.req_id("id", "directory_")?.to_owned(),
-            organization_id: match o.opt_str("organization_id")? {
-                Some(_) => Some(o.req_id("organization_id", "org_")?.to_owned()),
+            id: required_id(&r.id, path, "id", "directory_")?.to_owned(),
+            organization_id: match &r.organization_id {
+                Some(_) => Some(
+                    required_id(&r.organization_id, path, "organization_id", "org_")?.to_owned(),
+                ),
                 None => None,
             },
-            name: o.req_str("name")?.to_owned(),
-            kind: o.req_str("type")?.to_owned(),
-            state: o.req_str("state")?.to_owned(),
+            name: required(&r.name, path, "name")?.to_owned(),
+            kind: required(&r.kind, path, "type")?.to_owned(),
+            state: required(&r.state, path, "state")?.to_owned(),
             domains,
-            created_at: o.opt_time("created_at")?,
-            updated_at: o.opt_time("updated_at")?,
+            created_at: time(&r.created_at, path, "created_at")?,
+            updated_at: time(&r.updated_at, path, "updated_at")?,
         })
     }
 }
@@ -218,18 +363,18 @@ pub struct WorkosDirectoryUser {
 }
 
 impl WorkosDirectoryUser {
-    pub(crate) fn parse(o: &Obj<'_>) -> Result<Self, FieldError> {
+    pub(crate) fn from_raw(r: &RawUser<'_>, path: &str) -> Result<Self, FieldError> {
         let mut emails = Vec::new();
-        for (i, e) in o.opt_array("emails")?.iter().enumerate() {
-            let e = Obj::new(e, &format!("{}.emails[{i}]", o.path()))?;
+        for (i, e) in r.emails.iter().flatten().enumerate() {
+            let at = field(path, &format!("emails[{i}]"));
             emails.push(Email {
-                value: e.req_str("value")?.to_owned(),
-                kind: e.opt_nonempty("type")?,
-                primary: e.opt_bool("primary")?.unwrap_or(false),
+                value: required(&e.value, &at, "value")?.to_owned(),
+                kind: nonempty(&e.kind),
+                primary: e.primary.unwrap_or(false),
             });
         }
         // CONTRACT: `email`; else the primary of `emails`; else the first.
-        let email = match o.opt_str("email")?.filter(|s| !s.trim().is_empty()) {
+        let email = match r.email.as_deref().filter(|s| !s.trim().is_empty()) {
             Some(e) => e.to_owned(),
             None => emails
                 .iter()
@@ -239,24 +384,22 @@ impl WorkosDirectoryUser {
                 .unwrap_or_default(),
         };
         if email.len() > MAX_ID_LEN {
-            return Err(FieldError::new(
-                format!("{}.email", o.path()),
-                "is too long",
-            ));
+            return Err(FieldError::new(field(path, "email"), "is too long"));
         }
         Ok(Self {
-            id: o.req_id("id", "directory_user_")?.to_owned(),
-            directory_id: o.req_id("directory_id", "directory_")?.to_owned(),
+            id: required_id(&r.id, path, "id", "directory_user_")?.to_owned(),
+            directory_id: required_id(&r.directory_id, path, "directory_id", "directory_")?
+                .to_owned(),
             email,
             emails,
-            first_name: o.opt_str("first_name")?.map(str::to_owned),
-            last_name: o.opt_str("last_name")?.map(str::to_owned),
-            state: o.req_str("state")?.to_owned(),
-            raw_attributes: o.opt_json("raw_attributes"),
-            custom_attributes: o.opt_json("custom_attributes"),
-            idp_id: o.opt_nonempty("idp_id")?,
-            created_at: o.opt_time("created_at")?,
-            updated_at: o.opt_time("updated_at")?,
+            first_name: owned(&r.first_name),
+            last_name: owned(&r.last_name),
+            state: required(&r.state, path, "state")?.to_owned(),
+            raw_attributes: r.raw_attributes.map(compact_json),
+            custom_attributes: r.custom_attributes.map(compact_json),
+            idp_id: nonempty(&r.idp_id),
+            created_at: time(&r.created_at, path, "created_at")?,
+            updated_at: time(&r.updated_at, path, "updated_at")?,
         })
     }
 
@@ -278,15 +421,16 @@ pub struct WorkosDirectoryGroup {
 }
 
 impl WorkosDirectoryGroup {
-    pub(crate) fn parse(o: &Obj<'_>) -> Result<Self, FieldError> {
+    pub(crate) fn from_raw(r: &RawGroup<'_>, path: &str) -> Result<Self, FieldError> {
         Ok(Self {
-            id: o.req_id("id", "directory_group_")?.to_owned(),
-            directory_id: o.req_id("directory_id", "directory_")?.to_owned(),
-            name: o.req_str("name")?.to_owned(),
-            idp_id: o.opt_nonempty("idp_id")?,
-            raw_attributes: o.opt_json("raw_attributes"),
-            created_at: o.opt_time("created_at")?,
-            updated_at: o.opt_time("updated_at")?,
+            id: required_id(&r.id, path, "id", "directory_group_")?.to_owned(),
+            directory_id: required_id(&r.directory_id, path, "directory_id", "directory_")?
+                .to_owned(),
+            name: required(&r.name, path, "name")?.to_owned(),
+            idp_id: nonempty(&r.idp_id),
+            raw_attributes: r.raw_attributes.map(compact_json),
+            created_at: time(&r.created_at, path, "created_at")?,
+            updated_at: time(&r.updated_at, path, "updated_at")?,
         })
     }
 }
@@ -301,19 +445,16 @@ pub struct WorkosUser {
 }
 
 impl WorkosUser {
-    pub(crate) fn parse(o: &Obj<'_>) -> Result<Self, FieldError> {
-        let email = o.req_str("email")?;
+    pub(crate) fn from_raw(r: &RawAuthkitUser<'_>, path: &str) -> Result<Self, FieldError> {
+        let email = required(&r.email, path, "email")?;
         if email.len() > MAX_ID_LEN {
-            return Err(FieldError::new(
-                format!("{}.email", o.path()),
-                "is too long",
-            ));
+            return Err(FieldError::new(field(path, "email"), "is too long"));
         }
         Ok(Self {
-            id: o.req_id("id", "user_")?.to_owned(),
+            id: required_id(&r.id, path, "id", "user_")?.to_owned(),
             email: email.to_owned(),
-            created_at: o.opt_time("created_at")?,
-            updated_at: o.opt_time("updated_at")?,
+            created_at: time(&r.created_at, path, "created_at")?,
+            updated_at: time(&r.updated_at, path, "updated_at")?,
         })
     }
 }
@@ -376,6 +517,18 @@ impl EventKind {
     }
 }
 
+#[derive(Deserialize)]
+struct RawEvent<'a> {
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    event: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    created_at: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+}
+
 /// One WorkOS event.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
@@ -384,7 +537,7 @@ pub struct Event {
     pub event_type: String,
     pub created_at: Timestamp,
     pub kind: EventKind,
-    /// The event as compact JSON, kept to hold it for a directory not yet
+    /// The event as received, kept to hold it for a directory not yet
     /// activated.
     pub raw: Vec<u8>,
 }
@@ -396,25 +549,19 @@ impl Event {
     /// A [`FieldError`] naming the first field that is missing or malformed
     /// (`body` when the bytes are not a JSON object).
     pub fn parse(bytes: &[u8]) -> Result<Self, FieldError> {
-        let value: Value = serde_json::from_slice(bytes)
-            .map_err(|e| FieldError::new("body", format!("is not valid JSON ({e})")))?;
-        Self::from_value(&value)
-    }
-
-    /// Parses an already-decoded event.
-    ///
-    /// # Errors
-    /// As [`Event::parse`].
-    pub fn from_value(value: &Value) -> Result<Self, FieldError> {
-        let o = Obj::new(value, "")?;
-        let id = o.req_id("id", "event_")?.to_owned();
-        let event_type = o.req_str("event")?.to_owned();
-        let created_at = o
-            .opt_time("created_at")?
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| FieldError::new("body", "is not valid UTF-8"))?;
+        let raw: RawEvent<'_> = parse_json(text, "", "body")?;
+        let id = required_id(&raw.id, "", "id", "event_")?.to_owned();
+        let event_type = required(&raw.event, "", "event")?.to_owned();
+        let created_at = time(&raw.created_at, "", "created_at")?
             .ok_or_else(|| FieldError::new("created_at", "is required"))?;
         let kind = if APPLIED_EVENT_TYPES.contains(&event_type.as_str()) {
-            let data = o.req_obj("data")?;
-            parse_kind(&event_type, &data)?
+            let data = raw
+                .data
+                .filter(|d| d.get() != "null")
+                .ok_or_else(|| FieldError::new("data", "is required"))?;
+            parse_kind(&event_type, data.get())?
         } else {
             EventKind::Unknown(event_type.clone())
         };
@@ -423,33 +570,57 @@ impl Event {
             event_type,
             created_at,
             kind,
-            raw: serde_json::to_vec(value).unwrap_or_default(),
+            raw: bytes.to_vec(),
         })
     }
 }
 
-fn parse_kind(event_type: &str, data: &Obj<'_>) -> Result<EventKind, FieldError> {
+fn parse_data<'a, T: Deserialize<'a>>(data: &'a str) -> Result<T, FieldError> {
+    parse_json(data, "data", "data")
+}
+
+fn parse_kind(event_type: &str, data: &str) -> Result<EventKind, FieldError> {
     Ok(match event_type {
-        "dsync.activated" => {
-            let d = WorkosDirectory::parse(data)?;
-            if d.organization_id.is_none() {
+        "dsync.activated" | "dsync.deleted" => {
+            let d = WorkosDirectory::from_raw(&parse_data(data)?, "data")?;
+            if event_type == "dsync.deleted" {
+                EventKind::DirectoryDeleted(d)
+            } else if d.organization_id.is_none() {
                 return Err(FieldError::new("data.organization_id", "is required"));
+            } else {
+                EventKind::DirectoryActivated(d)
             }
-            EventKind::DirectoryActivated(d)
         }
-        "dsync.deleted" => EventKind::DirectoryDeleted(WorkosDirectory::parse(data)?),
-        "dsync.user.created" | "dsync.user.updated" => {
-            EventKind::UserUpserted(WorkosDirectoryUser::parse(data)?)
+        "dsync.user.created" | "dsync.user.updated" | "dsync.user.deleted" => {
+            let u = WorkosDirectoryUser::from_raw(&parse_data(data)?, "data")?;
+            if event_type == "dsync.user.deleted" {
+                EventKind::UserDeleted(u)
+            } else {
+                EventKind::UserUpserted(u)
+            }
         }
-        "dsync.user.deleted" => EventKind::UserDeleted(WorkosDirectoryUser::parse(data)?),
-        "dsync.group.created" | "dsync.group.updated" => {
-            EventKind::GroupUpserted(WorkosDirectoryGroup::parse(data)?)
+        "dsync.group.created" | "dsync.group.updated" | "dsync.group.deleted" => {
+            let g = WorkosDirectoryGroup::from_raw(&parse_data(data)?, "data")?;
+            if event_type == "dsync.group.deleted" {
+                EventKind::GroupDeleted(g)
+            } else {
+                EventKind::GroupUpserted(g)
+            }
         }
-        "dsync.group.deleted" => EventKind::GroupDeleted(WorkosDirectoryGroup::parse(data)?),
         "dsync.group.user_added" | "dsync.group.user_removed" => {
-            let directory_id = data.req_id("directory_id", "directory_")?.to_owned();
-            let user = WorkosDirectoryUser::parse(&data.req_obj("user")?)?;
-            let group = WorkosDirectoryGroup::parse(&data.req_obj("group")?)?;
+            let raw: RawMembershipEvent<'_> = parse_data(data)?;
+            let directory_id =
+                required_id(&raw.directory_id, "data", "directory_id", "directory_")?.to_owned();
+            let user = raw
+                .user
+                .as_ref()
+                .ok_or_else(|| FieldError::new("data.user", "is required"))?;
+            let group = raw
+                .group
+                .as_ref()
+                .ok_or_else(|| FieldError::new("data.group", "is required"))?;
+            let user = WorkosDirectoryUser::from_raw(user, "data.user")?;
+            let group = WorkosDirectoryGroup::from_raw(group, "data.group")?;
             if user.directory_id != directory_id {
                 return Err(FieldError::new(
                     "data.user.directory_id",
@@ -476,19 +647,28 @@ fn parse_kind(event_type: &str, data: &Obj<'_>) -> Result<EventKind, FieldError>
                 }
             }
         }
-        "user.created" | "user.updated" => EventKind::AuthkitUserUpserted(WorkosUser::parse(data)?),
-        "user.deleted" => EventKind::AuthkitUserDeleted(WorkosUser::parse(data)?),
+        "user.created" | "user.updated" | "user.deleted" => {
+            let u = WorkosUser::from_raw(&parse_data(data)?, "data")?;
+            if event_type == "user.deleted" {
+                EventKind::AuthkitUserDeleted(u)
+            } else {
+                EventKind::AuthkitUserUpserted(u)
+            }
+        }
         other => EventKind::Unknown(other.to_owned()),
     })
 }
 
 /// Parses the Char `mapped_role` spelling, for import.
-pub(crate) fn parse_mapped_role(o: &Obj<'_>, key: &str) -> Result<Option<MappedRole>, FieldError> {
-    match o.opt_str(key)? {
+pub(crate) fn parse_mapped_role(
+    v: &Option<Cow<'_, str>>,
+    path: &str,
+) -> Result<Option<MappedRole>, FieldError> {
+    match v.as_deref() {
         None => Ok(None),
         Some(s) => MappedRole::parse(s).map(Some).ok_or_else(|| {
             FieldError::new(
-                format!("{}.{key}", o.path()),
+                field(path, "mapped_role"),
                 "must be `admin`, `member` or null",
             )
         }),
@@ -498,7 +678,7 @@ pub(crate) fn parse_mapped_role(o: &Obj<'_>, key: &str) -> Result<Option<MappedR
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn user_json() -> Value {
         json!({
@@ -512,10 +692,18 @@ mod tests {
         })
     }
 
+    fn event(data: Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({"id": "event_1", "event": "dsync.user.created",
+                                   "created_at": "2024-01-01T00:00:00Z", "data": data}))
+        .unwrap()
+    }
+
     #[test]
     fn user_maps_email_idp_id_and_raw_attributes_like_the_contract_says() {
-        let v = user_json();
-        let u = WorkosDirectoryUser::parse(&Obj::new(&v, "data").unwrap()).unwrap();
+        let e = Event::parse(&event(user_json())).unwrap();
+        let EventKind::UserUpserted(u) = e.kind else {
+            panic!("{:?}", e.kind)
+        };
         assert_eq!(u.email, "A@x.com");
         assert_eq!(u.idp_id, None);
         assert_eq!(u.raw_attributes.as_deref(), Some(r#"{"z":1,"a":[true]}"#));
@@ -523,28 +711,50 @@ mod tests {
     }
 
     #[test]
-    fn missing_or_mistyped_fields_are_named() {
-        let mut v = json!({"id": "event_1", "event": "dsync.user.created",
-                           "created_at": "2024-01-01T00:00:00Z", "data": user_json()});
-        v["data"]["id"] = Value::Null;
-        assert_eq!(Event::from_value(&v).unwrap_err().field, "data.id");
-        v["data"]["id"] = json!(7);
-        assert_eq!(Event::from_value(&v).unwrap_err().field, "data.id");
-        v["data"]["id"] = json!("directory_user_1");
-        v["data"]["emails"][1]["value"] = json!(false);
+    fn raw_attributes_keep_the_idps_text_minus_whitespace() {
+        let body =
+            br#"{"id":"event_1","event":"dsync.user.created","created_at":"2024-01-01T00:00:00Z",
+            "data":{"id":"directory_user_1","directory_id":"directory_1","state":"active",
+            "raw_attributes": { "b" : 1.50, "a" : "x y\" z", "n": [ 1 , 2e3 ] } }}"#;
+        let EventKind::UserUpserted(u) = Event::parse(body).unwrap().kind else {
+            panic!()
+        };
         assert_eq!(
-            Event::from_value(&v).unwrap_err().field,
+            u.raw_attributes.as_deref(),
+            Some(r#"{"b":1.50,"a":"x y\" z","n":[1,2e3]}"#)
+        );
+    }
+
+    #[test]
+    fn missing_or_mistyped_fields_are_named() {
+        let mut v = user_json();
+        v["id"] = Value::Null;
+        assert_eq!(
+            Event::parse(&event(v.clone())).unwrap_err().field,
+            "data.id"
+        );
+        v["id"] = json!(7);
+        assert_eq!(
+            Event::parse(&event(v.clone())).unwrap_err().field,
+            "data.id"
+        );
+        v["id"] = json!("directory_user_1");
+        v["emails"][1]["value"] = json!(false);
+        assert_eq!(
+            Event::parse(&event(v)).unwrap_err().field,
             "data.emails[1].value"
         );
         assert_eq!(Event::parse(b"[1]").unwrap_err().field, "body");
         assert_eq!(Event::parse(b"{").unwrap_err().field, "body");
+        assert_eq!(Event::parse(b"\xff").unwrap_err().field, "body");
     }
 
     #[test]
     fn unknown_event_types_parse_without_data() {
-        let v = json!({"id": "event_1", "event": "connection.activated",
-                       "created_at": "2024-01-01T00:00:00Z"});
-        let e = Event::from_value(&v).unwrap();
+        let e = Event::parse(
+            br#"{"id": "event_1", "event": "connection.activated", "created_at": "2024-01-01T00:00:00Z"}"#,
+        )
+        .unwrap();
         assert_eq!(e.kind, EventKind::Unknown("connection.activated".into()));
     }
 }
