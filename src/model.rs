@@ -102,7 +102,58 @@ impl Timestamp {
 
     /// RFC 3339 in UTC with millisecond precision and a `Z` suffix (the API form).
     pub fn to_rfc3339(self) -> String {
-        self.format(SecondsFormat::Millis)
+        let mut buf = [0u8; 24];
+        match self.rfc3339_millis(&mut buf) {
+            Some(s) => s.to_owned(),
+            None => self.format(SecondsFormat::Millis),
+        }
+    }
+
+    /// Writes `YYYY-MM-DDTHH:MM:SS.mmmZ` into `buf` without allocating (this
+    /// runs twice per record rendered); `None` outside years 0–9999.
+    pub fn rfc3339_millis(self, buf: &mut [u8; 24]) -> Option<&str> {
+        let secs = self.0.div_euclid(1_000_000);
+        let millis = self.0.rem_euclid(1_000_000) / 1000;
+        let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        // Howard Hinnant's days-to-civil algorithm.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        if !(0..=9999).contains(&year) {
+            return None;
+        }
+        let mut put = |at: usize, value: i64, width: usize| {
+            let mut v = value;
+            for i in (0..width).rev() {
+                buf[at + i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, year, 4);
+        put(5, month, 2);
+        put(8, day, 2);
+        put(11, sod / 3600, 2);
+        put(14, sod % 3600 / 60, 2);
+        put(17, sod % 60, 2);
+        put(20, millis, 3);
+        for (at, c) in [
+            (4, b'-'),
+            (7, b'-'),
+            (10, b'T'),
+            (13, b':'),
+            (16, b':'),
+            (19, b'.'),
+            (23, b'Z'),
+        ] {
+            buf[at] = c;
+        }
+        std::str::from_utf8(buf).ok()
     }
 
     /// RFC 3339 in UTC with full (microsecond) precision, for export.
@@ -119,7 +170,11 @@ impl Timestamp {
 
 impl Serialize for RfcTime {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0.to_rfc3339())
+        let mut buf = [0u8; 24];
+        match self.0.rfc3339_millis(&mut buf) {
+            Some(text) => s.serialize_str(text),
+            None => s.serialize_str(&self.0.to_rfc3339()),
+        }
     }
 }
 
@@ -506,6 +561,23 @@ mod tests {
         assert_eq!(b, c);
         assert_eq!(a.to_rfc3339(), "2023-04-28T20:05:31.093Z");
         assert!(Timestamp::parse_lenient("yesterday").is_none());
+    }
+
+    #[test]
+    fn fast_rfc3339_agrees_with_chrono_everywhere() {
+        let mut t: i64 = -62_135_596_800_000_000; // 0001-01-01
+        while t < 253_402_300_799_000_000 {
+            let fast = Timestamp(t).to_rfc3339();
+            let slow = Timestamp(t).format(SecondsFormat::Millis);
+            assert_eq!(fast, slow, "at {t}");
+            t += 86_400_000_000 * 37 + 3_723_456_789;
+        }
+        assert_eq!(Timestamp(0).to_rfc3339(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(Timestamp(-1).to_rfc3339(), "1969-12-31T23:59:59.999Z");
+        assert_eq!(
+            Timestamp(951_782_400_000_000).to_rfc3339(),
+            "2000-02-29T00:00:00.000Z"
+        );
     }
 
     #[test]

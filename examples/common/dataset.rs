@@ -80,7 +80,11 @@ pub fn write(n: u64, out: &mut impl Write) -> std::io::Result<()> {
         let title = TITLES[(r >> 8) % 6];
         let dept = DEPARTMENTS[(r >> 11) % 6];
         let city = CITIES[(r >> 14) % 5];
-        let state = if r.is_multiple_of(17) { "suspended" } else { "active" };
+        let state = if r.is_multiple_of(17) {
+            "suspended"
+        } else {
+            "active"
+        };
         let email = format!(
             "{}.{}{i}@emea.example-corporation.test",
             first.to_lowercase(),

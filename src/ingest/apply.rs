@@ -258,7 +258,7 @@ pub fn upsert_user(
     version: Timestamp,
     internal: &Internal,
 ) -> Result<Outcome, StoreError> {
-    let Some(dir) = tx.directory_by_workos(&u.directory_id)? else {
+    let Some(dir) = tx.directory_id_by_workos(&u.directory_id)? else {
         return Ok(Outcome::NoDirectory);
     };
     if is_tombstoned(tx, &u.id, version)? {
@@ -281,7 +281,7 @@ pub fn upsert_user(
             .map(|o| o.id)
             .or(internal.id.map(DirectoryUserId))
             .unwrap_or_else(DirectoryUserId::new_v7),
-        directory_id: existing.as_ref().map_or(dir.id, |o| o.directory_id),
+        directory_id: existing.as_ref().map_or(dir, |o| o.directory_id),
         user_id,
         workos_directory_user_id: u.id.clone(),
         email: u.email.clone(),
@@ -326,7 +326,7 @@ pub fn delete_user(
     u: &WorkosDirectoryUser,
     version: Timestamp,
 ) -> Result<Outcome, StoreError> {
-    if tx.directory_by_workos(&u.directory_id)?.is_none() {
+    if tx.directory_id_by_workos(&u.directory_id)?.is_none() {
         return Ok(Outcome::NoDirectory);
     }
     let existing = tx.user_by_workos(&u.id)?;
@@ -358,7 +358,7 @@ pub fn upsert_group(
     version: Timestamp,
     internal: &Internal,
 ) -> Result<Outcome, StoreError> {
-    let Some(dir) = tx.directory_by_workos(&g.directory_id)? else {
+    let Some(dir) = tx.directory_id_by_workos(&g.directory_id)? else {
         return Ok(Outcome::NoDirectory);
     };
     if is_tombstoned(tx, &g.id, version)? {
@@ -377,7 +377,7 @@ pub fn upsert_group(
             .map(|o| o.id)
             .or(internal.id.map(DirectoryGroupId))
             .unwrap_or_else(DirectoryGroupId::new_v7),
-        directory_id: existing.as_ref().map_or(dir.id, |o| o.directory_id),
+        directory_id: existing.as_ref().map_or(dir, |o| o.directory_id),
         workos_directory_group_id: g.id.clone(),
         name: g.name.clone(),
         idp_id: g.idp_id.clone(),
@@ -419,7 +419,7 @@ pub fn delete_group(
     g: &WorkosDirectoryGroup,
     version: Timestamp,
 ) -> Result<Outcome, StoreError> {
-    if tx.directory_by_workos(&g.directory_id)?.is_none() {
+    if tx.directory_id_by_workos(&g.directory_id)?.is_none() {
         return Ok(Outcome::NoDirectory);
     }
     let existing = tx.group_by_workos(&g.id)?;
@@ -473,7 +473,7 @@ pub fn add_member(
     group: &WorkosDirectoryGroup,
     at: Timestamp,
 ) -> Result<Outcome, StoreError> {
-    if tx.directory_by_workos(&user.directory_id)?.is_none() {
+    if tx.directory_id_by_workos(&user.directory_id)?.is_none() {
         return Ok(Outcome::NoDirectory);
     }
     let Some((changed, u, g)) = member_pair(tx, user, group, at)? else {
@@ -509,7 +509,7 @@ pub fn remove_member(
     group: &WorkosDirectoryGroup,
     at: Timestamp,
 ) -> Result<Outcome, StoreError> {
-    if tx.directory_by_workos(&user.directory_id)?.is_none() {
+    if tx.directory_id_by_workos(&user.directory_id)?.is_none() {
         return Ok(Outcome::NoDirectory);
     }
     let key = membership_key(&group.id, &user.id);

@@ -78,52 +78,47 @@ pub struct ImportReport {
 /// Imports NDJSON from `input` in one transaction. `progress` is called
 /// with the number of bytes consumed so far.
 ///
+/// Lines are read and parsed on a second thread while this one applies
+/// them, so parsing overlaps the storage work.
+///
 /// # Errors
 /// The first bad line (with its number), a read failure, or a storage
 /// failure; in every case nothing is written.
 pub fn import(
     store: &Store,
-    input: impl BufRead,
+    input: impl BufRead + Send,
     mut progress: impl FnMut(u64),
 ) -> Result<ImportReport, NdjsonError> {
-    let mut input = input;
-    store
-        .write(|tx| {
-            let mut report = ImportReport::default();
-            let mut line = String::new();
-            let mut consumed = 0u64;
-            loop {
-                line.clear();
-                let n = input
-                    .read_line(&mut line)
-                    .map_err(|e| ImportAbort::Failed(NdjsonError::Read(e)))?;
-                if n == 0 {
-                    break;
+    let (batches, parsed) = std::sync::mpsc::sync_channel::<Result<Batch, NdjsonError>>(8);
+    std::thread::scope(|scope| {
+        scope.spawn(move || read_and_parse(input, &batches));
+        store
+            .write(|tx| {
+                let mut report = ImportReport::default();
+                for batch in parsed {
+                    let batch = batch.map_err(ImportAbort::Failed)?;
+                    for (line, item) in batch.items {
+                        let outcome = apply_item(tx, item, &mut report).map_err(|e| match e {
+                            LineError::Field(e) => ImportAbort::Failed(NdjsonError::line(line, e)),
+                            LineError::Store(e) => ImportAbort::Store(e),
+                        })?;
+                        match outcome {
+                            Outcome::Applied => report.applied += 1,
+                            _ => report.unchanged += 1,
+                        }
+                    }
+                    report.lines = batch.lines;
+                    progress(batch.consumed);
                 }
-                consumed += n as u64;
-                report.lines += 1;
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let outcome = import_line(tx, &line, &mut report).map_err(|e| match e {
-                    LineError::Field(e) => ImportAbort::Failed(NdjsonError::line(report.lines, e)),
-                    LineError::Store(e) => ImportAbort::Store(e),
-                })?;
-                match outcome {
-                    Outcome::Applied => report.applied += 1,
-                    _ => report.unchanged += 1,
-                }
-                if report.lines % 4096 == 0 {
-                    progress(consumed);
-                }
-            }
-            progress(consumed);
-            Ok(report)
-        })
-        .map_err(|e| match e {
-            ImportAbort::Failed(e) => e,
-            ImportAbort::Store(e) => NdjsonError::Store(e),
-        })
+                Ok(report)
+            })
+            .map_err(|e| match e {
+                ImportAbort::Failed(e) => e,
+                ImportAbort::Store(e) => NdjsonError::Store(e),
+            })
+        // Leaving the scope joins the reader: dropping `parsed` (on success
+        // or abort) makes its next send fail, so it stops promptly.
+    })
 }
 
 /// Carries a line error out of the write transaction (which then aborts).
@@ -155,6 +150,73 @@ impl From<StoreError> for LineError {
     }
 }
 
+/// Lines parsed ahead of the writer.
+struct Batch {
+    items: Vec<(u64, Item)>,
+    /// Lines read so far (blank ones included).
+    lines: u64,
+    /// Bytes read so far.
+    consumed: u64,
+}
+
+/// One parsed, validated line.
+enum Item {
+    Directory(WorkosDirectory, Internal),
+    User(WorkosDirectoryUser, Internal),
+    Group(WorkosDirectoryGroup, Internal),
+    Membership {
+        directory_id: String,
+        group_id: String,
+        user_id: String,
+        added_at: Option<Timestamp>,
+    },
+    AuthkitUser(WorkosUser),
+}
+
+const BATCH_LINES: usize = 512;
+
+fn read_and_parse(
+    mut input: impl BufRead,
+    out: &std::sync::mpsc::SyncSender<Result<Batch, NdjsonError>>,
+) {
+    let mut line = String::new();
+    let (mut lines, mut consumed) = (0u64, 0u64);
+    let mut items = Vec::with_capacity(BATCH_LINES);
+    loop {
+        line.clear();
+        let n = match input.read_line(&mut line) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = out.send(Err(NdjsonError::Read(e)));
+                return;
+            }
+        };
+        if n > 0 {
+            consumed += n as u64;
+            lines += 1;
+            if !line.trim().is_empty() {
+                match parse_line(&line) {
+                    Ok(item) => items.push((lines, item)),
+                    Err(e) => {
+                        let _ = out.send(Err(NdjsonError::line(lines, e)));
+                        return;
+                    }
+                }
+            }
+        }
+        if n == 0 || items.len() >= BATCH_LINES {
+            let batch = Batch {
+                items: std::mem::replace(&mut items, Vec::with_capacity(BATCH_LINES)),
+                lines,
+                consumed,
+            };
+            if out.send(Ok(batch)).is_err() || n == 0 {
+                return;
+            }
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct Head<'a> {
     #[serde(borrow)]
@@ -173,59 +235,115 @@ struct RawMembershipLine<'a> {
     rollcall: Option<RawInternal<'a>>,
 }
 
-fn import_line(
-    tx: &mut Tx<'_>,
-    line: &str,
-    report: &mut ImportReport,
-) -> Result<Outcome, LineError> {
+/// The `object` of a line: read from the usual `{"object":"…"` prefix
+/// (what export writes), else by parsing the line for it.
+fn object_of(line: &str) -> Result<Cow<'_, str>, FieldError> {
+    if let Some(rest) = line.strip_prefix(r#"{"object":""#)
+        && let Some(end) = rest.find('"')
+        && !rest[..end].contains('\\')
+    {
+        return Ok(Cow::Borrowed(&rest[..end]));
+    }
     let head: Head<'_> = parse_json(line, "", "line")?;
-    let object = head
-        .object
-        .as_deref()
-        .ok_or_else(|| FieldError::new("object", "is required"))?;
-    let now = tx.now();
-    let outcome = match object {
+    head.object
+        .ok_or_else(|| FieldError::new("object", "is required"))
+}
+
+fn parse_line(line: &str) -> Result<Item, FieldError> {
+    Ok(match object_of(line)?.as_ref() {
         "directory" => {
             let raw: RawDirectory<'_> = parse_json(line, "", "line")?;
             let d = WorkosDirectory::from_raw(&raw, "")?;
             if d.organization_id.is_none() {
-                return Err(FieldError::new("organization_id", "is required").into());
+                return Err(FieldError::new("organization_id", "is required"));
             }
-            let internal = parse_internal(raw.rollcall.as_ref())?;
-            report.directories += 1;
-            apply::upsert_directory(tx, &d, d.updated_at.unwrap_or(now), &internal)?
+            Item::Directory(d, parse_internal(raw.rollcall.as_ref())?)
         }
         "directory_user" => {
             let raw: RawUser<'_> = parse_json(line, "", "line")?;
             let u = WorkosDirectoryUser::from_raw(&raw, "")?;
-            let internal = parse_internal(raw.rollcall.as_ref())?;
-            report.users += 1;
-            apply::upsert_user(tx, &u, u.updated_at.unwrap_or(now), &internal)?
+            Item::User(u, parse_internal(raw.rollcall.as_ref())?)
         }
         "directory_group" => {
             let raw: RawGroup<'_> = parse_json(line, "", "line")?;
             let g = WorkosDirectoryGroup::from_raw(&raw, "")?;
-            let internal = parse_internal(raw.rollcall.as_ref())?;
-            report.groups += 1;
-            apply::upsert_group(tx, &g, g.updated_at.unwrap_or(now), &internal)?
+            Item::Group(g, parse_internal(raw.rollcall.as_ref())?)
         }
         "directory_group_membership" => {
             let raw: RawMembershipLine<'_> = parse_json(line, "", "line")?;
-            report.memberships += 1;
-            import_membership(tx, &raw, now)?
+            Item::Membership {
+                directory_id: required_id(&raw.directory_id, "", "directory_id", "directory_")?
+                    .to_owned(),
+                group_id: required_id(
+                    &raw.directory_group_id,
+                    "",
+                    "directory_group_id",
+                    "directory_group_",
+                )?
+                .to_owned(),
+                user_id: required_id(
+                    &raw.directory_user_id,
+                    "",
+                    "directory_user_id",
+                    "directory_user_",
+                )?
+                .to_owned(),
+                added_at: match &raw.rollcall {
+                    Some(r) => time(&r.added_at, "rollcall", "added_at")?,
+                    None => None,
+                },
+            }
         }
         "user" => {
             let raw: RawAuthkitUser<'_> = parse_json(line, "", "line")?;
-            let u = WorkosUser::from_raw(&raw, "")?;
-            report.authkit_users += 1;
-            apply::upsert_authkit_user(tx, &u, u.updated_at.unwrap_or(now))?
+            Item::AuthkitUser(WorkosUser::from_raw(&raw, "")?)
         }
         _ => {
             return Err(FieldError::new(
                 "object",
                 "must be `directory`, `directory_user`, `directory_group`, `directory_group_membership` or `user`",
-            )
-            .into());
+            ));
+        }
+    })
+}
+
+fn apply_item(
+    tx: &mut Tx<'_>,
+    item: Item,
+    report: &mut ImportReport,
+) -> Result<Outcome, LineError> {
+    let now = tx.now();
+    let outcome = match item {
+        Item::Directory(d, internal) => {
+            report.directories += 1;
+            apply::upsert_directory(tx, &d, d.updated_at.unwrap_or(now), &internal)?
+        }
+        Item::User(u, internal) => {
+            report.users += 1;
+            apply::upsert_user(tx, &u, u.updated_at.unwrap_or(now), &internal)?
+        }
+        Item::Group(g, internal) => {
+            report.groups += 1;
+            apply::upsert_group(tx, &g, g.updated_at.unwrap_or(now), &internal)?
+        }
+        Item::Membership {
+            directory_id,
+            group_id,
+            user_id,
+            added_at,
+        } => {
+            report.memberships += 1;
+            import_membership(
+                tx,
+                &directory_id,
+                &group_id,
+                &user_id,
+                added_at.unwrap_or(now),
+            )?
+        }
+        Item::AuthkitUser(u) => {
+            report.authkit_users += 1;
+            apply::upsert_authkit_user(tx, &u, u.updated_at.unwrap_or(now))?
         }
     };
     if outcome == Outcome::NoDirectory {
@@ -240,33 +358,17 @@ fn import_line(
 
 fn import_membership(
     tx: &mut Tx<'_>,
-    raw: &RawMembershipLine<'_>,
-    now: Timestamp,
+    directory_id: &str,
+    group_id: &str,
+    user_id: &str,
+    added_at: Timestamp,
 ) -> Result<Outcome, LineError> {
-    let directory_id = required_id(&raw.directory_id, "", "directory_id", "directory_")?;
-    let group_id = required_id(
-        &raw.directory_group_id,
-        "",
-        "directory_group_id",
-        "directory_group_",
-    )?;
-    let user_id = required_id(
-        &raw.directory_user_id,
-        "",
-        "directory_user_id",
-        "directory_user_",
-    )?;
-    let added_at = match &raw.rollcall {
-        Some(r) => time(&r.added_at, "rollcall", "added_at")?,
-        None => None,
-    }
-    .unwrap_or(now);
-    let Some(dir) = tx.directory_by_workos(directory_id)? else {
+    let Some(dir) = tx.directory_id_by_workos(directory_id)? else {
         return Ok(Outcome::NoDirectory);
     };
     let user = tx
         .user_by_workos(user_id)?
-        .filter(|u| u.directory_id == dir.id)
+        .filter(|u| u.directory_id == dir)
         .ok_or_else(|| {
             FieldError::new(
                 "directory_user_id",
@@ -275,7 +377,7 @@ fn import_membership(
         })?;
     let group = tx
         .group_by_workos(group_id)?
-        .filter(|g| g.directory_id == dir.id)
+        .filter(|g| g.directory_id == dir)
         .ok_or_else(|| {
             FieldError::new(
                 "directory_group_id",

@@ -70,7 +70,10 @@ pub(crate) fn parse_json<'a, T: Deserialize<'a>>(
             };
             let whole = if path.is_empty() { whole } else { path };
             if first.is_syntax() || first.is_eof() {
-                return Err(FieldError::new(whole, format!("is not valid JSON ({first})")));
+                return Err(FieldError::new(
+                    whole,
+                    format!("is not valid JSON ({first})"),
+                ));
             }
             let name = match at.as_str() {
                 "" | "." | "?" => whole.to_owned(),
@@ -84,28 +87,31 @@ pub(crate) fn parse_json<'a, T: Deserialize<'a>>(
 /// The IdP's JSON text without insignificant whitespace; key order, number
 /// spelling and string escapes are kept exactly as sent.
 pub(crate) fn compact_json(raw: &RawValue) -> String {
-    let text = raw.get();
-    let mut out = String::with_capacity(text.len());
+    let text = raw.get().as_bytes();
+    let mut out = Vec::with_capacity(text.len());
     let mut in_string = false;
-    let mut escaped = false;
-    for c in text.chars() {
+    let mut start = 0;
+    let mut i = 0;
+    while i < text.len() {
+        let b = text[i];
         if in_string {
-            out.push(c);
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
+            match b {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
             }
-        } else if c == '"' {
+        } else if b == b'"' {
             in_string = true;
-            out.push(c);
-        } else if !c.is_ascii_whitespace() {
-            out.push(c);
+        } else if b.is_ascii_whitespace() {
+            // Copy the run before this whitespace, skip the whitespace.
+            out.extend_from_slice(&text[start..i]);
+            start = i + 1;
         }
+        i += 1;
     }
-    out
+    out.extend_from_slice(&text[start.min(text.len())..]);
+    // Only ASCII whitespace outside strings was dropped: still valid UTF-8.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 pub(crate) fn required<'a>(

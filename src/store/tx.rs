@@ -58,6 +58,13 @@ pub struct Tx<'t> {
     /// Final directory records written (None: deleted), for the store's
     /// in-memory map once the transaction commits.
     changes: HashMap<DirectoryId, Option<Directory>>,
+    /// WorkOS directory id → internal id, as resolved in this transaction
+    /// (a bulk import asks once per user).
+    resolved: HashMap<String, Option<DirectoryId>>,
+    /// Email index entries of users created in this transaction, inserted
+    /// sorted when the index is next read or changed, or at the end: a bulk
+    /// load then fills the index in key order instead of at random.
+    pending_emails: Vec<(String, u128, u128)>,
 }
 
 impl<'t> Tx<'t> {
@@ -90,6 +97,8 @@ impl<'t> Tx<'t> {
             parked_by_time: txn.open_table(tables::PARKED_BY_TIME)?,
             touched: HashMap::new(),
             changes: HashMap::new(),
+            resolved: HashMap::new(),
+            pending_emails: Vec::new(),
         })
     }
 
@@ -130,6 +139,23 @@ impl<'t> Tx<'t> {
         }
     }
 
+    /// The internal id of the directory with this WorkOS id, if any.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub fn directory_id_by_workos(
+        &mut self,
+        workos_id: &str,
+    ) -> Result<Option<DirectoryId>, StoreError> {
+        if let Some(known) = self.resolved.get(workos_id) {
+            return Ok(*known);
+        }
+        let id =
+            get_directory_ref(&self.directories_by_workos, workos_id)?.map(DirectoryId::from_u128);
+        self.resolved.insert(workos_id.to_owned(), id);
+        Ok(id)
+    }
+
     /// Inserts or replaces a directory. Its counts and revision are the
     /// store's: whatever `d` carries in them is ignored.
     ///
@@ -164,6 +190,7 @@ impl<'t> Tx<'t> {
             .insert((d.organization_id.as_str(), d.id.as_u128()), ())?;
         self.directories_by_workos
             .insert(d.workos_directory_id.as_str(), d.id.as_u128())?;
+        self.resolved.clear();
         self.touch(d.id);
         Ok(())
     }
@@ -177,6 +204,7 @@ impl<'t> Tx<'t> {
         let Some(old) = get_directory(&self.directories, id)? else {
             return Ok(false);
         };
+        self.flush_pending_emails()?;
         let dir = id.as_u128();
         let range = (dir, 0u128)..=(dir, u128::MAX);
 
@@ -217,6 +245,7 @@ impl<'t> Tx<'t> {
             .remove(old.workos_directory_id.as_str())?;
         self.touched.remove(&id);
         self.changes.insert(id, None);
+        self.resolved.clear();
         Ok(true)
     }
 
@@ -247,6 +276,7 @@ impl<'t> Tx<'t> {
         let email = u.email_key();
         match get_user(&self.users, u.directory_id, u.id)? {
             Some(old) => {
+                self.flush_pending_emails()?;
                 let old_email = old.email_key();
                 if old_email != email {
                     self.users_by_email.remove((old_email.as_str(), dir, id))?;
@@ -255,15 +285,31 @@ impl<'t> Tx<'t> {
                     self.users_by_workos
                         .remove(old.workos_directory_user_id.as_str())?;
                 }
+                self.users_by_email.insert((email.as_str(), dir, id), ())?;
             }
-            None => self.touch(u.directory_id).users += 1,
+            None => {
+                self.touch(u.directory_id).users += 1;
+                self.pending_emails.push((email, dir, id));
+            }
         }
         self.users
             .insert((dir, id), codec::encode_user(u).as_slice())?;
         self.users_by_workos
             .insert(u.workos_directory_user_id.as_str(), (dir, id))?;
-        self.users_by_email.insert((email.as_str(), dir, id), ())?;
         self.touch(u.directory_id);
+        Ok(())
+    }
+
+    fn flush_pending_emails(&mut self) -> Result<(), StoreError> {
+        if self.pending_emails.is_empty() {
+            return Ok(());
+        }
+        let mut pending = std::mem::take(&mut self.pending_emails);
+        pending.sort_unstable();
+        for (email, dir, id) in &pending {
+            self.users_by_email
+                .insert((email.as_str(), *dir, *id), ())?;
+        }
         Ok(())
     }
 
@@ -272,6 +318,7 @@ impl<'t> Tx<'t> {
     /// # Errors
     /// On a storage failure.
     pub fn delete_user(&mut self, u: &DirectoryUser) -> Result<(), StoreError> {
+        self.flush_pending_emails()?;
         let (dir, id) = (u.directory_id.as_u128(), u.id.as_u128());
         if self.users.remove((dir, id))?.is_none() {
             return Ok(());
@@ -297,7 +344,8 @@ impl<'t> Tx<'t> {
     ///
     /// # Errors
     /// On a storage or decoding failure.
-    pub fn users_with_email(&self, email_key: &str) -> Result<Vec<DirectoryUser>, StoreError> {
+    pub fn users_with_email(&mut self, email_key: &str) -> Result<Vec<DirectoryUser>, StoreError> {
+        self.flush_pending_emails()?;
         let mut out = Vec::new();
         let range = (email_key, 0u128, 0u128)..=(email_key, u128::MAX, u128::MAX);
         for entry in self.users_by_email.range(range)? {
@@ -607,6 +655,7 @@ impl<'t> Tx<'t> {
     /// expired bookkeeping, and returns the final state of every directory
     /// the transaction changed.
     pub(super) fn finish(mut self) -> Result<DirectoryChanges, StoreError> {
+        self.flush_pending_emails()?;
         let touched = std::mem::take(&mut self.touched);
         for (id, delta) in touched {
             let Some(mut d) = get_directory(&self.directories, id)? else {
