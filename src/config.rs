@@ -126,6 +126,10 @@ pub struct ServeArgs {
     /// Large lists streamed at once; more wait their turn.
     #[arg(long, env = "ROLLCALL_MAX_STREAMS", default_value_t = 32)]
     pub max_streams: usize,
+    /// Verify every page checksum of the database at start (slow on large
+    /// files; for after a crash or suspected damage).
+    #[arg(long, env = "ROLLCALL_CHECK_INTEGRITY")]
+    pub check_integrity: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -238,6 +242,7 @@ impl Settings {
         s.cache_bytes = args.cache_mb.saturating_mul(1024 * 1024);
         s.stream_threshold = args.stream_threshold;
         s.max_streams = args.max_streams.max(1);
+        s.store.check_integrity = args.check_integrity;
         s
     }
 }

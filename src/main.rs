@@ -16,6 +16,11 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    // A panic is caught where it can be (a request fails, a damaged file is
+    // refused): report it as one log line, not a backtrace on stderr.
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!(panic = %info, "internal error");
+    }));
     match rollcall::cli::run(cli.command, &cli.data) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

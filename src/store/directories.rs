@@ -56,6 +56,14 @@ impl DirectoryMap {
             .collect()
     }
 
+    /// Replaces everything (after the database was reopened).
+    pub(super) fn replace(&self, all: Vec<Directory>) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        *inner = Inner::default();
+        drop(inner);
+        self.apply(all.into_iter().map(|d| (d.id, Some(d))).collect());
+    }
+
     /// Applies a committed transaction's directory changes.
     pub(super) fn apply(&self, changes: DirectoryChanges) {
         if changes.is_empty() {

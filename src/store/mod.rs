@@ -13,20 +13,21 @@
 
 mod codec;
 mod directories;
+mod faults;
 mod snapshot;
 mod tables;
 mod tx;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use directories::DirectoryMap;
 
 pub use codec::CodecError;
+pub use faults::StorageFaults;
 pub use snapshot::{ListQuery, Snapshot};
 pub use tx::Tx;
 
@@ -68,6 +69,11 @@ pub struct StoreOptions {
     /// and the OS page cache serves the rest.
     pub cache_bytes: usize,
     pub retention: Retention,
+    /// Verify every page's checksum when opening (slow on big files; for
+    /// after a crash or when damage is suspected).
+    pub check_integrity: bool,
+    /// Faults to inject into the file backend (tests only).
+    pub faults: Option<Arc<StorageFaults>>,
 }
 
 impl Default for StoreOptions {
@@ -75,9 +81,25 @@ impl Default for StoreOptions {
         Self {
             cache_bytes: 32 * 1024 * 1024,
             retention: Retention::default(),
+            check_integrity: false,
+            faults: None,
         }
     }
 }
+
+/// The open database, or why there is none right now.
+struct Handle {
+    db: Option<Arc<Database>>,
+    /// An I/O error happened: redb refuses every further operation on this
+    /// handle until the database is closed and opened again.
+    poisoned: bool,
+    last_reopen: Option<Instant>,
+}
+
+/// Least time between two attempts to reopen a failed database.
+const REOPEN_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a reopen waits for open snapshots (streams) to finish.
+const REOPEN_DRAIN: Duration = Duration::from_secs(2);
 
 /// Everything that can go wrong below the API.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -98,6 +120,8 @@ pub enum StoreError {
     Codec(#[from] CodecError),
     #[error("storage I/O failed: {0}")]
     Io(String),
+    #[error("the database file is damaged: {0}")]
+    Damaged(String),
     #[error("storage error: {0}")]
     Redb(String),
 }
@@ -107,6 +131,11 @@ impl StoreError {
     /// may succeed later and deserves a 503 rather than a 500.
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Self::Io(_) | Self::Locked(_))
+    }
+
+    /// Whether the handle must be reopened before it can be used again.
+    fn poisons(&self) -> bool {
+        matches!(self, Self::Io(_) | Self::Damaged(_))
     }
 }
 
@@ -139,7 +168,7 @@ from_redb!(
 
 /// The database: one redb file with rollcall's tables.
 pub struct Store {
-    db: Database,
+    handle: RwLock<Handle>,
     path: PathBuf,
     created: bool,
     options: StoreOptions,
@@ -163,42 +192,86 @@ impl Store {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| StoreError::Io(e.to_string()))?;
         }
-        let mut builder = Database::builder();
-        builder.set_cache_size(options.cache_bytes);
-        // redb may panic on a file it does not recognise; a foreign or
-        // damaged file must be a clean error at startup, not a crash.
-        let opened =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| builder.create(path)));
-        let db = match opened {
-            Ok(Ok(db)) => db,
-            Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
-                return Err(StoreError::Locked(path.to_owned()));
-            }
-            Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Io(e)))) => {
-                return Err(StoreError::Io(e.to_string()));
-            }
-            Ok(Err(e)) => {
-                return Err(StoreError::NotADatabase {
-                    path: path.to_owned(),
-                    reason: e.to_string(),
-                });
-            }
-            Err(_) => {
-                return Err(StoreError::NotADatabase {
-                    path: path.to_owned(),
-                    reason: "the file is damaged or of another format".into(),
-                });
-            }
-        };
+        let db = open_database(path, &options)?;
         let created = Self::init_schema(&db, path)?;
-        let directories = DirectoryMap::load(Snapshot::new(db.begin_read()?).all_directories()?);
+        let directories = DirectoryMap::load(load_directories(&db)?);
         Ok(Self {
-            db,
+            handle: RwLock::new(Handle {
+                db: Some(Arc::new(db)),
+                poisoned: false,
+                last_reopen: None,
+            }),
             path: path.to_owned(),
             created,
             options,
             directories,
         })
+    }
+
+    /// The database to use, reopening it first if an I/O error poisoned it.
+    fn current(&self) -> Result<Arc<Database>, StoreError> {
+        {
+            let handle = self.handle.read().unwrap_or_else(|p| p.into_inner());
+            if let (Some(db), false) = (&handle.db, handle.poisoned) {
+                return Ok(db.clone());
+            }
+        }
+        self.reopen()
+    }
+
+    /// Closes a poisoned database and opens the file again (redb refuses
+    /// every operation on a handle after an I/O error). Waits, bounded, for
+    /// open snapshots; at most one attempt per [`REOPEN_INTERVAL`].
+    fn reopen(&self) -> Result<Arc<Database>, StoreError> {
+        let mut handle = self.handle.write().unwrap_or_else(|p| p.into_inner());
+        if let (Some(db), false) = (&handle.db, handle.poisoned) {
+            return Ok(db.clone());
+        }
+        if handle
+            .last_reopen
+            .is_some_and(|t| t.elapsed() < REOPEN_INTERVAL)
+        {
+            return Err(StoreError::Io(
+                "the database is recovering from an I/O error".into(),
+            ));
+        }
+        handle.last_reopen = Some(Instant::now());
+        if let Some(old) = handle.db.take() {
+            // The file lock is released only when the last snapshot of the
+            // old handle is gone.
+            let deadline = Instant::now() + REOPEN_DRAIN;
+            while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if Arc::strong_count(&old) > 1 {
+                handle.db = Some(old);
+                return Err(StoreError::Io(
+                    "the database is recovering from an I/O error".into(),
+                ));
+            }
+            drop(old);
+        }
+        let db = open_database(&self.path, &self.options)?;
+        self.directories.replace(load_directories(&db)?);
+        let db = Arc::new(db);
+        handle.db = Some(db.clone());
+        handle.poisoned = false;
+        tracing::warn!("the database was reopened after an I/O error");
+        Ok(db)
+    }
+
+    /// Records that `e` came from the storage; an I/O failure poisons the
+    /// handle, which is then reopened right away (or by the next caller).
+    fn note(&self, e: &StoreError) {
+        if e.poisons() {
+            self.handle
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .poisoned = true;
+            if let Err(again) = self.reopen() {
+                tracing::warn!(error = %again, "reopening the database failed; will retry");
+            }
+        }
     }
 
     /// Creates every table and records the schema version. Returns whether
@@ -280,7 +353,16 @@ impl Store {
     /// # Errors
     /// When the database cannot start a read transaction.
     pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        Ok(Snapshot::new(self.db.begin_read()?))
+        let db = self.current()?;
+        match db.begin_read() {
+            Ok(txn) => Ok(Snapshot::new(txn, db)),
+            Err(e) => {
+                let e = StoreError::from(e);
+                drop(db);
+                self.note(&e);
+                Err(e)
+            }
+        }
     }
 
     /// Runs `f` in one write transaction and commits durably (fsync) when it
@@ -292,17 +374,38 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Tx<'_>) -> Result<R, E>,
     ) -> Result<R, E> {
-        let txn = self.db.begin_write().map_err(StoreError::from)?;
-        let (out, changes) = {
-            let mut tx = Tx::open(&txn, Timestamp::now(), &self.options.retention)?;
-            let out = f(&mut tx)?;
-            (out, tx.finish()?)
-        };
-        txn.commit().map_err(StoreError::from)?;
-        // Only what is committed reaches the in-memory map, and it does so
-        // before the caller can acknowledge anything.
-        self.directories.apply(changes);
-        Ok(out)
+        let db = self.current()?;
+        let mut failure = None;
+        let result = catch_panic(|| {
+            let txn = db.begin_write().map_err(|e| keep(&mut failure, e.into()))?;
+            let (out, changes) = {
+                let mut tx = Tx::open(&txn, Timestamp::now(), &self.options.retention)
+                    .map_err(|e| keep(&mut failure, e))?;
+                let out = f(&mut tx)?;
+                (out, tx.finish().map_err(|e| keep(&mut failure, e))?)
+            };
+            txn.commit().map_err(|e| keep(&mut failure, e.into()))?;
+            Ok((out, changes))
+        })
+        .unwrap_or_else(|damage| {
+            failure = Some(damage.clone());
+            Err(E::from(damage))
+        });
+        drop(db);
+        match result {
+            Ok((out, changes)) => {
+                // Only what is committed reaches the in-memory map, and it
+                // does so before the caller can acknowledge anything.
+                self.directories.apply(changes);
+                Ok(out)
+            }
+            Err(e) => {
+                if let Some(failure) = &failure {
+                    self.note(failure);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// A directory, from memory (no storage access; hit and miss cost alike).
@@ -320,8 +423,73 @@ impl Store {
     /// # Errors
     /// When the database cannot be read.
     pub fn is_empty(&self) -> Result<bool, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.current()?.begin_read()?;
         let t = txn.open_table(tables::DIRECTORIES)?;
         Ok(t.first()?.is_none())
+    }
+}
+
+/// Runs `f`, turning a panic inside redb (which it raises on some damaged
+/// pages) into an error, so a damaged file fails one request instead of a
+/// thread of the server.
+fn catch_panic<R>(f: impl FnOnce() -> R) -> Result<R, StoreError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|_| StoreError::Damaged("the storage engine failed on a damaged page".into()))
+}
+
+/// Keeps a storage failure aside (to poison the handle) and passes it on.
+fn keep<E: From<StoreError>>(slot: &mut Option<StoreError>, e: StoreError) -> E {
+    *slot = Some(e.clone());
+    E::from(e)
+}
+
+fn load_directories(db: &Database) -> Result<Vec<Directory>, StoreError> {
+    Snapshot::new_unshared(db.begin_read()?).all_directories()
+}
+
+/// Opens (creating if absent) the redb file, with injected faults if any.
+fn open_database(path: &Path, options: &StoreOptions) -> Result<Database, StoreError> {
+    let mut builder = Database::builder();
+    builder.set_cache_size(options.cache_bytes);
+    builder.set_check_integrity_on_open(options.check_integrity);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| StoreError::Io(format!("cannot open {}: {e}", path.display())))?;
+    // redb may panic on a file it does not recognise; a foreign or damaged
+    // file must be a clean error at startup, not a crash.
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &options.faults {
+        Some(faults) => {
+            builder.create_with_backend(faults::FaultyBackend::new(file, faults.clone())?)
+        }
+        None => builder.create_with_backend(redb::backends::FileBackend::new(file)?),
+    }));
+    match opened {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
+            Err(StoreError::Locked(path.to_owned()))
+        }
+        Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))))
+            if e.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            Err(StoreError::NotADatabase {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })
+        }
+        Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Io(e)))) => {
+            Err(StoreError::Io(e.to_string()))
+        }
+        Ok(Err(e)) => Err(StoreError::NotADatabase {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(StoreError::NotADatabase {
+            path: path.to_owned(),
+            reason: "the file is damaged or of another format".into(),
+        }),
     }
 }

@@ -3,8 +3,9 @@
 //! `ReadableTable` and shared with the write side ([`super::Tx`]).
 
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
-use redb::{ReadTransaction, ReadableTable};
+use redb::{Database, ReadTransaction, ReadableTable};
 use uuid::Uuid;
 
 use super::codec::{self, TAG_INACTIVE};
@@ -98,11 +99,19 @@ fn directory_range(
 /// A consistent read view of the whole database.
 pub struct Snapshot {
     txn: ReadTransaction,
+    /// Keeps the handle this view reads from open (a reopen after an I/O
+    /// error waits for it).
+    _db: Option<Arc<Database>>,
 }
 
 impl Snapshot {
-    pub(super) fn new(txn: ReadTransaction) -> Self {
-        Self { txn }
+    pub(super) fn new(txn: ReadTransaction, db: Arc<Database>) -> Self {
+        Self { txn, _db: Some(db) }
+    }
+
+    /// A view over a handle the store does not share yet (while opening).
+    pub(super) fn new_unshared(txn: ReadTransaction) -> Self {
+        Self { txn, _db: None }
     }
 
     /// One directory by internal id.
