@@ -6,6 +6,7 @@ mod workos;
 
 mod auth;
 mod caching;
+mod crash;
 mod directories;
 mod errors;
 mod faults;
