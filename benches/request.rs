@@ -51,6 +51,7 @@ fn request(c: &mut Criterion) {
                 bodies: Arc::new(BodyCache::new(64 << 20)),
                 stream_threshold: 10_000,
                 streams: Arc::new(tokio::sync::Semaphore::new(8)),
+                stream_stall: std::time::Duration::from_secs(30),
             }
         });
         let filter = routes(state);

@@ -114,6 +114,7 @@ impl Application {
             bodies: Arc::new(BodyCache::new(settings.cache_bytes)),
             stream_threshold: settings.stream_threshold,
             streams: Arc::new(Semaphore::new(settings.max_streams)),
+            stream_stall: settings.stream_stall,
         };
         let (stop_background, stopped) = watch::channel(false);
         let mut background = Vec::new();

@@ -191,6 +191,8 @@ pub struct Settings {
     pub cache_bytes: usize,
     pub stream_threshold: u64,
     pub max_streams: usize,
+    /// A streamed list whose client reads nothing for this long is dropped.
+    pub stream_stall: Duration,
 }
 
 impl Settings {
@@ -217,6 +219,7 @@ impl Settings {
             cache_bytes: 64 * 1024 * 1024,
             stream_threshold: crate::api::lists::DEFAULT_STREAM_THRESHOLD,
             max_streams: 32,
+            stream_stall: crate::api::lists::DEFAULT_STREAM_STALL,
         }
     }
 

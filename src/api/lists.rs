@@ -166,7 +166,7 @@ const CHUNK_BYTES: usize = 256 * 1024;
 const STREAM_CHUNKS: usize = 4;
 /// A client that takes no chunk for this long is dropped (its snapshot
 /// would otherwise stay pinned).
-const STREAM_STALL: Duration = Duration::from_secs(30);
+pub const DEFAULT_STREAM_STALL: Duration = Duration::from_secs(30);
 
 async fn list(
     kind: ListKind,
@@ -272,16 +272,17 @@ async fn stream(state: &AppState, kind: ListKind, dir: DirectoryId, org: String)
     let handle = tokio::runtime::Handle::current();
     // Bounds the blocking threads (and pinned snapshots) streams may hold.
     let permit = state.streams.clone().acquire_owned().await;
+    let stall = state.stream_stall;
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let send = |chunk: Result<Bytes, std::io::Error>| {
             matches!(
-                handle.block_on(tokio::time::timeout(STREAM_STALL, tx.send(chunk))),
+                handle.block_on(tokio::time::timeout(stall, tx.send(chunk))),
                 Ok(Ok(()))
             )
         };
         let mut pool = ChunkPool::new(STREAM_CHUNKS, CHUNK_BYTES);
-        if let Err(e) = produce(&store, kind, dir, &org, &mut pool, &send) {
+        if let Err(e) = produce(&store, kind, dir, &org, &mut pool, stall, &send) {
             tracing::error!(error = %e, "streaming a list failed midway");
             // An error frame aborts the response: the client sees a
             // truncated body, never a well-formed partial list.
@@ -307,10 +308,11 @@ fn produce(
     dir: DirectoryId,
     org: &str,
     pool: &mut ChunkPool,
+    stall: Duration,
     send: &dyn Fn(Result<Bytes, std::io::Error>) -> bool,
 ) -> Result<(), crate::store::StoreError> {
     let snapshot = store.snapshot()?;
-    let Some(mut buf) = pool.take(STREAM_STALL) else {
+    let Some(mut buf) = pool.take(stall) else {
         return Ok(());
     };
     buf.push(b'[');
@@ -325,7 +327,7 @@ fn produce(
         let visit = |_: Uuid, json: &[u8]| {
             if buf.len() + json.len() + 2 > pool.chunk_size() && buf.len() > 1 {
                 let full = std::mem::take(&mut buf);
-                match pool.take(STREAM_STALL) {
+                match pool.take(stall) {
                     Some(next) if send(Ok(pool.seal(full))) => buf = next,
                     _ => {
                         alive = false;

@@ -49,6 +49,8 @@ pub struct AppState {
     pub stream_threshold: u64,
     /// Streams served at once (each holds a blocking thread and a snapshot).
     pub streams: Arc<tokio::sync::Semaphore>,
+    /// A stream whose client takes nothing for this long is dropped.
+    pub stream_stall: std::time::Duration,
 }
 
 /// Injects the state into a filter chain.

@@ -90,6 +90,7 @@ pub fn settings(dir: &Path) -> Settings {
 }
 
 pub struct TestApp {
+    addr: std::net::SocketAddr,
     pub base: String,
     pub client: reqwest::Client,
     pub db_path: PathBuf,
@@ -117,6 +118,7 @@ pub async fn spawn_with(settings: Settings, dir: Arc<TempDir>) -> TestApp {
         let _ = stopped.await;
     }));
     TestApp {
+        addr,
         base: format!("http://{addr}"),
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
@@ -131,6 +133,10 @@ pub async fn spawn_with(settings: Settings, dir: Arc<TempDir>) -> TestApp {
 }
 
 impl TestApp {
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
     pub fn dir(&self) -> Arc<TempDir> {
         self.dir.clone()
     }

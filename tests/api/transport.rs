@@ -1,0 +1,190 @@
+//! Hostile transport: oversized and countless headers, slowly dribbled
+//! headers, many idle connections, a client that stops reading a large
+//! streamed response. Each time the server stays responsive to everyone else.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use rollcall::store::{Store, StoreOptions};
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::*;
+
+async fn healthy(app: &TestApp) {
+    let started = Instant::now();
+    let resp = app.get("/healthz", None).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the server stayed responsive"
+    );
+}
+
+/// Reads whatever the server answers until it closes (or `limit` passes).
+async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(out),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => return None,
+        }
+    }
+}
+
+async fn app_with(configure: impl FnOnce(&mut rollcall::config::Settings)) -> TestApp {
+    let dir = TempDir::new().unwrap();
+    let mut s = settings(dir.path());
+    configure(&mut s);
+    spawn_with(s, Arc::new(dir)).await
+}
+
+#[tokio::test]
+async fn oversized_or_countless_headers_are_refused_and_nothing_else_suffers() {
+    let app = spawn_app().await;
+    let huge = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(200_000)
+    );
+    let many = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        (0..5000)
+            .map(|i| format!("X-H{i}: v\r\n"))
+            .collect::<String>()
+    );
+    for request in [huge, many] {
+        let mut stream = TcpStream::connect(app.addr()).await.unwrap();
+        let _ = stream.write_all(request.as_bytes()).await;
+        let answer = read_until_closed(&mut stream, Duration::from_secs(10))
+            .await
+            .expect("the connection is closed");
+        let head = String::from_utf8_lossy(&answer);
+        assert!(
+            head.is_empty() || head.starts_with("HTTP/1.1 431"),
+            "refused: {head}"
+        );
+        healthy(&app).await;
+    }
+}
+
+#[tokio::test]
+async fn slowly_dribbled_headers_are_cut_off_after_the_header_timeout() {
+    let app = app_with(|s| s.header_timeout = Duration::from_secs(1)).await;
+    let mut stream = TcpStream::connect(app.addr()).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut closed = false;
+    for i in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if stream
+            .write_all(format!("X-Slow-{i}: a\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            closed = true;
+            break;
+        }
+        let mut probe = [0u8; 512];
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(1), stream.read(&mut probe)).await
+        {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "the dribbling client was cut off");
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "well before it finished dribbling"
+    );
+    healthy(&app).await;
+}
+
+#[tokio::test]
+async fn many_idle_connections_neither_block_others_nor_stay_open_forever() {
+    let app = app_with(|s| s.header_timeout = Duration::from_secs(2)).await;
+    let mut idle = Vec::new();
+    for _ in 0..600 {
+        idle.push(TcpStream::connect(app.addr()).await.unwrap());
+    }
+    healthy(&app).await;
+    let (_, list) = app.get_json("/api/directories", &token_for(ORG_A)).await;
+    assert_eq!(list, serde_json::json!([]));
+
+    // Idle connections are closed once they have sent no request within the
+    // header timeout, so they cannot pile up.
+    let mut closed = 0;
+    for stream in idle.iter_mut().take(50) {
+        if read_until_closed(stream, Duration::from_secs(10))
+            .await
+            .is_some()
+        {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 50);
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_a_streamed_list_is_dropped_and_others_proceed() {
+    // A directory whose list (about 24 MB) is far more than socket buffers hold.
+    let dir = TempDir::new().unwrap();
+    let mut s = settings(dir.path());
+    let store = Store::open(&s.data, StoreOptions::default()).unwrap();
+    let mut ndjson = format!(
+        "{{\"object\":\"directory\",\"id\":\"directory_S\",\"organization_id\":\"{ORG_A}\",\"name\":\"S\",\"type\":\"okta scim v2.0\",\"state\":\"active\"}}\n"
+    );
+    let blob = "x".repeat(12_000);
+    for i in 0..2000 {
+        ndjson.push_str(&format!(
+            "{{\"object\":\"directory_user\",\"id\":\"directory_user_{i}\",\"directory_id\":\"directory_S\",\"email\":\"u{i}@acme.test\",\"state\":\"active\",\"raw_attributes\":{{\"blob\":\"{blob}\"}}}}\n"
+        ));
+    }
+    rollcall::ingest::ndjson::import(&store, ndjson.as_bytes(), |_| {}).unwrap();
+    drop(store);
+    s.stream_threshold = 100;
+    s.max_streams = 1;
+    s.stream_stall = Duration::from_secs(1);
+    let app = spawn_with(s, Arc::new(dir)).await;
+    let dir_id = directory_id(&app, ORG_A, "directory_S").await;
+    let path = format!("/api/directories/{dir_id}/users");
+
+    // The stalled client: asks, reads the head, then nothing.
+    let mut stalled = TcpStream::connect(app.addr()).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        token_for(ORG_A)
+    );
+    stalled.write_all(request.as_bytes()).await.unwrap();
+    let mut head = [0u8; 1024];
+    let n = stalled.read(&mut head).await.unwrap();
+    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"));
+
+    // Meanwhile: the server answers others, and the next stream (which
+    // waits for the only stream slot) gets the whole list once the stalled
+    // one has been dropped.
+    healthy(&app).await;
+    let (status, list) = app.get_json(&path, &token_for(ORG_A)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list.as_array().unwrap().len(), 2000);
+
+    // The stalled response was cut off: reading it now ends before the
+    // whole list (an aborted chunked body).
+    let rest = read_until_closed(&mut stalled, Duration::from_secs(30))
+        .await
+        .unwrap_or_default();
+    assert!(
+        rest.len() < 20_000_000,
+        "the stalled stream was abandoned ({} bytes)",
+        rest.len()
+    );
+}
