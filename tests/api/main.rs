@@ -10,6 +10,7 @@ mod crash;
 mod directories;
 mod errors;
 mod faults;
+mod fuzz_http;
 mod groups;
 mod import;
 mod indexes;
