@@ -180,7 +180,7 @@ proptest! {
     #[test]
     fn directory_ids_parse_only_as_uuids(s in ".{0,60}") {
         let parsed = parse_directory_id(&s);
-        prop_assert_eq!(parsed.is_ok(), uuid::Uuid::try_parse(&s).is_ok());
+        prop_assert_eq!(parsed.is_ok(), s.len() == 36 && uuid::Uuid::try_parse(&s).is_ok());
         if let Err(ApiError::Validation { field, .. }) = parsed {
             prop_assert_eq!(field, "id");
         }

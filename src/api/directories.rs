@@ -32,7 +32,18 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
 /// # Errors
 /// 400 naming `id` when it is not a UUID.
 pub fn parse_directory_id(id: &str) -> Result<DirectoryId, ApiError> {
-    DirectoryId::parse(id).map_err(|_| ApiError::validation("id", "must be a UUID"))
+    parse_uuid(id)
+        .map(DirectoryId)
+        .ok_or_else(|| ApiError::validation("id", "must be a UUID"))
+}
+
+/// A UUID in its canonical hyphenated form only (what every id rollcall
+/// hands out looks like), so `{…}`, `urn:uuid:` and unhyphenated spellings
+/// are refused like any other malformed id.
+pub fn parse_uuid(s: &str) -> Option<uuid::Uuid> {
+    (s.len() == 36)
+        .then(|| uuid::Uuid::try_parse(s).ok())
+        .flatten()
 }
 
 async fn list(auth: Option<String>, state: AppState) -> Result<Response, ApiError> {

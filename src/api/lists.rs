@@ -22,7 +22,7 @@ use warp::http::{HeaderValue, header};
 use warp::reply::Response;
 
 use super::chunks::ChunkPool;
-use super::directories::parse_directory_id;
+use super::directories::{parse_directory_id, parse_uuid};
 use super::{
     ApiError, AppState, authorization, blocking, get_or_head, json_response, organization, respond,
     with_state,
@@ -108,8 +108,8 @@ impl ListParams {
         let after = match q.get("after") {
             None => None,
             Some(v) => Some(
-                Uuid::try_parse(v)
-                    .map_err(|_| ApiError::validation("after", "must be a record id (UUID)"))?,
+                parse_uuid(v)
+                    .ok_or_else(|| ApiError::validation("after", "must be a record id (UUID)"))?,
             ),
         };
         let (state, email) = match kind {

@@ -13,6 +13,7 @@ pub mod directories;
 pub mod errors;
 pub mod health;
 pub mod lists;
+pub mod spec;
 pub mod webhooks;
 
 use std::convert::Infallible;
@@ -60,17 +61,72 @@ pub fn with_state(
     warp::any().map(move || state.clone())
 }
 
+/// Every route and the methods it answers; `{id}` matches one segment.
+/// `api/openapi.json` documents exactly these (a test compares them).
+pub const ROUTES: &[(&str, &[&str])] = &[
+    ("/healthz", &["GET", "HEAD"]),
+    ("/api/spec.json", &["GET", "HEAD"]),
+    ("/api/directories", &["GET", "HEAD"]),
+    ("/api/directories/{id}", &["GET", "HEAD"]),
+    ("/api/directories/{id}/users", &["GET", "HEAD"]),
+    ("/api/directories/{id}/groups", &["GET", "HEAD"]),
+    ("/webhooks/workos", &["POST"]),
+];
+
+/// The methods `path` answers, if it is a route (the webhook route only
+/// when webhooks are configured).
+pub fn allowed_methods(path: &str, webhooks: bool) -> Option<&'static [&'static str]> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    ROUTES.iter().find_map(|(pattern, methods)| {
+        let pattern: Vec<&str> = pattern.trim_start_matches('/').split('/').collect();
+        let matches = pattern.len() == segments.len()
+            && pattern
+                .iter()
+                .zip(&segments)
+                .all(|(p, s)| if *p == "{id}" { !s.is_empty() } else { p == s });
+        let available = webhooks || !methods.contains(&"POST");
+        (matches && available).then_some(*methods)
+    })
+}
+
+/// A known path asked with a method it does not answer: 405 with `Allow`.
+/// Anything else is left to the other rejections (404, 400 …).
+fn method_not_allowed(webhooks: bool) -> BoxedFilter<(Response,)> {
+    warp::path::full()
+        .and(warp::method())
+        .and_then(
+            move |path: warp::path::FullPath, method: warp::http::Method| async move {
+                match allowed_methods(path.as_str(), webhooks) {
+                    Some(methods) if !methods.contains(&method.as_str()) => {
+                        let mut resp = warp::Reply::into_response(ApiError::MethodNotAllowed);
+                        if let Ok(allow) = HeaderValue::from_str(&methods.join(", ")) {
+                            resp.headers_mut().insert(header::ALLOW, allow);
+                        }
+                        Ok(resp)
+                    }
+                    _ => Err(warp::reject::not_found()),
+                }
+            },
+        )
+        .boxed()
+}
+
 /// Every route, with the rejection handler last.
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
+    let webhooks = state.webhooks.is_some();
     let api = warp::path("api").and(
         directories::routes(state.clone())
             .or(lists::routes(state.clone()))
+            .unify()
+            .or(spec::routes())
             .unify(),
     );
     health::routes()
         .or(api)
         .unify()
         .or(webhooks::routes(state))
+        .unify()
+        .or(method_not_allowed(webhooks))
         .unify()
         .recover(errors::handle_rejection)
         .unify()

@@ -21,6 +21,7 @@ mod pagination;
 mod persistence;
 mod pull;
 mod sequence;
+mod spec;
 mod startup;
 mod transport;
 mod users;
