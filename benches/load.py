@@ -42,9 +42,9 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def rs256_token(key_path: str) -> str:
+def rs256_token(key_path: str, org: str = ORG) -> str:
     header = b64url(json.dumps({"alg": "RS256", "typ": "JWT", "kid": "test-rsa-1"}).encode())
-    claims = {"sub": "user_bench", "org_id": ORG, "iat": int(time.time()), "exp": int(time.time()) + 86400}
+    claims = {"sub": "user_bench", "org_id": org, "iat": int(time.time()), "exp": int(time.time()) + 86400}
     payload = b64url(json.dumps(claims).encode())
     signing_input = f"{header}.{payload}".encode()
     sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key_path], input=signing_input,
