@@ -7,11 +7,13 @@
 //!
 //! `soak BASE_URL WEBHOOK_SECRET TOKEN FOREIGN_TOKEN DIRECTORY_UUID SECONDS [READERS] [WRITERS]`
 
+mod common;
+
+use common::sign;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use hmac::{Hmac, Mac};
 use tokio::sync::Mutex;
 
 #[derive(Default)]
@@ -21,17 +23,6 @@ struct Stats {
     unexpected: AtomicU64,
     read_latency: Mutex<Vec<Duration>>,
     write_latency: Mutex<Vec<Duration>>,
-}
-
-fn sign(secret: &[u8], body: &[u8]) -> String {
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).expect("any key length");
-    mac.update(format!("{t}.").as_bytes());
-    mac.update(body);
-    format!("t={t}, v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 fn event(n: u64, directory: &str) -> Vec<u8> {

@@ -5,22 +5,12 @@
 //! `cargo run --release --example webhook_load -- URL SECRET EVENTS SENDERS`
 //! e.g. `… http://127.0.0.1:8080 whsec_bench 20000 32`.
 
+mod common;
+
+use common::sign;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use hmac::{Hmac, Mac};
-
-fn sign(secret: &[u8], body: &[u8]) -> String {
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).expect("any key length");
-    mac.update(format!("{t}.").as_bytes());
-    mac.update(body);
-    format!("t={t}, v1={}", hex::encode(mac.finalize().into_bytes()))
-}
 
 fn event(id: u64, kind: &str, data: serde_json::Value) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({

@@ -302,6 +302,40 @@ pub struct Provenance {
     pub updated_at: Timestamp,
 }
 
+/// What the ingestion rules need from every stored record: the WorkOS
+/// version it was written from, and rollcall's own `updated_at`.
+pub trait Record: Clone + PartialEq {
+    /// WorkOS's `updated_at` of the object this record was written from.
+    fn source_version(&self) -> Timestamp;
+    /// rollcall's own "last changed" time.
+    fn updated_at(&self) -> Timestamp;
+    fn updated_at_mut(&mut self) -> &mut Timestamp;
+    /// Equal in everything a client or an export could see, timestamps aside.
+    fn same_content(&self, other: &Self) -> bool;
+}
+
+macro_rules! record {
+    ($t:ty) => {
+        impl Record for $t {
+            fn source_version(&self) -> Timestamp {
+                self.source.updated_at
+            }
+            fn updated_at(&self) -> Timestamp {
+                self.updated_at
+            }
+            fn updated_at_mut(&mut self) -> &mut Timestamp {
+                &mut self.updated_at
+            }
+            fn same_content(&self, other: &Self) -> bool {
+                <$t>::same_content(self, other)
+            }
+        }
+    };
+}
+record!(Directory);
+record!(DirectoryUser);
+record!(DirectoryGroup);
+
 /// A directory connection of an organization.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Directory {

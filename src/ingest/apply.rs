@@ -21,7 +21,7 @@ use super::workos::{
 };
 use crate::model::{
     AuthkitUser, Directory, DirectoryGroup, DirectoryGroupId, DirectoryId, DirectoryUser,
-    DirectoryUserId, MappedRole, Provenance, Timestamp, UserState, email_key,
+    DirectoryUserId, MappedRole, Provenance, Record, Timestamp, UserState, email_key,
 };
 use crate::store::{StoreError, Tx};
 
@@ -138,6 +138,25 @@ fn is_tombstoned(tx: &Tx<'_>, key: &str, version: Timestamp) -> Result<bool, Sto
     Ok(tx.tombstone(key)?.is_some_and(|t| t >= version))
 }
 
+/// Whether the stored record is newer than `version` (an incoming change
+/// of that version is then stale).
+fn stored_is_newer<T: Record>(existing: Option<&T>, version: Timestamp) -> bool {
+    existing.is_some_and(|old| old.source_version() > version)
+}
+
+/// Keeps the stored `updated_at` when only timestamps differ (an update
+/// that changes nothing visible must not look like a change); returns
+/// whether anything is left to write.
+fn settle<T: Record>(existing: Option<&T>, record: &mut T, internal: &Internal) -> bool {
+    let Some(old) = existing else {
+        return true;
+    };
+    if internal.updated_at.is_none() && old.same_content(record) {
+        *record.updated_at_mut() = old.updated_at();
+    }
+    old != record
+}
+
 // ---- directories -----------------------------------------------------------
 
 /// Creates or updates a directory from a WorkOS directory object; a new
@@ -155,10 +174,7 @@ pub fn upsert_directory(
         return Ok(Outcome::Stale);
     }
     let existing = tx.directory_by_workos(&d.id)?;
-    if existing
-        .as_ref()
-        .is_some_and(|old| old.source.updated_at > version)
-    {
+    if stored_is_newer(existing.as_ref(), version) {
         return Ok(Outcome::Stale);
     }
     let Some(organization_id) = d
@@ -195,15 +211,13 @@ pub fn upsert_directory(
         },
     };
     if let Some(old) = &existing {
-        if internal.updated_at.is_none() && old.same_content(&record) {
-            record.updated_at = old.updated_at;
-        }
+        // Counts and revision are the store's; compare like with like.
         record.user_count = old.user_count;
         record.group_count = old.group_count;
         record.revision = old.revision;
-        if *old == record {
-            return Ok(Outcome::Unchanged);
-        }
+    }
+    if !settle(existing.as_ref(), &mut record, internal) {
+        return Ok(Outcome::Unchanged);
     }
     tx.put_directory(&record)?;
     tx.clear_tombstone(&d.id)?;
@@ -265,10 +279,7 @@ pub fn upsert_user(
         return Ok(Outcome::Stale);
     }
     let existing = tx.user_by_workos(&u.id)?;
-    if existing
-        .as_ref()
-        .is_some_and(|old| old.source.updated_at > version)
-    {
+    if stored_is_newer(existing.as_ref(), version) {
         return Ok(Outcome::Stale);
     }
     let user_id = match &internal.user_id {
@@ -304,13 +315,8 @@ pub fn upsert_user(
             updated_at: version,
         },
     };
-    if let Some(old) = &existing {
-        if internal.updated_at.is_none() && old.same_content(&record) {
-            record.updated_at = old.updated_at;
-        }
-        if *old == record {
-            return Ok(Outcome::Unchanged);
-        }
+    if !settle(existing.as_ref(), &mut record, internal) {
+        return Ok(Outcome::Unchanged);
     }
     tx.put_user(&record)?;
     tx.clear_tombstone(&u.id)?;
@@ -330,10 +336,7 @@ pub fn delete_user(
         return Ok(Outcome::NoDirectory);
     }
     let existing = tx.user_by_workos(&u.id)?;
-    if existing
-        .as_ref()
-        .is_some_and(|old| old.source.updated_at > version)
-    {
+    if stored_is_newer(existing.as_ref(), version) {
         return Ok(Outcome::Stale);
     }
     tx.put_tombstone(&u.id, version)?;
@@ -365,10 +368,7 @@ pub fn upsert_group(
         return Ok(Outcome::Stale);
     }
     let existing = tx.group_by_workos(&g.id)?;
-    if existing
-        .as_ref()
-        .is_some_and(|old| old.source.updated_at > version)
-    {
+    if stored_is_newer(existing.as_ref(), version) {
         return Ok(Outcome::Stale);
     }
     let mut record = DirectoryGroup {
@@ -397,13 +397,8 @@ pub fn upsert_group(
             updated_at: version,
         },
     };
-    if let Some(old) = &existing {
-        if internal.updated_at.is_none() && old.same_content(&record) {
-            record.updated_at = old.updated_at;
-        }
-        if *old == record {
-            return Ok(Outcome::Unchanged);
-        }
+    if !settle(existing.as_ref(), &mut record, internal) {
+        return Ok(Outcome::Unchanged);
     }
     tx.put_group(&record)?;
     tx.clear_tombstone(&g.id)?;
@@ -423,10 +418,7 @@ pub fn delete_group(
         return Ok(Outcome::NoDirectory);
     }
     let existing = tx.group_by_workos(&g.id)?;
-    if existing
-        .as_ref()
-        .is_some_and(|old| old.source.updated_at > version)
-    {
+    if stored_is_newer(existing.as_ref(), version) {
         return Ok(Outcome::Stale);
     }
     tx.put_tombstone(&g.id, version)?;

@@ -343,11 +343,6 @@ impl Store {
         self.created
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// A consistent read view. Keep it short: an open snapshot pins pages.
     ///
     /// # Errors
@@ -416,16 +411,6 @@ impl Store {
     /// An organization's directories in creation order, from memory.
     pub fn directories_of_org(&self, org: &str) -> Vec<Arc<Directory>> {
         self.directories.of_org(org)
-    }
-
-    /// Whether the file holds no directory at all.
-    ///
-    /// # Errors
-    /// When the database cannot be read.
-    pub fn is_empty(&self) -> Result<bool, StoreError> {
-        let txn = self.current()?.begin_read()?;
-        let t = txn.open_table(tables::DIRECTORIES)?;
-        Ok(t.first()?.is_none())
     }
 }
 

@@ -327,20 +327,6 @@ impl Snapshot {
         Ok(())
     }
 
-    /// The ids of a group's members, in the order their user records were created.
-    ///
-    /// # Errors
-    /// On a storage failure.
-    pub fn members_of(&self, group: DirectoryGroupId) -> Result<Vec<DirectoryUserId>, StoreError> {
-        let members = self.txn.open_table(tables::MEMBERS_BY_GROUP)?;
-        let mut out = Vec::new();
-        for entry in members.range((group.as_u128(), 0u128)..=(group.as_u128(), u128::MAX))? {
-            let (key, _) = entry?;
-            out.push(DirectoryUserId::from_u128(key.value().1));
-        }
-        Ok(out)
-    }
-
     /// One user by internal ids.
     ///
     /// # Errors
@@ -404,22 +390,5 @@ impl Snapshot {
         Ok(meta
             .get(tables::META_EVENTS_CURSOR)?
             .map(|v| String::from_utf8_lossy(v.value()).into_owned()))
-    }
-
-    /// Number of events held for directories not yet activated.
-    ///
-    /// # Errors
-    /// On a storage failure.
-    pub fn parked_event_count(&self) -> Result<u64, StoreError> {
-        use redb::ReadableTableMetadata;
-        Ok(self.txn.open_table(tables::PARKED_EVENTS)?.len()?)
-    }
-
-    /// Whether an event id is remembered as applied.
-    ///
-    /// # Errors
-    /// On a storage failure.
-    pub fn event_seen(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self.txn.open_table(tables::SEEN_EVENTS)?.get(id)?.is_some())
     }
 }
