@@ -54,7 +54,9 @@ const MAX_HEADERS: usize = 64;
 
 /// A bound, ready-to-serve rollcall.
 pub struct Application {
-    listener: TcpListener,
+    /// One listener per event loop (SO_REUSEPORT: the kernel spreads
+    /// connections across them).
+    listeners: Vec<std::net::TcpListener>,
     addr: SocketAddr,
     state: AppState,
     settings: Settings,
@@ -91,17 +93,13 @@ impl Application {
         let auth = Arc::new(Verifier::new(settings.auth.clone()).await?);
         let (committer, committer_thread) =
             Committer::start(store.clone(), settings.group_commit_max);
-        let listener =
-            TcpListener::bind(settings.listen)
-                .await
-                .map_err(|source| StartupError::Bind {
-                    addr: settings.listen,
-                    source,
-                })?;
-        let addr = listener.local_addr().map_err(|source| StartupError::Bind {
-            addr: settings.listen,
-            source,
-        })?;
+        let listeners = bind(settings.listen, settings.workers.max(1))?;
+        let addr = listeners[0]
+            .local_addr()
+            .map_err(|source| StartupError::Bind {
+                addr: settings.listen,
+                source,
+            })?;
         let state = AppState {
             store: store.clone(),
             auth,
@@ -127,7 +125,7 @@ impl Application {
             )));
         }
         Ok(Self {
-            listener,
+            listeners,
             addr,
             state,
             settings,
@@ -153,9 +151,13 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then drains and closes.
+    ///
+    /// Each listener gets its own thread with a single-threaded runtime (an
+    /// event loop per core, like nginx's workers): a connection lives on one
+    /// thread from accept to close, so no request pays for waking another.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
         let Self {
-            listener,
+            listeners,
             addr,
             state,
             settings,
@@ -163,16 +165,109 @@ impl Application {
             stop_background,
             background,
         } = self;
-        tracing::info!(%addr, "rollcall listening");
-        let service = warp::service(api::routes(state.clone()));
+        tracing::info!(%addr, loops = listeners.len(), "rollcall listening");
+        let routes = api::routes(state.clone());
+        let slots = Arc::new(Semaphore::new(settings.max_connections));
+        let (stop, stopped) = watch::channel(false);
+        let mut loops = Vec::new();
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let (routes, slots, settings, stopped) = (
+                routes.clone(),
+                slots.clone(),
+                settings.clone(),
+                stopped.clone(),
+            );
+            let spawned = std::thread::Builder::new()
+                .name(format!("rollcall-loop-{i}"))
+                .spawn(move || event_loop(listener, routes, slots, &settings, stopped));
+            match spawned {
+                Ok(handle) => loops.push(handle),
+                Err(e) => tracing::error!(error = %e, "cannot start an event loop"),
+            }
+        }
+        drop(routes);
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight requests");
+        let _ = stop.send(true);
+        let _ = tokio::task::spawn_blocking(move || {
+            for handle in loops {
+                let _ = handle.join();
+            }
+        })
+        .await;
+        let _ = stop_background.send(true);
+        for task in background {
+            let _ = task.await;
+        }
+        // Joining the committer means its last commit is done before the
+        // database closes.
+        state.committer.stop().await;
+        let _ = tokio::task::spawn_blocking(move || committer_thread.join()).await;
+        drop(state);
+        tracing::info!("rollcall stopped");
+    }
+}
+
+/// Binds `n` listeners on one address with SO_REUSEPORT (port 0: the port
+/// the first one got).
+fn bind(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>, StartupError> {
+    let err = |source| StartupError::Bind { addr, source };
+    let mut listeners = Vec::with_capacity(n);
+    let mut at = addr;
+    for _ in 0..n {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(at),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .map_err(err)?;
+        socket.set_reuse_address(true).map_err(err)?;
+        #[cfg(unix)]
+        socket.set_reuse_port(true).map_err(err)?;
+        socket.set_nonblocking(true).map_err(err)?;
+        socket.bind(&at.into()).map_err(err)?;
+        socket.listen(1024).map_err(err)?;
+        let listener: std::net::TcpListener = socket.into();
+        at = listener.local_addr().map_err(err)?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// One event loop: accepts on its listener and serves its connections
+/// until told to stop, then drains them (bounded).
+fn event_loop(
+    listener: std::net::TcpListener,
+    routes: warp::filters::BoxedFilter<(warp::reply::Response,)>,
+    slots: Arc<Semaphore>,
+    settings: &Settings,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start an event loop runtime");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot register a listener");
+                return;
+            }
+        };
+        let service = warp::service(routes);
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(settings.header_timeout)
             .max_buf_size(MAX_HEADER_BYTES.max(8192))
             .max_headers(MAX_HEADERS);
         let graceful = GracefulShutdown::new();
-        let slots = Arc::new(Semaphore::new(settings.max_connections));
-        let mut shutdown = std::pin::pin!(shutdown);
         loop {
             // Hold back accepting while at the connection cap.
             let permit = tokio::select! {
@@ -180,7 +275,7 @@ impl Application {
                     Ok(p) => p,
                     Err(_) => break,
                 },
-                () = &mut shutdown => break,
+                _ = stopped.changed() => break,
             };
             let (stream, _peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -191,7 +286,7 @@ impl Application {
                         continue;
                     }
                 },
-                () = &mut shutdown => break,
+                _ = stopped.changed() => break,
             };
             let _ = stream.set_nodelay(true);
             let conn = http.serve_connection(
@@ -208,24 +303,16 @@ impl Application {
         }
         drop(listener);
         drop(service);
-        tracing::info!("shutting down: draining in-flight requests");
         if tokio::time::timeout(settings.shutdown_grace, graceful.shutdown())
             .await
             .is_err()
         {
             tracing::warn!("some connections did not finish within the grace period");
         }
-        let _ = stop_background.send(true);
-        for task in background {
-            let _ = task.await;
-        }
-        // Joining the committer means its last commit is done before the
-        // database closes.
-        state.committer.stop().await;
-        let _ = tokio::task::spawn_blocking(move || committer_thread.join()).await;
-        drop(state);
-        tracing::info!("rollcall stopped");
-    }
+    });
+    // Streams still running on this loop's blocking pool get a moment to
+    // see their client gone.
+    runtime.shutdown_timeout(settings.shutdown_grace);
 }
 
 /// Opens the configured store off the async threads.

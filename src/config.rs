@@ -130,6 +130,9 @@ pub struct ServeArgs {
     /// files; for after a crash or suspected damage).
     #[arg(long, env = "ROLLCALL_CHECK_INTEGRITY")]
     pub check_integrity: bool,
+    /// Event loops serving connections (default: one per CPU core).
+    #[arg(long, env = "ROLLCALL_WORKERS")]
+    pub workers: Option<usize>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -193,6 +196,8 @@ pub struct Settings {
     pub max_streams: usize,
     /// A streamed list whose client reads nothing for this long is dropped.
     pub stream_stall: Duration,
+    /// Event loops serving connections.
+    pub workers: usize,
 }
 
 impl Settings {
@@ -220,6 +225,7 @@ impl Settings {
             stream_threshold: crate::api::lists::DEFAULT_STREAM_THRESHOLD,
             max_streams: 32,
             stream_stall: crate::api::lists::DEFAULT_STREAM_STALL,
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }
 
@@ -246,6 +252,9 @@ impl Settings {
         s.stream_threshold = args.stream_threshold;
         s.max_streams = args.max_streams.max(1);
         s.store.check_integrity = args.check_integrity;
+        if let Some(n) = args.workers {
+            s.workers = n.max(1);
+        }
         s
     }
 }

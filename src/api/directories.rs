@@ -8,12 +8,11 @@ use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
 use super::{
-    ApiError, AppState, authorization, get_or_head, json_response, organization, respond,
-    with_state,
+    ApiError, Shared, authorization, get_or_head, json_response, organization, respond, with_state,
 };
 use crate::model::DirectoryId;
 
-pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
+pub fn routes(state: Shared) -> BoxedFilter<(Response,)> {
     let list = warp::path!("directories")
         .and(get_or_head())
         .and(authorization())
@@ -46,7 +45,7 @@ pub fn parse_uuid(s: &str) -> Option<uuid::Uuid> {
         .flatten()
 }
 
-async fn list(auth: Option<String>, state: AppState) -> Result<Response, ApiError> {
+async fn list(auth: Option<String>, state: Shared) -> Result<Response, ApiError> {
     let org = organization(&state, auth).await?;
     let directories = state.store.directories_of_org(&org);
     let mut out = Vec::with_capacity(directories.len() * 320 + 2);
@@ -61,7 +60,7 @@ async fn list(auth: Option<String>, state: AppState) -> Result<Response, ApiErro
     Ok(json_response(out))
 }
 
-async fn get(id: String, auth: Option<String>, state: AppState) -> Result<Response, ApiError> {
+async fn get(id: String, auth: Option<String>, state: Shared) -> Result<Response, ApiError> {
     let org = organization(&state, auth).await?;
     let id = parse_directory_id(&id)?;
     match state.store.directory(id) {

@@ -24,8 +24,8 @@ use warp::reply::Response;
 use super::chunks::ChunkPool;
 use super::directories::{parse_directory_id, parse_uuid};
 use super::{
-    ApiError, AppState, authorization, blocking, get_or_head, json_response, organization, respond,
-    with_state,
+    ApiError, AppState, Shared, authorization, blocking, get_or_head, json_response, organization,
+    respond, with_state,
 };
 use crate::model::{DirectoryId, UserState, email_key};
 use crate::store::{ListQuery, Store};
@@ -49,8 +49,8 @@ impl ListKind {
     }
 }
 
-pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
-    let route = |kind: ListKind, state: AppState| {
+pub fn routes(state: Shared) -> BoxedFilter<(Response,)> {
+    let route = |kind: ListKind, state: Shared| {
         warp::path("directories")
             .and(warp::path::param::<String>())
             .and(warp::path(kind.segment()))
@@ -174,7 +174,7 @@ async fn list(
     q: HashMap<String, String>,
     auth: Option<String>,
     if_none_match: Option<String>,
-    state: AppState,
+    state: Shared,
 ) -> Result<Response, ApiError> {
     let org = organization(&state, auth).await?;
     let dir_id = parse_directory_id(&id)?;

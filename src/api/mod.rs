@@ -54,10 +54,11 @@ pub struct AppState {
     pub stream_stall: std::time::Duration,
 }
 
+/// The state as handlers hold it: one reference count per request.
+pub type Shared = Arc<AppState>;
+
 /// Injects the state into a filter chain.
-pub fn with_state(
-    state: AppState,
-) -> impl Filter<Extract = (AppState,), Error = Infallible> + Clone {
+pub fn with_state(state: Shared) -> impl Filter<Extract = (Shared,), Error = Infallible> + Clone {
     warp::any().map(move || state.clone())
 }
 
@@ -114,6 +115,7 @@ fn method_not_allowed(webhooks: bool) -> BoxedFilter<(Response,)> {
 /// Every route, with the rejection handler last.
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let webhooks = state.webhooks.is_some();
+    let state: Shared = Arc::new(state);
     let api = warp::path("api").and(
         directories::routes(state.clone())
             .or(lists::routes(state.clone()))

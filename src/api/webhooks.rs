@@ -16,12 +16,12 @@ use warp::filters::BoxedFilter;
 use warp::http::{HeaderMap, header};
 use warp::reply::Response;
 
-use super::{ApiError, AppState, json_response, respond, with_state};
+use super::{ApiError, Shared, json_response, respond, with_state};
 use crate::ingest::apply::Outcome;
 use crate::ingest::committer::SubmitError;
 use crate::ingest::workos::Event;
 
-pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
+pub fn routes(state: Shared) -> BoxedFilter<(Response,)> {
     if state.webhooks.is_none() {
         return warp::path!("webhooks" / "workos")
             .and_then(|| async { Err::<Response, _>(warp::reject::not_found()) })
@@ -92,7 +92,7 @@ fn outcome_name(o: Outcome) -> &'static str {
     }
 }
 
-async fn receive<S, B>(headers: HeaderMap, body: S, state: AppState) -> Result<Response, ApiError>
+async fn receive<S, B>(headers: HeaderMap, body: S, state: Shared) -> Result<Response, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,

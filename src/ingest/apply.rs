@@ -64,6 +64,9 @@ const NO_INTERNAL: &Internal = &Internal {
     mapped_role: None,
 };
 
+/// Events of types rollcall does not apply, since start (reported in the log).
+static IGNORED_EVENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Applies one event, once.
 ///
 /// # Errors
@@ -74,7 +77,12 @@ pub fn apply_event(tx: &mut Tx<'_>, event: &Event) -> Result<Outcome, StoreError
     }
     let outcome = apply_kind(tx, &event.kind, event.created_at, Some(&event.raw))?;
     if outcome == Outcome::Ignored {
-        tracing::info!(event_type = %event.event_type, "ignoring an event type rollcall does not apply");
+        let total = IGNORED_EVENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        tracing::info!(
+            event_type = %event.event_type,
+            ignored_total = total,
+            "ignoring an event type rollcall does not apply"
+        );
     }
     tx.mark_event_seen(&event.id)?;
     Ok(outcome)
