@@ -10,8 +10,8 @@ use tempfile::TempDir;
 use crate::helpers::*;
 use crate::workos::*;
 
-async fn directory_with_users(n: i64) -> (TestApp, String) {
-    let app = spawn_app().await;
+/// A directory with `n` users, every third one suspended.
+fn users(n: i64) -> Vec<serde_json::Value> {
     let mut events = vec![activated("directory_A", ORG_A, 0)];
     for i in 0..n {
         let mut u = user(
@@ -25,6 +25,12 @@ async fn directory_with_users(n: i64) -> (TestApp, String) {
         }
         events.push(user_event("created", u, i + 1));
     }
+    events
+}
+
+async fn directory_with_users(n: i64) -> (TestApp, String) {
+    let app = spawn_app().await;
+    let events = users(n);
     app.send_all(&events).await;
     let dir = directory_id(&app, ORG_A, "directory_A").await;
     (app, dir)
@@ -229,20 +235,7 @@ async fn a_streamed_list_is_identical_to_a_rendered_one() {
     s.stream_threshold = 5;
     let streaming = spawn_with(s, Arc::new(dir)).await;
     let (rendered, rendered_dir) = directory_with_users(40).await;
-    let mut events = vec![activated("directory_A", ORG_A, 0)];
-    for i in 0..40 {
-        let mut u = user(
-            "directory_A",
-            &format!("directory_user_{i:03}"),
-            &format!("u{i:03}@acme.test"),
-            i + 1,
-        );
-        if i % 3 == 0 {
-            u["state"] = json!("suspended");
-        }
-        events.push(user_event("created", u, i + 1));
-    }
-    streaming.send_all(&events).await;
+    streaming.send_all(&users(40)).await;
     let streamed_dir = directory_id(&streaming, ORG_A, "directory_A").await;
 
     let resp = streaming
