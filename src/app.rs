@@ -1,8 +1,9 @@
 //! The running server: [`Application::build`] opens the store, loads the
-//! keys, starts the committer (and pull mode), and binds the listener (port 0
-//! works); [`Application::run_until_stopped`] serves until the shutdown
-//! future resolves, drains in-flight requests (bounded), stops the background
-//! work and closes the database.
+//! keys, starts the committer (and pull mode), and binds one SO_REUSEPORT
+//! listener per event loop (port 0 works); [`Application::run_until_stopped`]
+//! runs one single-threaded event loop per listener until the shutdown future
+//! resolves, drains in-flight requests (bounded), stops the background work
+//! and closes the database.
 //!
 //! Connections are served by hyper directly (warp only routes), so header
 //! timeouts, header limits and the connection cap are ours to set.
