@@ -44,6 +44,8 @@ pub enum StartupError {
         "no token verification is configured: set --jwks-url, --jwks-file or --jwt-secret (or run with --dev)"
     )]
     NoVerification,
+    #[error("refusing to start: {0}")]
+    Unsafe(#[from] crate::config::UnsafeSetting),
     #[error("startup task failed: {0}")]
     Task(String),
 }
@@ -73,9 +75,7 @@ impl Application {
     /// A [`StartupError`] saying what is wrong (locked or foreign database,
     /// unreadable keys, address in use, no verification configured).
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        if !settings.auth.is_configured() {
-            return Err(StartupError::NoVerification);
-        }
+        check_settings(&settings)?;
         let store = open_store(&settings).await?;
         Self::build_with_store(settings, store).await
     }
@@ -88,9 +88,7 @@ impl Application {
         settings: Settings,
         store: Arc<Store>,
     ) -> Result<Self, StartupError> {
-        if !settings.auth.is_configured() {
-            return Err(StartupError::NoVerification);
-        }
+        check_settings(&settings)?;
         let auth = Arc::new(Verifier::new(settings.auth.clone()).await?);
         let (committer, committer_thread) =
             Committer::start(store.clone(), settings.group_commit_max);
@@ -207,6 +205,22 @@ impl Application {
         drop(state);
         tracing::info!("rollcall stopped");
     }
+}
+
+/// Refuses settings the server must not run with (no verification, an
+/// empty or weak secret) and logs the warnings of those it may.
+///
+/// # Errors
+/// [`StartupError::NoVerification`] or [`StartupError::Unsafe`].
+pub fn check_settings(settings: &Settings) -> Result<(), StartupError> {
+    let warnings = settings.check()?;
+    if !settings.auth.is_configured() {
+        return Err(StartupError::NoVerification);
+    }
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(())
 }
 
 /// Binds `n` listeners on one address with SO_REUSEPORT (port 0: the port

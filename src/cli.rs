@@ -69,9 +69,7 @@ async fn serve(data: &Path, args: ServeArgs) -> Result<(), CliError> {
     } else {
         None
     };
-    if !settings.auth.is_configured() {
-        return Err(StartupError::NoVerification.into());
-    }
+    app::check_settings(&settings)?;
     let store = app::open_store(&settings).await?;
     if secrets.is_some() {
         let (s, dir) = (store.clone(), data_dir.clone());
@@ -125,6 +123,8 @@ fn token(data: &Path, args: &TokenArgs) -> Result<(), CliError> {
     if args.org.trim().is_empty() {
         return Err(CliError::Other("--org must not be empty".into()));
     }
+    config::check_hs256_secret(secret.as_bytes())
+        .map_err(|e| CliError::Other(format!("refusing to sign: {e}")))?;
     let token = auth::mint_hs256(
         secret.as_bytes(),
         &args.org,

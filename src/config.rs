@@ -278,6 +278,143 @@ impl AuthArgs {
     }
 }
 
+/// Shortest HS256 secret accepted: a shorter one can be brute-forced from a
+/// single token (RFC 7518 §3.2 asks for a key at least as long as the hash).
+pub const MIN_HS256_SECRET_BYTES: usize = 32;
+/// Webhook secrets shorter than this are accepted with a warning: WorkOS
+/// generates long random endpoint secrets, so a short one is most likely
+/// hand-made or truncated.
+pub const WEBHOOK_SECRET_WARN_BYTES: usize = 24;
+
+/// A setting that makes the server unsafe to run: an empty or weak secret,
+/// an empty value where one is required. The message names the flag and
+/// its variable, because a set-but-empty variable (an `.env` template, an
+/// unset compose variable) is the usual cause.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} (--{flag} / {var}) {problem}")]
+pub struct UnsafeSetting {
+    pub what: &'static str,
+    pub flag: &'static str,
+    pub var: &'static str,
+    pub problem: String,
+}
+
+impl UnsafeSetting {
+    fn new(what: &'static str, flag: &'static str, var: &'static str, problem: String) -> Self {
+        Self {
+            what,
+            flag,
+            var,
+            problem,
+        }
+    }
+}
+
+/// Refuses an HS256 secret that is empty, blank or shorter than
+/// [`MIN_HS256_SECRET_BYTES`].
+///
+/// # Errors
+/// An [`UnsafeSetting`] naming `--jwt-secret` / `ROLLCALL_JWT_SECRET`.
+pub fn check_hs256_secret(secret: &[u8]) -> Result<(), UnsafeSetting> {
+    let unsafe_secret = |problem: String| {
+        UnsafeSetting::new(
+            "the HS256 secret",
+            "jwt-secret",
+            "ROLLCALL_JWT_SECRET",
+            problem,
+        )
+    };
+    if secret.iter().all(u8::is_ascii_whitespace) {
+        return Err(unsafe_secret(
+            "is set but empty: unset it, or give a random secret of at least 32 bytes (`openssl rand -hex 32`)".into(),
+        ));
+    }
+    if secret.len() < MIN_HS256_SECRET_BYTES {
+        return Err(unsafe_secret(format!(
+            "is {} bytes long; at least {MIN_HS256_SECRET_BYTES} are required (`openssl rand -hex 32`)",
+            secret.len()
+        )));
+    }
+    Ok(())
+}
+
+impl Settings {
+    /// Checks every security-relevant setting before anything is opened or
+    /// bound; returns warnings worth logging.
+    ///
+    /// # Errors
+    /// The first [`UnsafeSetting`]: an empty or weak secret, an empty key,
+    /// URL, path or audience.
+    pub fn check(&self) -> Result<Vec<String>, UnsafeSetting> {
+        let mut warnings = Vec::new();
+        let blank = |v: &[u8]| v.iter().all(u8::is_ascii_whitespace);
+        let empty = |what, flag, var| {
+            UnsafeSetting::new(
+                what,
+                flag,
+                var,
+                "is set but empty: unset it or give a value".into(),
+            )
+        };
+        if let Some(secret) = &self.auth.hs256_secret {
+            check_hs256_secret(secret)?;
+        }
+        if self
+            .auth
+            .jwks_url
+            .as_deref()
+            .is_some_and(|u| blank(u.as_bytes()))
+        {
+            return Err(empty("the JWKS URL", "jwks-url", "ROLLCALL_JWKS_URL"));
+        }
+        if self
+            .auth
+            .jwks_file
+            .as_ref()
+            .is_some_and(|p| blank(p.as_os_str().as_encoded_bytes()))
+        {
+            return Err(empty("the JWKS file", "jwks-file", "ROLLCALL_JWKS_FILE"));
+        }
+        if self
+            .auth
+            .audience
+            .as_deref()
+            .is_some_and(|a| blank(a.as_bytes()))
+        {
+            return Err(empty(
+                "the token audience",
+                "jwt-audience",
+                "ROLLCALL_JWT_AUDIENCE",
+            ));
+        }
+        if let Some(secret) = &self.webhook_secret {
+            if blank(secret) {
+                return Err(empty(
+                    "the webhook secret",
+                    "workos-webhook-secret",
+                    "ROLLCALL_WORKOS_WEBHOOK_SECRET",
+                ));
+            }
+            if secret.len() < WEBHOOK_SECRET_WARN_BYTES {
+                warnings.push(format!(
+                    "the webhook secret (--workos-webhook-secret / ROLLCALL_WORKOS_WEBHOOK_SECRET) is only {} bytes long; use the secret WorkOS generated for the endpoint",
+                    secret.len()
+                ));
+            }
+        }
+        if let Some(pull) = &self.pull
+            && blank(pull.api_key.as_bytes())
+        {
+            return Err(empty(
+                "the WorkOS API key",
+                "workos-api-key",
+                "ROLLCALL_WORKOS_API_KEY",
+            ));
+        }
+        Ok(warnings)
+    }
+}
+
 /// The folder that holds the database (and, in dev mode, the dev secrets).
 pub fn data_dir(data: &Path) -> PathBuf {
     match data.parent() {

@@ -29,7 +29,7 @@ pub struct DevSecrets {
 /// # Errors
 /// When the folder or the files cannot be created or read.
 pub fn secrets(data_dir: &Path) -> std::io::Result<DevSecrets> {
-    std::fs::create_dir_all(data_dir)?;
+    crate::store::create_private_dir(data_dir)?;
     Ok(DevSecrets {
         jwt_secret: read_or_create(&data_dir.join(JWT_SECRET_FILE))?,
         webhook_secret: read_or_create(&data_dir.join(WEBHOOK_SECRET_FILE))?,

@@ -86,18 +86,28 @@ impl Timestamp {
         self.0.div_euclid(1000)
     }
 
+    /// The earliest time accepted from outside: 1970-01-01T00:00:00Z.
+    pub const MIN: Self = Self(0);
+    /// The latest time accepted from outside: 9999-12-31T23:59:59.999999Z.
+    pub const MAX: Self = Self(253_402_300_799_999_999);
+
     /// Parses RFC 3339, or WorkOS's `2023-04-28 20:05:31.093` form read as UTC.
+    /// Only years 1970–9999 are accepted: every accepted time renders back
+    /// to RFC 3339 and parses again to the same value (what export → import
+    /// relies on), and no WorkOS object predates 1970.
     pub fn parse_lenient(s: &str) -> Option<Self> {
         let s = s.trim();
-        if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
-            return Some(Self(dt.with_timezone(&Utc).timestamp_micros()));
-        }
-        for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
-            if let Ok(naive) = NaiveDateTime::parse_from_str(s, fmt) {
-                return Some(Self(Utc.from_utc_datetime(&naive).timestamp_micros()));
-            }
-        }
-        None
+        let micros = if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
+            dt.with_timezone(&Utc).timestamp_micros()
+        } else {
+            ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+                .iter()
+                .find_map(|fmt| NaiveDateTime::parse_from_str(s, fmt).ok())
+                .map(|naive| Utc.from_utc_datetime(&naive).timestamp_micros())?
+        };
+        (Self::MIN.0..=Self::MAX.0)
+            .contains(&micros)
+            .then_some(Self(micros))
     }
 
     /// RFC 3339 in UTC with millisecond precision and a `Z` suffix (the API form).
@@ -595,6 +605,30 @@ mod tests {
         assert_eq!(b, c);
         assert_eq!(a.to_rfc3339(), "2023-04-28T20:05:31.093Z");
         assert!(Timestamp::parse_lenient("yesterday").is_none());
+    }
+
+    #[test]
+    fn only_years_1970_to_9999_are_accepted() {
+        for bad in [
+            "-262143-01-01 00:00:00",
+            "1969-12-31T23:59:59.999Z",
+            "+10000-01-01T00:00:00Z",
+            "9999-12-31T23:59:59Z\u{0}",
+        ] {
+            assert_eq!(Timestamp::parse_lenient(bad), None, "{bad}");
+        }
+        for good in [
+            "1970-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999999Z",
+            "9999-12-31 23:59:59.999",
+        ] {
+            let t = Timestamp::parse_lenient(good).unwrap();
+            assert_eq!(
+                Timestamp::parse_lenient(&t.to_rfc3339_exact()),
+                Some(t),
+                "{good} round-trips"
+            );
+        }
     }
 
     #[test]

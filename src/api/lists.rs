@@ -185,7 +185,7 @@ async fn list(
         .ok_or(ApiError::NotFound)?;
     let params = ListParams::parse(kind, &q)?;
     let plain = params == ListParams::default();
-    let tag = etag(kind, dir.revision, &params);
+    let tag = etag(dir_id, kind, dir.revision, &params);
     if if_none_match.is_some_and(|v| etag_matches(&v, &tag)) {
         return Ok(not_modified(&tag));
     }
@@ -211,7 +211,10 @@ async fn list(
     if plain {
         state.bodies.put(dir_id, kind, page.revision, body.clone());
     }
-    let mut resp = with_etag(json_response(body), &etag(kind, page.revision, &params));
+    let mut resp = with_etag(
+        json_response(body),
+        &etag(dir_id, kind, page.revision, &params),
+    );
     if let Some(last) = page.next {
         let link = format!(
             "</api/directories/{dir_id}/{}?{}>; rel=\"next\"",
@@ -225,20 +228,22 @@ async fn list(
     Ok(resp)
 }
 
-/// A strong validator: the directory's revision (bumped by every write that
-/// touches it) and the query that shaped the body.
-fn etag(kind: ListKind, revision: u64, params: &ListParams) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (
-        kind.segment(),
-        params.limit,
-        params.after,
-        params.state.map(UserState::as_str),
-        &params.email,
-    )
-        .hash(&mut h);
-    format!("\"r{revision}-{:x}\"", h.finish())
+/// A strong validator: the directory, the list, the directory's revision
+/// (bumped by every write that touches it) and the query that shaped the
+/// body — so a 304 can only ever confirm the very same resource.
+fn etag(dir: DirectoryId, kind: ListKind, revision: u64, params: &ListParams) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(dir.0.as_bytes());
+    h.update(kind.segment().as_bytes());
+    h.update(revision.to_le_bytes());
+    h.update(params.limit.unwrap_or(0).to_le_bytes());
+    h.update(params.after.map_or([0; 16], |a| *a.as_bytes()));
+    h.update(params.state.map_or("", UserState::as_str).as_bytes());
+    h.update([0]);
+    h.update(params.email.as_deref().unwrap_or("").as_bytes());
+    let digest = h.finalize();
+    format!("\"{}\"", hex::encode(&digest[..16]))
 }
 
 fn etag_matches(header: &str, tag: &str) -> bool {

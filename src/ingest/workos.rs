@@ -154,9 +154,12 @@ pub(crate) fn time(
 ) -> Result<Option<Timestamp>, FieldError> {
     match v.as_deref() {
         None => Ok(None),
-        Some(s) => Timestamp::parse_lenient(s)
-            .map(Some)
-            .ok_or_else(|| FieldError::new(field(path, key), "must be an RFC 3339 timestamp")),
+        Some(s) => Timestamp::parse_lenient(s).map(Some).ok_or_else(|| {
+            FieldError::new(
+                field(path, key),
+                "must be an RFC 3339 timestamp in the years 1970 to 9999",
+            )
+        }),
     }
 }
 

@@ -190,9 +190,10 @@ impl Store {
     /// [`StoreError::NewerSchema`] for one written by a newer build.
     pub fn open(path: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| StoreError::Io(e.to_string()))?;
+            create_private_dir(parent).map_err(|e| StoreError::Io(e.to_string()))?;
         }
         let db = open_database(path, &options)?;
+        warn_if_readable_by_others(path);
         let created = Self::init_schema(&db, path)?;
         let directories = DirectoryMap::load(load_directories(&db)?);
         Ok(Self {
@@ -432,16 +433,58 @@ fn load_directories(db: &Database) -> Result<Vec<Directory>, StoreError> {
     Snapshot::new_unshared(db.begin_read()?).all_directories()
 }
 
+/// Creates `dir` and any missing parents, owner-only (0700) on Unix: the
+/// folder holds every organization's directory data and the dev secrets.
+/// Folders that already exist keep their mode.
+///
+/// # Errors
+/// When a folder cannot be created.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// Warns when an existing database file can be read by other local users
+/// (a copy made by hand, a restored backup): rollcall creates it 0600.
+fn warn_if_readable_by_others(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    file = %path.display(),
+                    mode = format!("{mode:o}"),
+                    "the database file is readable or writable by other local users; run `chmod 600` on it"
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
 /// Opens (creating if absent) the redb file, with injected faults if any.
 fn open_database(path: &Path, options: &StoreOptions) -> Result<Database, StoreError> {
     let mut builder = Database::builder();
     builder.set_cache_size(options.cache_bytes);
     builder.set_check_integrity_on_open(options.check_integrity);
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
+    let mut open = std::fs::OpenOptions::new();
+    open.read(true).write(true).create(true).truncate(false);
+    // A new database is created owner-only: it holds every organization.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        open.mode(0o600);
+    }
+    let file = open
         .open(path)
         .map_err(|e| StoreError::Io(format!("cannot open {}: {e}", path.display())))?;
     // redb may panic on a file it does not recognise; a foreign or damaged

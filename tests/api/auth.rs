@@ -173,9 +173,9 @@ async fn alg_none_and_key_confusion_are_401() {
 async fn hs256_works_only_with_a_configured_secret_and_never_under_a_jwks_kid() {
     let dir = TempDir::new().unwrap();
     let mut s = settings(dir.path());
-    s.auth.hs256_secret = Some(b"dev-secret".to_vec());
+    s.auth.hs256_secret = Some(b"dev-secret-0123456789abcdef012345".to_vec());
     let app = spawn_with(s, Arc::new(dir)).await;
-    let key = EncodingKey::from_secret(b"dev-secret");
+    let key = EncodingKey::from_secret(b"dev-secret-0123456789abcdef012345");
 
     let plain = sign(Algorithm::HS256, None, &key, &claims_for(ORG_A));
     let (status, _) = status_of(&app, Some(&format!("Bearer {plain}"))).await;

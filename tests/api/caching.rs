@@ -124,3 +124,46 @@ async fn etags_answer_304_until_the_directory_changes() {
         "a tag reveals nothing across organizations"
     );
 }
+
+#[tokio::test]
+async fn an_etag_names_its_directory_and_never_confirms_another() {
+    let app = spawn_app().await;
+    app.send_all(&[
+        activated("directory_A", ORG_A, 0),
+        activated("directory_B", ORG_A, 0),
+    ])
+    .await;
+    let token = token_for(ORG_A);
+    let mut tags = Vec::new();
+    for workos in ["directory_A", "directory_B"] {
+        let dir = directory_id(&app, ORG_A, workos).await;
+        for list in ["users", "groups"] {
+            let resp = app
+                .get(&format!("/api/directories/{dir}/{list}"), Some(&token))
+                .await;
+            tags.push((
+                dir.clone(),
+                resp.headers()["etag"].to_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    // Both directories are empty and at the same revision: the same body,
+    // yet four different validators.
+    let distinct: std::collections::HashSet<_> = tags.iter().map(|(_, t)| t).collect();
+    assert_eq!(distinct.len(), 4, "{tags:?}");
+
+    // A's users ETag sent to B's users: a full answer, never a 304.
+    let (a, a_users) = (&tags[0].0, &tags[0].1);
+    let (b, _) = &tags[2];
+    assert_ne!(a, b);
+    let resp = app
+        .client
+        .get(format!("{}/api/directories/{b}/users", app.base))
+        .bearer_auth(&token)
+        .header("if-none-match", a_users)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.text().await.unwrap(), "[]");
+}

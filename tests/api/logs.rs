@@ -36,7 +36,7 @@ async fn secrets_tokens_and_bodies_stay_out_of_the_logs() {
                 "--workos-webhook-secret",
                 WEBHOOK_SECRET,
                 "--jwt-secret",
-                "hs-secret-MARKER7f3a9c",
+                "hs-secret-MARKER7f3a9c-0123456789abcdef",
             ])
             .args([
                 "--workos-api-key",

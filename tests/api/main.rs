@@ -20,6 +20,7 @@ mod logs;
 mod pagination;
 mod persistence;
 mod pull;
+mod secrets;
 mod sequence;
 mod spec;
 mod startup;

@@ -8,9 +8,18 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
+/// An HS256 secret long enough to be accepted (32 bytes).
+const STRONG_SECRET: &str = "0123456789abcdef0123456789abcdef";
+
 fn serve(data: &Path, extra: &[&str]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rollcall"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--jwt-secret", "s"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--jwt-secret",
+            STRONG_SECRET,
+        ])
         .args(extra)
         .arg("--data")
         .arg(data)
@@ -126,7 +135,7 @@ fn a_database_held_by_another_process_is_refused_clearly() {
             "--listen",
             "127.0.0.1:0",
             "--jwt-secret",
-            "s",
+            STRONG_SECRET,
             "--data",
         ])
         .arg(&data)
