@@ -175,13 +175,14 @@ fn import(data: &Path, args: &ImportArgs) -> Result<(), CliError> {
     let report = report?;
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "imported {} lines in {secs:.2}s: {} directories, {} users, {} groups, {} memberships, {} AuthKit users; {} changed, {} already so",
+        "imported {} lines in {secs:.2}s: {} directories, {} users, {} groups, {} memberships, {} AuthKit users, {} organization memberships; {} changed, {} already so",
         report.lines,
         report.directories,
         report.users,
         report.groups,
         report.memberships,
         report.authkit_users,
+        report.org_memberships,
         report.applied,
         report.unchanged
     );
@@ -217,8 +218,13 @@ fn export(data: &Path, args: &ExportArgs) -> Result<(), CliError> {
     progress.finish_and_clear();
     let report = report?;
     eprintln!(
-        "exported {} directories, {} users, {} groups, {} memberships, {} AuthKit users",
-        report.directories, report.users, report.groups, report.memberships, report.authkit_users
+        "exported {} directories, {} users, {} groups, {} memberships, {} AuthKit users, {} organization memberships",
+        report.directories,
+        report.users,
+        report.groups,
+        report.memberships,
+        report.authkit_users,
+        report.org_memberships
     );
     Ok(())
 }

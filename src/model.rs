@@ -572,6 +572,29 @@ pub struct AuthkitUser {
     pub source: Provenance,
 }
 
+/// An AuthKit user's membership of an organization (WorkOS
+/// `organization_membership`): what decides whether a directory user of
+/// that organization may be linked to the AuthKit user.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct OrgMembership {
+    /// WorkOS's `om_…` id.
+    pub id: String,
+    /// The AuthKit user (`user_…`).
+    pub user_id: String,
+    pub organization_id: String,
+    /// WorkOS's status as given: `active`, `pending` or `inactive`.
+    pub status: String,
+    pub source: Provenance,
+}
+
+impl OrgMembership {
+    /// Only an active membership links: a pending one is an invitation
+    /// not yet accepted, an inactive one a person who left.
+    pub fn is_active(&self) -> bool {
+        self.status.eq_ignore_ascii_case("active")
+    }
+}
+
 /// The form emails are compared in: trimmed, lower-cased.
 pub fn email_key(email: &str) -> String {
     email.trim().to_lowercase()

@@ -76,6 +76,7 @@ minute = 0
 user_n = 0
 group_n = 0
 authkit = []
+org_memberships = []
 
 for org_i, org in enumerate(ORGS):
     for dir_i, d in enumerate(org["directories"]):
@@ -146,6 +147,13 @@ for org_i, org in enumerate(ORGS):
             if rng.random() < 0.15:
                 authkit.append({"object": "user", "id": wid("user_", user_n), "email": email,
                                 "created_at": ts(minute + 30), "updated_at": ts(minute + 30)})
+                # Linking needs the AuthKit user to be an active member of
+                # the directory's organization.
+                org_memberships.append({
+                    "object": "organization_membership", "id": wid("om_", user_n),
+                    "user_id": authkit[-1]["id"], "organization_id": org["id"],
+                    "role": {"slug": "member"}, "status": "active",
+                    "created_at": ts(minute + 30), "updated_at": ts(minute + 30)})
                 u["rollcall"]["user_id"] = authkit[-1]["id"]
             else:
                 u["rollcall"]["user_id"] = None
@@ -158,5 +166,5 @@ for org_i, org in enumerate(ORGS):
                         "directory_group_id": gw, "directory_user_id": uw,
                         "rollcall": {"added_at": ts(minute)}})
 
-for line in authkit + out:
+for line in authkit + org_memberships + out:
     sys.stdout.write(json.dumps(line, separators=(",", ":")) + "\n")

@@ -89,6 +89,7 @@ fn outcome_name(o: Outcome) -> &'static str {
         Outcome::Parked => "held",
         Outcome::NoDirectory => "no_directory",
         Outcome::Ignored => "ignored",
+        Outcome::Conflict => "conflict",
     }
 }
 

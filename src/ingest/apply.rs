@@ -12,16 +12,25 @@
 //!   user from the nested object;
 //! - **never dangling**: an event for a directory rollcall has never seen is
 //!   *held* (parked, durably) and applied when `dsync.activated` arrives;
-//!   events for a deleted directory are dropped.
+//!   events for a deleted directory are dropped;
+//! - **scoped**: WorkOS signs per environment, not per organization, so an
+//!   event whose objects contradict what is stored — a user or group under
+//!   another directory than the one it belongs to, a directory under
+//!   another organization — changes nothing ([`Outcome::Conflict`], logged);
+//! - **linked within the organization only**: a directory user's `user_id`
+//!   is an AuthKit user with the same email who is an active member of the
+//!   directory's organization, never one of another organization.
 
 use uuid::Uuid;
 
 use super::workos::{
-    Event, EventKind, WorkosDirectory, WorkosDirectoryGroup, WorkosDirectoryUser, WorkosUser,
+    Event, EventKind, WorkosDirectory, WorkosDirectoryGroup, WorkosDirectoryUser,
+    WorkosOrgMembership, WorkosUser,
 };
 use crate::model::{
     AuthkitUser, Directory, DirectoryGroup, DirectoryGroupId, DirectoryId, DirectoryUser,
-    DirectoryUserId, MappedRole, Provenance, Record, Timestamp, UserState, email_key,
+    DirectoryUserId, MappedRole, OrgMembership, Provenance, Record, Timestamp, UserState,
+    email_key,
 };
 use crate::store::{StoreError, Tx};
 
@@ -42,6 +51,9 @@ pub enum Outcome {
     NoDirectory,
     /// An event type rollcall does not apply.
     Ignored,
+    /// Contradicts what is stored (an object under another directory or
+    /// organization than the one it belongs to): changed nothing.
+    Conflict,
 }
 
 /// rollcall's own fields, carried by an import line so that an export
@@ -117,6 +129,12 @@ fn apply_kind(
         EventKind::AuthkitUserDeleted(u) => {
             delete_authkit_user(tx, u, deletion_version(u.updated_at, at))?
         }
+        EventKind::OrgMembershipUpserted(m) => {
+            upsert_org_membership(tx, m, m.updated_at.unwrap_or(at))?
+        }
+        EventKind::OrgMembershipDeleted(m) => {
+            delete_org_membership(tx, m, deletion_version(m.updated_at, at))?
+        }
         EventKind::Unknown(_) => Outcome::Ignored,
     };
     if outcome != Outcome::NoDirectory {
@@ -140,6 +158,17 @@ fn apply_kind(
 /// event itself: the event is emitted after the object's last change.
 fn deletion_version(updated_at: Option<Timestamp>, at: Timestamp) -> Timestamp {
     updated_at.map_or(at, |u| u.max(at))
+}
+
+/// Logs why an event changed nothing: it contradicts what is stored.
+fn conflict(kind: &str, workos_id: &str, why: &str) -> Outcome {
+    tracing::warn!(
+        object = kind,
+        workos_id,
+        why,
+        "refusing a change that contradicts what is stored"
+    );
+    Outcome::Conflict
 }
 
 fn is_tombstoned(tx: &Tx<'_>, key: &str, version: Timestamp) -> Result<bool, StoreError> {
@@ -182,6 +211,15 @@ pub fn upsert_directory(
         return Ok(Outcome::Stale);
     }
     let existing = tx.directory_by_workos(&d.id)?;
+    if let (Some(old), Some(org)) = (&existing, &d.organization_id)
+        && old.organization_id != *org
+    {
+        return Ok(conflict(
+            "directory",
+            &d.id,
+            "it belongs to another organization",
+        ));
+    }
     if stored_is_newer(existing.as_ref(), version) {
         return Ok(Outcome::Stale);
     }
@@ -251,7 +289,17 @@ pub fn delete_directory(
     d: &WorkosDirectory,
     version: Timestamp,
 ) -> Result<Outcome, StoreError> {
-    let existed = match tx.directory_by_workos(&d.id)? {
+    let existing = tx.directory_by_workos(&d.id)?;
+    if let (Some(old), Some(org)) = (&existing, &d.organization_id)
+        && old.organization_id != *org
+    {
+        return Ok(conflict(
+            "directory",
+            &d.id,
+            "it belongs to another organization",
+        ));
+    }
+    let existed = match existing {
         Some(old) => tx.delete_directory(old.id)?,
         None => false,
     };
@@ -283,16 +331,20 @@ pub fn upsert_user(
     let Some(dir) = tx.directory_id_by_workos(&u.directory_id)? else {
         return Ok(Outcome::NoDirectory);
     };
-    if is_tombstoned(tx, &u.id, version)? {
-        return Ok(Outcome::Stale);
-    }
     let existing = tx.user_by_workos(&u.id)?;
-    if stored_is_newer(existing.as_ref(), version) {
+    if existing.as_ref().is_some_and(|o| o.directory_id != dir) {
+        return Ok(conflict(
+            "directory_user",
+            &u.id,
+            "it belongs to another directory",
+        ));
+    }
+    if is_tombstoned(tx, &u.id, version)? || stored_is_newer(existing.as_ref(), version) {
         return Ok(Outcome::Stale);
     }
     let user_id = match &internal.user_id {
         Some(given) => given.clone(),
-        None => tx.authkit_user_by_email(&u.email_key())?,
+        None => linked_user(tx, dir, &u.email_key())?,
     };
     let mut record = DirectoryUser {
         id: existing
@@ -300,7 +352,7 @@ pub fn upsert_user(
             .map(|o| o.id)
             .or(internal.id.map(DirectoryUserId))
             .unwrap_or_else(DirectoryUserId::new_v7),
-        directory_id: existing.as_ref().map_or(dir, |o| o.directory_id),
+        directory_id: dir,
         user_id,
         workos_directory_user_id: u.id.clone(),
         email: u.email.clone(),
@@ -340,10 +392,17 @@ pub fn delete_user(
     u: &WorkosDirectoryUser,
     version: Timestamp,
 ) -> Result<Outcome, StoreError> {
-    if tx.directory_id_by_workos(&u.directory_id)?.is_none() {
+    let Some(dir) = tx.directory_id_by_workos(&u.directory_id)? else {
         return Ok(Outcome::NoDirectory);
-    }
+    };
     let existing = tx.user_by_workos(&u.id)?;
+    if existing.as_ref().is_some_and(|o| o.directory_id != dir) {
+        return Ok(conflict(
+            "directory_user",
+            &u.id,
+            "it belongs to another directory",
+        ));
+    }
     if stored_is_newer(existing.as_ref(), version) {
         return Ok(Outcome::Stale);
     }
@@ -372,11 +431,15 @@ pub fn upsert_group(
     let Some(dir) = tx.directory_id_by_workos(&g.directory_id)? else {
         return Ok(Outcome::NoDirectory);
     };
-    if is_tombstoned(tx, &g.id, version)? {
-        return Ok(Outcome::Stale);
-    }
     let existing = tx.group_by_workos(&g.id)?;
-    if stored_is_newer(existing.as_ref(), version) {
+    if existing.as_ref().is_some_and(|o| o.directory_id != dir) {
+        return Ok(conflict(
+            "directory_group",
+            &g.id,
+            "it belongs to another directory",
+        ));
+    }
+    if is_tombstoned(tx, &g.id, version)? || stored_is_newer(existing.as_ref(), version) {
         return Ok(Outcome::Stale);
     }
     let mut record = DirectoryGroup {
@@ -385,7 +448,7 @@ pub fn upsert_group(
             .map(|o| o.id)
             .or(internal.id.map(DirectoryGroupId))
             .unwrap_or_else(DirectoryGroupId::new_v7),
-        directory_id: existing.as_ref().map_or(dir, |o| o.directory_id),
+        directory_id: dir,
         workos_directory_group_id: g.id.clone(),
         name: g.name.clone(),
         idp_id: g.idp_id.clone(),
@@ -422,10 +485,17 @@ pub fn delete_group(
     g: &WorkosDirectoryGroup,
     version: Timestamp,
 ) -> Result<Outcome, StoreError> {
-    if tx.directory_id_by_workos(&g.directory_id)?.is_none() {
+    let Some(dir) = tx.directory_id_by_workos(&g.directory_id)? else {
         return Ok(Outcome::NoDirectory);
-    }
+    };
     let existing = tx.group_by_workos(&g.id)?;
+    if existing.as_ref().is_some_and(|o| o.directory_id != dir) {
+        return Ok(conflict(
+            "directory_group",
+            &g.id,
+            "it belongs to another directory",
+        ));
+    }
     if stored_is_newer(existing.as_ref(), version) {
         return Ok(Outcome::Stale);
     }
@@ -443,23 +513,30 @@ fn membership_key(group: &str, user: &str) -> String {
     format!("membership:{group}:{user}")
 }
 
-/// Upserts the nested user and group of a membership event (monotonically),
-/// then returns their records if both exist.
+/// The user and group of a membership event, after upserting the nested
+/// objects (monotonically), with whether either upsert changed something —
+/// or why there is no pair: [`Outcome::Stale`] when one of them does not
+/// exist (deleted, or never seen), [`Outcome::Conflict`] when one belongs
+/// to another directory.
+type Pair = Result<(bool, DirectoryUser, DirectoryGroup), Outcome>;
+
 fn member_pair(
     tx: &mut Tx<'_>,
     user: &WorkosDirectoryUser,
     group: &WorkosDirectoryGroup,
     at: Timestamp,
-) -> Result<Option<(bool, DirectoryUser, DirectoryGroup)>, StoreError> {
+) -> Result<Pair, StoreError> {
     let u = upsert_user(tx, user, user.updated_at.unwrap_or(at), NO_INTERNAL)?;
-    if u == Outcome::NoDirectory {
-        return Ok(None);
-    }
     let g = upsert_group(tx, group, group.updated_at.unwrap_or(at), NO_INTERNAL)?;
+    if u == Outcome::Conflict || g == Outcome::Conflict {
+        return Ok(Err(Outcome::Conflict));
+    }
     let changed = u == Outcome::Applied || g == Outcome::Applied;
     match (tx.user_by_workos(&user.id)?, tx.group_by_workos(&group.id)?) {
-        (Some(u), Some(g)) => Ok(Some((changed, u, g))),
-        _ => Ok(None),
+        (Some(user), Some(group)) if user.directory_id == group.directory_id => {
+            Ok(Ok((changed, user, group)))
+        }
+        _ => Ok(Err(Outcome::Stale)),
     }
 }
 
@@ -476,8 +553,9 @@ pub fn add_member(
     if tx.directory_id_by_workos(&user.directory_id)?.is_none() {
         return Ok(Outcome::NoDirectory);
     }
-    let Some((changed, u, g)) = member_pair(tx, user, group, at)? else {
-        return Ok(Outcome::Stale);
+    let (changed, u, g) = match member_pair(tx, user, group, at)? {
+        Ok(pair) => pair,
+        Err(why) => return Ok(why),
     };
     let key = membership_key(&g.workos_directory_group_id, &u.workos_directory_user_id);
     if is_tombstoned(tx, &key, at)? {
@@ -513,9 +591,13 @@ pub fn remove_member(
         return Ok(Outcome::NoDirectory);
     }
     let key = membership_key(&group.id, &user.id);
-    let Some((changed, u, g)) = member_pair(tx, user, group, at)? else {
-        tx.put_tombstone(&key, at)?;
-        return Ok(Outcome::Unchanged);
+    let (changed, u, g) = match member_pair(tx, user, group, at)? {
+        Ok(pair) => pair,
+        Err(Outcome::Conflict) => return Ok(Outcome::Conflict),
+        Err(_) => {
+            tx.put_tombstone(&key, at)?;
+            return Ok(Outcome::Unchanged);
+        }
     };
     if tx.membership(g.id, u.id)?.is_some_and(|t| t > at) {
         return Ok(if changed {
@@ -535,16 +617,43 @@ pub fn remove_member(
 
 // ---- AuthKit users (linking) ------------------------------------------------
 
-/// Points every directory user with this email at the AuthKit user that now
-/// owns it (or at nobody).
+/// The AuthKit user a directory user of `dir` with this email is linked to
+/// (see [`Tx::linked_authkit_user`]).
+fn linked_user(tx: &Tx<'_>, dir: DirectoryId, key: &str) -> Result<Option<String>, StoreError> {
+    match tx.directory(dir)? {
+        Some(d) => tx.linked_authkit_user(key, &d.organization_id),
+        None => Ok(None),
+    }
+}
+
+/// Points every directory user with this email, in every directory, at the
+/// AuthKit user it is now linked to (or at nobody).
 fn relink(tx: &mut Tx<'_>, key: &str) -> Result<(), StoreError> {
-    let target = tx.authkit_user_by_email(key)?;
+    let mut targets: std::collections::HashMap<DirectoryId, Option<String>> =
+        std::collections::HashMap::new();
     for mut user in tx.users_with_email(key)? {
+        let target = match targets.get(&user.directory_id) {
+            Some(t) => t.clone(),
+            None => {
+                let t = linked_user(tx, user.directory_id, key)?;
+                targets.insert(user.directory_id, t.clone());
+                t
+            }
+        };
         if user.user_id != target {
-            user.user_id = target.clone();
+            user.user_id = target;
             user.updated_at = tx.now();
             tx.put_user(&user)?;
         }
+    }
+    Ok(())
+}
+
+/// Relinks the directory users with the email of this AuthKit user, if the
+/// AuthKit user is known.
+fn relink_authkit_user(tx: &mut Tx<'_>, user_id: &str) -> Result<(), StoreError> {
+    if let Some(u) = tx.authkit_user(user_id)? {
+        relink(tx, &email_key(&u.email))?;
     }
     Ok(())
 }
@@ -614,4 +723,69 @@ pub fn delete_authkit_user(
         }
         None => Ok(Outcome::Unchanged),
     }
+}
+
+// ---- organization memberships (who may be linked) ---------------------------
+
+/// Records an AuthKit user's membership of an organization and relinks the
+/// directory users with that user's email.
+///
+/// # Errors
+/// Storage failures.
+pub fn upsert_org_membership(
+    tx: &mut Tx<'_>,
+    m: &WorkosOrgMembership,
+    version: Timestamp,
+) -> Result<Outcome, StoreError> {
+    if is_tombstoned(tx, &m.id, version)? {
+        return Ok(Outcome::Stale);
+    }
+    let existing = tx.org_membership(&m.user_id, &m.organization_id)?;
+    if existing
+        .as_ref()
+        .is_some_and(|old| old.source.updated_at > version)
+    {
+        return Ok(Outcome::Stale);
+    }
+    let record = OrgMembership {
+        id: m.id.clone(),
+        user_id: m.user_id.clone(),
+        organization_id: m.organization_id.clone(),
+        status: m.status.clone(),
+        source: Provenance {
+            created_at: m.created_at.unwrap_or(version),
+            updated_at: version,
+        },
+    };
+    if existing.as_ref() == Some(&record) {
+        return Ok(Outcome::Unchanged);
+    }
+    tx.put_org_membership(&record)?;
+    tx.clear_tombstone(&m.id)?;
+    relink_authkit_user(tx, &m.user_id)?;
+    Ok(Outcome::Applied)
+}
+
+/// Forgets an organization membership and unlinks the directory users of
+/// that organization from the AuthKit user.
+///
+/// # Errors
+/// Storage failures.
+pub fn delete_org_membership(
+    tx: &mut Tx<'_>,
+    m: &WorkosOrgMembership,
+    version: Timestamp,
+) -> Result<Outcome, StoreError> {
+    if tx
+        .org_membership(&m.user_id, &m.organization_id)?
+        .is_some_and(|old| old.source.updated_at > version)
+    {
+        return Ok(Outcome::Stale);
+    }
+    tx.put_tombstone(&m.id, version)?;
+    if !tx.delete_org_membership(&m.user_id, &m.organization_id)? {
+        return Ok(Outcome::Unchanged);
+    }
+    relink_authkit_user(tx, &m.user_id)?;
+    Ok(Outcome::Applied)
 }

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! {"object":"user","id":"user_…","email":"…"}                                  AuthKit user (for linking)
+//! {"object":"organization_membership","id":"om_…","user_id":"user_…","organization_id":"org_…","status":"active"}
 //! {"object":"directory","id":"directory_…","organization_id":"org_…","name":…,"type":…,"state":…,"domains":[…]}
 //! {"object":"directory_group","id":"directory_group_…","directory_id":"directory_…","name":…}
 //! {"object":"directory_user","id":"directory_user_…","directory_id":"directory_…","email":…,"state":…}
@@ -28,9 +29,9 @@ use serde_json::value::RawValue;
 
 use super::apply::{self, Internal, Outcome};
 use super::workos::{
-    FieldError, RawAuthkitUser, RawDirectory, RawGroup, RawInternal, RawUser, WorkosDirectory,
-    WorkosDirectoryGroup, WorkosDirectoryUser, WorkosUser, parse_json, parse_mapped_role,
-    required_id, time,
+    FieldError, RawAuthkitUser, RawDirectory, RawGroup, RawInternal, RawOrgMembership, RawUser,
+    WorkosDirectory, WorkosDirectoryGroup, WorkosDirectoryUser, WorkosOrgMembership, WorkosUser,
+    parse_json, parse_mapped_role, required_id, time,
 };
 use crate::model::{Directory, DirectoryGroup, DirectoryUser, Timestamp};
 use crate::store::{Store, StoreError, Tx};
@@ -73,6 +74,7 @@ pub struct ImportReport {
     pub groups: u64,
     pub memberships: u64,
     pub authkit_users: u64,
+    pub org_memberships: u64,
 }
 
 /// Imports NDJSON from `input` in one transaction. `progress` is called
@@ -171,6 +173,7 @@ enum Item {
         added_at: Option<Timestamp>,
     },
     AuthkitUser(WorkosUser),
+    OrgMembership(WorkosOrgMembership),
 }
 
 const BATCH_LINES: usize = 512;
@@ -298,10 +301,14 @@ fn parse_line(line: &str) -> Result<Item, FieldError> {
             let raw: RawAuthkitUser<'_> = parse_json(line, "", "line")?;
             Item::AuthkitUser(WorkosUser::from_raw(&raw, "")?)
         }
+        "organization_membership" => {
+            let raw: RawOrgMembership<'_> = parse_json(line, "", "line")?;
+            Item::OrgMembership(WorkosOrgMembership::from_raw(&raw, "")?)
+        }
         _ => {
             return Err(FieldError::new(
                 "object",
-                "must be `directory`, `directory_user`, `directory_group`, `directory_group_membership` or `user`",
+                "must be `directory`, `directory_user`, `directory_group`, `directory_group_membership`, `user` or `organization_membership`",
             ));
         }
     })
@@ -345,15 +352,24 @@ fn apply_item(
             report.authkit_users += 1;
             apply::upsert_authkit_user(tx, &u, u.updated_at.unwrap_or(now))?
         }
+        Item::OrgMembership(m) => {
+            report.org_memberships += 1;
+            apply::upsert_org_membership(tx, &m, m.updated_at.unwrap_or(now))?
+        }
     };
-    if outcome == Outcome::NoDirectory {
-        return Err(FieldError::new(
+    match outcome {
+        Outcome::NoDirectory => Err(FieldError::new(
             "directory_id",
             "names a directory that is neither in the database nor on an earlier line",
         )
-        .into());
+        .into()),
+        Outcome::Conflict => Err(FieldError::new(
+            "id",
+            "names an object the database holds under another directory or organization",
+        )
+        .into()),
+        other => Ok(other),
     }
-    Ok(outcome)
 }
 
 fn import_membership(
@@ -517,6 +533,17 @@ struct AddedAt {
 }
 
 #[derive(Serialize)]
+struct OrgMembershipLine<'a> {
+    object: &'static str,
+    id: &'a str,
+    user_id: &'a str,
+    organization_id: &'a str,
+    status: &'a str,
+    created_at: String,
+    updated_at: String,
+}
+
+#[derive(Serialize)]
 struct AuthkitLine<'a> {
     object: &'static str,
     id: &'a str,
@@ -542,10 +569,11 @@ pub struct ExportReport {
     pub groups: u64,
     pub memberships: u64,
     pub authkit_users: u64,
+    pub org_memberships: u64,
 }
 
 /// Writes the whole database as NDJSON from one consistent snapshot:
-/// AuthKit users, then per directory (in creation order) the directory, its
+/// AuthKit users and their organization memberships, then per directory (in creation order) the directory, its
 /// groups, its users and its memberships. `progress` is called after each
 /// directory with the number of lines written so far.
 ///
@@ -570,6 +598,21 @@ pub fn export(
             },
         )?;
         report.authkit_users += 1;
+    }
+    for m in snapshot.org_memberships()? {
+        write_line(
+            out,
+            &OrgMembershipLine {
+                object: "organization_membership",
+                id: &m.id,
+                user_id: &m.user_id,
+                organization_id: &m.organization_id,
+                status: &m.status,
+                created_at: m.source.created_at.to_rfc3339_exact(),
+                updated_at: m.source.updated_at.to_rfc3339_exact(),
+            },
+        )?;
+        report.org_memberships += 1;
     }
     for d in snapshot.all_directories()? {
         write_directory(out, &d)?;
@@ -602,7 +645,8 @@ pub fn export(
                 + report.users
                 + report.groups
                 + report.memberships
-                + report.authkit_users,
+                + report.authkit_users
+                + report.org_memberships,
         );
     }
     out.flush().map_err(NdjsonError::Write)?;

@@ -297,6 +297,22 @@ pub(crate) struct RawAuthkitUser<'a> {
 }
 
 #[derive(Deserialize)]
+pub(crate) struct RawOrgMembership<'a> {
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    user_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    organization_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    status: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    created_at: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    updated_at: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
 struct RawMembershipEvent<'a> {
     #[serde(borrow)]
     directory_id: Option<Cow<'a, str>>,
@@ -468,6 +484,32 @@ impl WorkosUser {
     }
 }
 
+/// A WorkOS organization membership (`om_…`): an AuthKit user's place in
+/// an organization.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkosOrgMembership {
+    pub id: String,
+    pub user_id: String,
+    pub organization_id: String,
+    pub status: String,
+    pub created_at: Option<Timestamp>,
+    pub updated_at: Option<Timestamp>,
+}
+
+impl WorkosOrgMembership {
+    pub(crate) fn from_raw(r: &RawOrgMembership<'_>, path: &str) -> Result<Self, FieldError> {
+        Ok(Self {
+            id: required_id(&r.id, path, "id", "om_")?.to_owned(),
+            user_id: required_id(&r.user_id, path, "user_id", "user_")?.to_owned(),
+            organization_id: required_id(&r.organization_id, path, "organization_id", "org_")?
+                .to_owned(),
+            status: required(&r.status, path, "status")?.to_owned(),
+            created_at: time(&r.created_at, path, "created_at")?,
+            updated_at: time(&r.updated_at, path, "updated_at")?,
+        })
+    }
+}
+
 /// The WorkOS event types rollcall applies; anything else is
 /// [`EventKind::Unknown`].
 pub const APPLIED_EVENT_TYPES: &[&str] = &[
@@ -484,6 +526,9 @@ pub const APPLIED_EVENT_TYPES: &[&str] = &[
     "user.created",
     "user.updated",
     "user.deleted",
+    "organization_membership.created",
+    "organization_membership.updated",
+    "organization_membership.deleted",
 ];
 
 /// What an event asks for.
@@ -507,6 +552,8 @@ pub enum EventKind {
     },
     AuthkitUserUpserted(WorkosUser),
     AuthkitUserDeleted(WorkosUser),
+    OrgMembershipUpserted(WorkosOrgMembership),
+    OrgMembershipDeleted(WorkosOrgMembership),
     /// A type rollcall does not apply; acknowledged and ignored.
     Unknown(String),
 }
@@ -521,7 +568,11 @@ impl EventKind {
             Self::MemberAdded { directory_id, .. } | Self::MemberRemoved { directory_id, .. } => {
                 Some(directory_id)
             }
-            Self::AuthkitUserUpserted(_) | Self::AuthkitUserDeleted(_) | Self::Unknown(_) => None,
+            Self::AuthkitUserUpserted(_)
+            | Self::AuthkitUserDeleted(_)
+            | Self::OrgMembershipUpserted(_)
+            | Self::OrgMembershipDeleted(_)
+            | Self::Unknown(_) => None,
         }
     }
 }
@@ -662,6 +713,16 @@ fn parse_kind(event_type: &str, data: &str) -> Result<EventKind, FieldError> {
                 EventKind::AuthkitUserDeleted(u)
             } else {
                 EventKind::AuthkitUserUpserted(u)
+            }
+        }
+        "organization_membership.created"
+        | "organization_membership.updated"
+        | "organization_membership.deleted" => {
+            let m = WorkosOrgMembership::from_raw(&parse_data(data)?, "data")?;
+            if event_type.ends_with("deleted") {
+                EventKind::OrgMembershipDeleted(m)
+            } else {
+                EventKind::OrgMembershipUpserted(m)
             }
         }
         other => EventKind::Unknown(other.to_owned()),

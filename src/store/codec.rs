@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{
     AuthkitUser, Directory, DirectoryGroup, DirectoryGroupId, DirectoryId, DirectoryUser,
-    DirectoryUserId, Email, MappedRole, Provenance, Timestamp, UserState,
+    DirectoryUserId, Email, MappedRole, OrgMembership, Provenance, Timestamp, UserState,
 };
 
 /// The only record format this build writes and reads.
@@ -299,6 +299,16 @@ pub fn encode_authkit_user(u: &AuthkitUser) -> Vec<u8> {
 /// # Errors
 /// When the bytes are not an AuthKit user record of this format.
 pub fn decode_authkit_user(bytes: &[u8]) -> Result<AuthkitUser, CodecError> {
+    decode_plain(bytes)
+}
+
+pub fn encode_org_membership(m: &OrgMembership) -> Vec<u8> {
+    encode_plain(m)
+}
+
+/// # Errors
+/// When the bytes are not an organization membership record of this format.
+pub fn decode_org_membership(bytes: &[u8]) -> Result<OrgMembership, CodecError> {
     decode_plain(bytes)
 }
 

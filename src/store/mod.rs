@@ -333,6 +333,7 @@ impl Store {
         create(&txn, tables::SEEN_EVENTS_BY_TIME)?;
         create(&txn, tables::AUTHKIT_USERS)?;
         create(&txn, tables::AUTHKIT_BY_EMAIL)?;
+        create(&txn, tables::ORG_MEMBERSHIPS)?;
         create(&txn, tables::PARKED_EVENTS)?;
         create(&txn, tables::PARKED_BY_TIME)?;
         txn.commit()?;

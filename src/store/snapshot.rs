@@ -381,6 +381,20 @@ impl Snapshot {
         Ok(out)
     }
 
+    /// Every AuthKit organization membership (for export).
+    ///
+    /// # Errors
+    /// On a storage or decoding failure.
+    pub fn org_memberships(&self) -> Result<Vec<crate::model::OrgMembership>, StoreError> {
+        let table = self.txn.open_table(tables::ORG_MEMBERSHIPS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (_, v) = entry?;
+            out.push(codec::decode_org_membership(v.value())?);
+        }
+        Ok(out)
+    }
+
     /// Where pull mode stopped: the id of the last event applied.
     ///
     /// # Errors

@@ -70,6 +70,12 @@ pub const AUTHKIT_USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("au
 pub const AUTHKIT_BY_EMAIL: TableDefinition<(&str, &str), ()> =
     TableDefinition::new("authkit_by_email_v1");
 
+/// `(AuthKit user id, organization id) → OrgMembership` (codec envelope):
+/// an AuthKit user is linked only to directory users of organizations it is
+/// an active member of.
+pub const ORG_MEMBERSHIPS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("org_memberships_v1");
+
 /// `(WorkOS directory id, sequence) → (parked at µs, raw event JSON)`: events
 /// for a directory not yet activated, applied when it is.
 pub const PARKED_EVENTS: TableDefinition<(&str, u64), (i64, &[u8])> =

@@ -19,7 +19,7 @@ use super::snapshot::{
 use super::{Retention, StoreError, codec, tables};
 use crate::model::{
     AuthkitUser, Directory, DirectoryGroup, DirectoryGroupId, DirectoryId, DirectoryUser,
-    DirectoryUserId, Timestamp,
+    DirectoryUserId, OrgMembership, Timestamp,
 };
 
 /// How many expired entries of each kind one transaction prunes at most.
@@ -52,6 +52,7 @@ pub struct Tx<'t> {
     seen_events_by_time: Table<'t, (i64, &'static str), ()>,
     authkit_users: Table<'t, &'static str, Bytes>,
     authkit_by_email: Table<'t, (&'static str, &'static str), ()>,
+    org_memberships: Table<'t, (&'static str, &'static str), Bytes>,
     parked_events: Table<'t, (&'static str, u64), (i64, Bytes)>,
     parked_by_time: Table<'t, (i64, &'static str, u64), ()>,
     touched: HashMap<DirectoryId, Delta>,
@@ -93,6 +94,7 @@ impl<'t> Tx<'t> {
             seen_events_by_time: txn.open_table(tables::SEEN_EVENTS_BY_TIME)?,
             authkit_users: txn.open_table(tables::AUTHKIT_USERS)?,
             authkit_by_email: txn.open_table(tables::AUTHKIT_BY_EMAIL)?,
+            org_memberships: txn.open_table(tables::ORG_MEMBERSHIPS)?,
             parked_events: txn.open_table(tables::PARKED_EVENTS)?,
             parked_by_time: txn.open_table(tables::PARKED_BY_TIME)?,
             touched: HashMap::new(),
@@ -605,16 +607,69 @@ impl<'t> Tx<'t> {
         get_authkit_user(&self.authkit_users, id)
     }
 
-    /// The AuthKit user id registered for an email (trimmed, lower-cased).
+    /// The AuthKit user a directory user of `organization` with this email
+    /// (trimmed, lower-cased) is linked to: one with that email that is an
+    /// active member of the organization — never one of another
+    /// organization. The smallest id wins if several qualify.
+    ///
+    /// # Errors
+    /// On a storage or decoding failure.
+    pub fn linked_authkit_user(
+        &self,
+        email_key: &str,
+        organization: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let range = (email_key, "")..=(email_key, "\u{10FFFF}");
+        for entry in self.authkit_by_email.range(range)? {
+            let (key, _) = entry?;
+            let user = key.value().1;
+            if self
+                .org_membership(user, organization)?
+                .is_some_and(|m| m.is_active())
+            {
+                return Ok(Some(user.to_owned()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// An AuthKit user's membership of an organization, if known.
+    ///
+    /// # Errors
+    /// On a storage or decoding failure.
+    pub fn org_membership(
+        &self,
+        user: &str,
+        organization: &str,
+    ) -> Result<Option<OrgMembership>, StoreError> {
+        match self.org_memberships.get((user, organization))? {
+            Some(v) => Ok(Some(codec::decode_org_membership(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Inserts or replaces an organization membership.
     ///
     /// # Errors
     /// On a storage failure.
-    pub fn authkit_user_by_email(&self, email_key: &str) -> Result<Option<String>, StoreError> {
-        let range = (email_key, "")..=(email_key, "\u{10FFFF}");
-        match self.authkit_by_email.range(range)?.next() {
-            Some(entry) => Ok(Some(entry?.0.value().1.to_owned())),
-            None => Ok(None),
-        }
+    pub fn put_org_membership(&mut self, m: &OrgMembership) -> Result<(), StoreError> {
+        self.org_memberships.insert(
+            (m.user_id.as_str(), m.organization_id.as_str()),
+            codec::encode_org_membership(m).as_slice(),
+        )?;
+        Ok(())
+    }
+
+    /// Deletes an organization membership; returns whether it existed.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub fn delete_org_membership(
+        &mut self,
+        user: &str,
+        organization: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(self.org_memberships.remove((user, organization))?.is_some())
     }
 
     /// Inserts or replaces an AuthKit user and its email index entry.

@@ -20,6 +20,7 @@ mod logs;
 mod pagination;
 mod persistence;
 mod pull;
+mod scoping;
 mod secrets;
 mod sequence;
 mod spec;

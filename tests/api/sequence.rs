@@ -16,7 +16,7 @@ const T: &str = "directory_T";
 /// The scenario: a directory with users created, updated, suspended and
 /// deleted, groups with memberships added and removed, a second directory
 /// deleted, a member removed and re-added, and an AuthKit sign-in linking a
-/// user.
+/// user once it joins the organization.
 fn scenario() -> Vec<Value> {
     let ada = user(S, "directory_user_ada", "ada@acme.test", 10);
     let bob = user(S, "directory_user_bob", "bob@acme.test", 11);
@@ -59,6 +59,7 @@ fn scenario() -> Vec<Value> {
         member_event("user_added", T, tim, ops, 33),
         directory_deleted(T, ORG_A, 40),
         authkit_event("created", authkit_user("user_ada", "ADA@acme.test", 41), 41),
+        member_of("user_ada", ORG_A, 42),
     ]
 }
 
@@ -292,6 +293,8 @@ async fn a_scripted_sequence_gives_the_expected_answers_after_every_step() {
         ]),
     ));
     expected.push((renamed.clone(), t_full));
+    expected.push((renamed.clone(), n.clone()));
+    // Signed up, but not yet a member of the organization: not linked.
     expected.push((renamed.clone(), n.clone()));
     expected.push((linked.clone(), n.clone()));
 

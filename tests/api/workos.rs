@@ -132,3 +132,26 @@ pub fn with(mut v: Value, key: &str, value: Value) -> Value {
     v[key] = value;
     v
 }
+
+/// An AuthKit organization membership (`status`: active, pending, inactive).
+pub fn org_membership(id: &str, user: &str, org: &str, status: &str, at: i64) -> Value {
+    json!({
+        "object": "organization_membership", "id": id, "user_id": user,
+        "organization_id": org, "role": {"slug": "member"}, "status": status,
+        "custom_attributes": {}, "directory_managed": false,
+        "created_at": t(at), "updated_at": t(at)
+    })
+}
+
+pub fn org_membership_event(kind: &str, membership: Value, at: i64) -> Value {
+    envelope(&format!("organization_membership.{kind}"), membership, at)
+}
+
+/// The AuthKit user `user` as an active member of `org`.
+pub fn member_of(user: &str, org: &str, at: i64) -> Value {
+    org_membership_event(
+        "created",
+        org_membership(&format!("om_{user}_{org}"), user, org, "active", at),
+        at,
+    )
+}

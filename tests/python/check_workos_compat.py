@@ -131,7 +131,17 @@ def run(base, rsa_key, ec_key):
             "first_name": "Monty", "last_name": None, "state": "active",
             "raw_attributes": {"title": "Snake"}, "custom_attributes": {},
             "created_at": ts(1), "updated_at": ts(1)}
-    for n, (kind, data) in enumerate((("dsync.activated", directory), ("dsync.user.created", user)), start=1):
+    authkit = {"object": "user", "id": "user_01PY", "email": "PY@py.test", "email_verified": True,
+               "first_name": "Monty", "last_name": None, "profile_picture_url": None,
+               "last_sign_in_at": None, "external_id": None, "metadata": {},
+               "created_at": ts(2), "updated_at": ts(2)}
+    membership = {"object": "organization_membership", "id": "om_01PY", "user_id": "user_01PY",
+                  "organization_id": ORG, "organization_name": "Py", "role": {"slug": "member"},
+                  "status": "active", "custom_attributes": {}, "directory_managed": False,
+                  "created_at": ts(3), "updated_at": ts(3)}
+    stream = (("dsync.activated", directory), ("dsync.user.created", user), ("user.created", authkit),
+              ("organization_membership.created", membership))
+    for n, (kind, data) in enumerate(stream, start=1):
         body = json.dumps(event(kind, data, n)).encode()
         header = sign(body, now_ms())
         parsed = sdk.webhooks.verify_event(event_body=body, event_signature=header, secret=SECRET)
@@ -164,6 +174,7 @@ def run(base, rsa_key, ec_key):
     u = users[0]
     check(u["email"] == "py@py.test" and u["last_name"] is None and json.loads(u["raw_attributes"]) == {"title": "Snake"},
           f"user: {u}")
+    check(u["user_id"] == "user_01PY", f"linked to the AuthKit user, an active member of the organization: {u}")
 
 
 if __name__ == "__main__":
