@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use rollcall::api::cache::BodyCache;
-use rollcall::api::{AppState, routes};
+use rollcall::api::routes;
+use rollcall::app::app_state;
 use rollcall::auth::{AuthConfig, Verifier};
+use rollcall::config::Settings;
 use rollcall::ingest::committer::Committer;
 
 fn token() -> String {
@@ -42,17 +43,9 @@ fn request(c: &mut Criterion) {
             .await
             .unwrap();
             let (committer, _thread) = Committer::start(data.store.clone(), 64);
-            AppState {
-                store: data.store.clone(),
-                auth: Arc::new(auth),
-                committer,
-                webhooks: None,
-                max_body_bytes: 1 << 20,
-                bodies: Arc::new(BodyCache::new(64 << 20)),
-                stream_threshold: 10_000,
-                streams: Arc::new(tokio::sync::Semaphore::new(8)),
-                stream_stall: std::time::Duration::from_secs(30),
-            }
+            let mut settings = Settings::new(data.dir.path().join("unused.redb"));
+            settings.max_streams = 8;
+            app_state(&settings, data.store.clone(), Arc::new(auth), committer)
         });
         let filter = routes(state);
         let bearer = format!("Bearer {}", token());

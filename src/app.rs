@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::api::cache::BodyCache;
+use crate::api::webhooks::BodyIntake;
 use crate::api::{self, AppState};
 use crate::auth::{KeyError, Verifier};
 use crate::config::Settings;
@@ -99,20 +100,7 @@ impl Application {
                 addr: settings.listen,
                 source,
             })?;
-        let state = AppState {
-            store: store.clone(),
-            auth,
-            committer: committer.clone(),
-            webhooks: settings
-                .webhook_secret
-                .as_ref()
-                .map(|s| WebhookVerifier::new(s.clone(), settings.webhook_tolerance)),
-            max_body_bytes: settings.max_body_bytes,
-            bodies: Arc::new(BodyCache::new(settings.cache_bytes)),
-            stream_threshold: settings.stream_threshold,
-            streams: Arc::new(Semaphore::new(settings.max_streams)),
-            stream_stall: settings.stream_stall,
-        };
+        let state = app_state(&settings, store.clone(), auth, committer.clone());
         let (stop_background, stopped) = watch::channel(false);
         let mut background = Vec::new();
         if let Some(pull_settings) = settings.pull.clone() {
@@ -204,6 +192,34 @@ impl Application {
         let _ = tokio::task::spawn_blocking(move || committer_thread.join()).await;
         drop(state);
         tracing::info!("rollcall stopped");
+    }
+}
+
+/// What the routes share, built from the settings.
+pub fn app_state(
+    settings: &Settings,
+    store: Arc<Store>,
+    auth: Arc<Verifier>,
+    committer: Committer,
+) -> AppState {
+    AppState {
+        store,
+        auth,
+        committer,
+        webhooks: settings
+            .webhook_secret
+            .as_ref()
+            .map(|s| WebhookVerifier::new(s.clone(), settings.webhook_tolerance)),
+        intake: Arc::new(BodyIntake::new(
+            settings.max_webhook_bodies,
+            settings.webhook_body_budget,
+            settings.body_timeout,
+            settings.max_body_bytes,
+        )),
+        bodies: Arc::new(BodyCache::new(settings.cache_bytes)),
+        stream_threshold: settings.stream_threshold,
+        streams: Arc::new(Semaphore::new(settings.max_streams)),
+        stream_stall: settings.stream_stall,
     }
 }
 

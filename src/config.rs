@@ -111,6 +111,16 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "ROLLCALL_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Seconds a request body may take to arrive (408 beyond).
+    #[arg(long, env = "ROLLCALL_BODY_TIMEOUT_SECS", default_value_t = 10)]
+    pub body_timeout_secs: u64,
+    /// Webhook bodies read at once before their signature is checked (more
+    /// are answered 503 with Retry-After).
+    #[arg(long, env = "ROLLCALL_MAX_WEBHOOK_BODIES", default_value_t = 256)]
+    pub max_webhook_bodies: usize,
+    /// Memory those unverified webhook bodies may hold together, in MiB.
+    #[arg(long, env = "ROLLCALL_WEBHOOK_BODY_BUDGET_MB", default_value_t = 32)]
+    pub webhook_body_budget_mb: usize,
     /// Seconds to drain in-flight requests on shutdown.
     #[arg(long, env = "ROLLCALL_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
@@ -183,6 +193,12 @@ pub struct Settings {
     pub webhook_tolerance: Duration,
     pub pull: Option<PullSettings>,
     pub max_body_bytes: usize,
+    /// How long a request body may take to arrive.
+    pub body_timeout: Duration,
+    /// Webhook bodies read at once before their signature is checked.
+    pub max_webhook_bodies: usize,
+    /// Bytes those unverified bodies may hold together.
+    pub webhook_body_budget: usize,
     pub shutdown_grace: Duration,
     pub group_commit_max: usize,
     pub store: StoreOptions,
@@ -216,6 +232,9 @@ impl Settings {
             webhook_tolerance: Duration::from_secs(180),
             pull: None,
             max_body_bytes: 1024 * 1024,
+            body_timeout: Duration::from_secs(10),
+            max_webhook_bodies: 256,
+            webhook_body_budget: 32 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
             group_commit_max: 512,
             store: StoreOptions::default(),
@@ -246,6 +265,12 @@ impl Settings {
             max_backoff: Duration::from_secs(300),
         });
         s.max_body_bytes = args.max_body_bytes;
+        s.body_timeout = Duration::from_secs(args.body_timeout_secs.max(1));
+        s.max_webhook_bodies = args.max_webhook_bodies.max(1);
+        s.webhook_body_budget = args
+            .webhook_body_budget_mb
+            .max(1)
+            .saturating_mul(1024 * 1024);
         s.shutdown_grace = Duration::from_secs(args.shutdown_grace_secs);
         s.group_commit_max = args.group_commit_max;
         s.cache_bytes = args.cache_mb.saturating_mul(1024 * 1024);

@@ -27,6 +27,13 @@ pub enum ApiError {
     PayloadTooLarge,
     /// The storage is failing (disk full, I/O error); retry later.
     Unavailable,
+    /// A bounded resource is exhausted (request bodies in flight, their
+    /// memory, list streams); retry after this many seconds.
+    Busy {
+        retry_after_secs: u32,
+    },
+    /// The request body did not arrive within the body deadline.
+    RequestTimeout,
     Internal,
 }
 
@@ -82,6 +89,18 @@ impl ApiError {
                 "SERVICE_UNAVAILABLE",
                 "The service is temporarily unavailable; retry later".into(),
             ),
+            Self::Busy { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SERVICE_UNAVAILABLE",
+                "SERVICE_UNAVAILABLE",
+                "The server is busy; retry later".into(),
+            ),
+            Self::RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "REQUEST_TIMEOUT",
+                "REQUEST_TIMEOUT",
+                "The request body did not arrive in time".into(),
+            ),
             Self::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "INTERNAL_SERVER_ERROR",
@@ -133,6 +152,23 @@ impl Reply for ApiError {
             warp::http::header::CACHE_CONTROL,
             warp::http::HeaderValue::from_static("no-store"),
         );
+        match &self {
+            Self::Busy { retry_after_secs } => {
+                resp.headers_mut().insert(
+                    warp::http::header::RETRY_AFTER,
+                    warp::http::HeaderValue::from(*retry_after_secs),
+                );
+            }
+            // The connection's request body is left unread: it is closed,
+            // not kept alive for a next request.
+            Self::RequestTimeout | Self::PayloadTooLarge => {
+                resp.headers_mut().insert(
+                    warp::http::header::CONNECTION,
+                    warp::http::HeaderValue::from_static("close"),
+                );
+            }
+            _ => {}
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 warp::http::header::WWW_AUTHENTICATE,

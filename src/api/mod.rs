@@ -42,8 +42,8 @@ pub struct AppState {
     /// Present when a webhook secret is configured; otherwise the webhook
     /// route does not exist.
     pub webhooks: Option<WebhookVerifier>,
-    /// Largest request body accepted.
-    pub max_body_bytes: usize,
+    /// Bounds on webhook bodies read before their signature is checked.
+    pub intake: Arc<webhooks::BodyIntake>,
     /// Whole list bodies ready to send.
     pub bodies: Arc<cache::BodyCache>,
     /// Lists with more records than this are streamed, not cached.

@@ -45,6 +45,18 @@ impl WebhookVerifier {
         }
     }
 
+    /// Checks everything about `header` that does not need the body: that
+    /// it is present, well formed, and within the tolerance at `now_ms`.
+    /// Run before reading a body, so a request that cannot pass costs
+    /// nothing to refuse.
+    ///
+    /// # Errors
+    /// [`SignatureError::Missing`], [`SignatureError::Malformed`] or
+    /// [`SignatureError::Stale`].
+    pub fn precheck(&self, header: Option<&[u8]>, now_ms: i64) -> Result<(), SignatureError> {
+        self.parse(header, now_ms).map(|_| ())
+    }
+
     /// Checks `header` against `body` at time `now_ms`.
     ///
     /// # Errors
@@ -55,6 +67,31 @@ impl WebhookVerifier {
         body: &[u8],
         now_ms: i64,
     ) -> Result<(), SignatureError> {
+        let (t, signatures) = self.parse(header, now_ms)?;
+        for candidate in signatures {
+            let Ok(expected) = hex::decode(candidate) else {
+                continue;
+            };
+            let mut mac =
+                HmacSha256::new_from_slice(&self.secret).map_err(|_| SignatureError::Mismatch)?;
+            mac.update(t.as_bytes());
+            mac.update(b".");
+            mac.update(body);
+            // verify_slice compares in constant time.
+            if mac.verify_slice(&expected).is_ok() {
+                return Ok(());
+            }
+        }
+        Err(SignatureError::Mismatch)
+    }
+
+    /// The timestamp text and the `v1` signatures of a header that is well
+    /// formed and within the tolerance.
+    fn parse<'h>(
+        &self,
+        header: Option<&'h [u8]>,
+        now_ms: i64,
+    ) -> Result<(&'h str, Vec<&'h str>), SignatureError> {
         let header = header.ok_or(SignatureError::Missing)?;
         let header = std::str::from_utf8(header).map_err(|_| SignatureError::Malformed)?;
         let mut timestamp = None;
@@ -82,21 +119,7 @@ impl WebhookVerifier {
         if now_ms.abs_diff(issued) > tolerance.unsigned_abs() {
             return Err(SignatureError::Stale);
         }
-        for candidate in signatures {
-            let Ok(expected) = hex::decode(candidate) else {
-                continue;
-            };
-            let mut mac =
-                HmacSha256::new_from_slice(&self.secret).map_err(|_| SignatureError::Mismatch)?;
-            mac.update(t.as_bytes());
-            mac.update(b".");
-            mac.update(body);
-            // verify_slice compares in constant time.
-            if mac.verify_slice(&expected).is_ok() {
-                return Ok(());
-            }
-        }
-        Err(SignatureError::Mismatch)
+        Ok((t, signatures))
     }
 }
 
