@@ -45,7 +45,7 @@ fn request(c: &mut Criterion) {
             let (committer, _thread) = Committer::start(data.store.clone(), 64);
             let mut settings = Settings::new(data.dir.path().join("unused.redb"));
             settings.max_streams = 8;
-            app_state(&settings, data.store.clone(), Arc::new(auth), committer)
+            app_state(&settings, data.store.clone(), Arc::new(auth), committer).unwrap()
         });
         let filter = routes(state);
         let bearer = format!("Bearer {}", token());

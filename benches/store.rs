@@ -40,9 +40,10 @@ fn scan_and_encode(c: &mut Criterion) {
                 small.directory,
                 common::dataset::ORG,
                 &ListParams::default(),
+                true,
             )
             .unwrap();
-            black_box(page.body.len())
+            black_box(page.expect("under the render cap").body.len())
         })
     });
     group.finish();
@@ -82,9 +83,10 @@ fn page_position(c: &mut Criterion) {
                     data.directory,
                     common::dataset::ORG,
                     &params,
+                    true,
                 )
                 .unwrap();
-                black_box(page.body.len())
+                black_box(page.expect("under the render cap").body.len())
             })
         });
     }

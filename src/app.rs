@@ -20,6 +20,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::api::cache::BodyCache;
+use crate::api::slots::StreamSlots;
+use crate::api::spool::{BodyFiles, Pace};
 use crate::api::webhooks::BodyIntake;
 use crate::api::{self, AppState};
 use crate::auth::{KeyError, Verifier};
@@ -100,7 +102,7 @@ impl Application {
                 addr: settings.listen,
                 source,
             })?;
-        let state = app_state(&settings, store.clone(), auth, committer.clone());
+        let state = app_state(&settings, store.clone(), auth, committer.clone())?;
         let (stop_background, stopped) = watch::channel(false);
         let mut background = Vec::new();
         if let Some(pull_settings) = settings.pull.clone() {
@@ -196,13 +198,16 @@ impl Application {
 }
 
 /// What the routes share, built from the settings.
+///
+/// # Errors
+/// When the body-file folder cannot be created.
 pub fn app_state(
     settings: &Settings,
     store: Arc<Store>,
     auth: Arc<Verifier>,
     committer: Committer,
-) -> AppState {
-    AppState {
+) -> Result<AppState, StartupError> {
+    Ok(AppState {
         store,
         auth,
         committer,
@@ -217,10 +222,29 @@ pub fn app_state(
             settings.max_body_bytes,
         )),
         bodies: Arc::new(BodyCache::new(settings.cache_bytes)),
+        body_files: BodyFiles::new(settings.body_files_dir(), settings.body_files_budget).map_err(
+            |e| {
+                StartupError::Task(format!(
+                    "cannot create the body-file folder {}: {e}",
+                    settings.body_files_dir().display()
+                ))
+            },
+        )?,
+        render_budget: Arc::new(Semaphore::new(
+            (settings.render_budget / 1024).clamp(1, Semaphore::MAX_PERMITS),
+        )),
         stream_threshold: settings.stream_threshold,
-        streams: Arc::new(Semaphore::new(settings.max_streams)),
-        stream_stall: settings.stream_stall,
-    }
+        streams: Arc::new(StreamSlots::new(
+            settings.max_streams,
+            settings.max_streams_per_org,
+            settings.stream_wait,
+        )),
+        pace: Pace {
+            stall: settings.stream_stall,
+            grace: settings.stream_grace,
+            min_rate: settings.min_stream_rate,
+        },
+    })
 }
 
 /// Refuses settings the server must not run with (no verification, an

@@ -1,4 +1,4 @@
-//! The `rollcall` commands: `serve`, `token`, `import`, `export`. `main.rs`
+//! The `rollcall` commands: `serve`, `token`, `import`, `export`, `compact`. `main.rs`
 //! only parses the command line and calls [`run`].
 
 use std::fs::File;
@@ -39,6 +39,7 @@ pub fn run(command: Command, data: &Path) -> Result<(), CliError> {
         Command::Token(args) => token(data, &args),
         Command::Import(args) => import(data, &args),
         Command::Export(args) => export(data, &args),
+        Command::Compact => compact(data),
     }
 }
 
@@ -136,15 +137,21 @@ fn token(data: &Path, args: &TokenArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn open_for_cli(data: &Path) -> Result<Arc<Store>, CliError> {
-    match Store::open(data, Default::default()) {
-        Ok(s) => Ok(Arc::new(s)),
-        Err(StoreError::Locked(path)) => Err(CliError::Other(format!(
+/// A store error, saying what to do when a server holds the file.
+fn held_elsewhere(e: StoreError) -> CliError {
+    match e {
+        StoreError::Locked(path) => CliError::Other(format!(
             "the database {} is held by another process (a running `rollcall serve`?); stop it first",
             path.display()
-        ))),
-        Err(e) => Err(e.into()),
+        )),
+        e => e.into(),
     }
+}
+
+fn open_for_cli(data: &Path) -> Result<Arc<Store>, CliError> {
+    Store::open(data, Default::default())
+        .map(Arc::new)
+        .map_err(held_elsewhere)
 }
 
 fn bar(len: u64, template: &str) -> ProgressBar {
@@ -185,6 +192,17 @@ fn import(data: &Path, args: &ImportArgs) -> Result<(), CliError> {
         report.org_memberships,
         report.applied,
         report.unchanged
+    );
+    Ok(())
+}
+
+fn compact(data: &Path) -> Result<(), CliError> {
+    let done = crate::store::compact(data).map_err(held_elsewhere)?;
+    eprintln!(
+        "compacted {}: {} MB -> {} MB",
+        data.display(),
+        done.bytes_before / 1_000_000,
+        done.bytes_after / 1_000_000
     );
     Ok(())
 }

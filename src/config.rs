@@ -54,6 +54,8 @@ pub enum Command {
     Import(ImportArgs),
     /// Export the database as NDJSON (to stdout without a file).
     Export(ExportArgs),
+    /// Give the space of freed pages back to the file system (server stopped).
+    Compact,
 }
 
 /// How tokens are verified.
@@ -136,6 +138,22 @@ pub struct ServeArgs {
     /// Large lists streamed at once; more wait their turn.
     #[arg(long, env = "ROLLCALL_MAX_STREAMS", default_value_t = 32)]
     pub max_streams: usize,
+    /// Of those, the most one organization may hold (default: a quarter).
+    #[arg(long, env = "ROLLCALL_MAX_STREAMS_PER_ORG")]
+    pub max_streams_per_org: Option<usize>,
+    /// Seconds a list request waits for a stream slot before a 503.
+    #[arg(long, env = "ROLLCALL_STREAM_WAIT_SECS", default_value_t = 10)]
+    pub stream_wait_secs: u64,
+    /// Slowest average read of a streamed list after its first 10 s, in
+    /// KiB/s (0: no minimum).
+    #[arg(long, env = "ROLLCALL_MIN_STREAM_RATE_KIB", default_value_t = 128)]
+    pub min_stream_rate_kib: u64,
+    /// Disk for large list bodies kept in files, in MiB.
+    #[arg(long, env = "ROLLCALL_BODY_FILES_MB", default_value_t = 2048)]
+    pub body_files_mb: u64,
+    /// Memory for uncached answers (filtered lists, pages) being sent, in MiB.
+    #[arg(long, env = "ROLLCALL_RENDER_BUDGET_MB", default_value_t = 128)]
+    pub render_budget_mb: usize,
     /// Verify every page checksum of the database at start (slow on large
     /// files; for after a crash or suspected damage).
     #[arg(long, env = "ROLLCALL_CHECK_INTEGRITY")]
@@ -210,8 +228,20 @@ pub struct Settings {
     pub cache_bytes: usize,
     pub stream_threshold: u64,
     pub max_streams: usize,
+    /// Of those, the most one organization may hold.
+    pub max_streams_per_org: usize,
+    /// How long a request waits for a stream slot.
+    pub stream_wait: Duration,
     /// A streamed list whose client reads nothing for this long is dropped.
     pub stream_stall: Duration,
+    /// After this long, a stream read slower than `min_stream_rate` is dropped.
+    pub stream_grace: Duration,
+    /// Bytes per second (0: no minimum).
+    pub min_stream_rate: u64,
+    /// Disk for large list bodies kept in files.
+    pub body_files_budget: u64,
+    /// Memory for uncached answers being sent.
+    pub render_budget: usize,
     /// Event loops serving connections.
     pub workers: usize,
 }
@@ -243,7 +273,13 @@ impl Settings {
             cache_bytes: 64 * 1024 * 1024,
             stream_threshold: crate::api::lists::DEFAULT_STREAM_THRESHOLD,
             max_streams: 32,
+            max_streams_per_org: 8,
+            stream_wait: Duration::from_secs(10),
             stream_stall: crate::api::lists::DEFAULT_STREAM_STALL,
+            stream_grace: Duration::from_secs(10),
+            min_stream_rate: 128 * 1024,
+            body_files_budget: 2048 * 1024 * 1024,
+            render_budget: 128 * 1024 * 1024,
             workers: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }
@@ -276,11 +312,31 @@ impl Settings {
         s.cache_bytes = args.cache_mb.saturating_mul(1024 * 1024);
         s.stream_threshold = args.stream_threshold;
         s.max_streams = args.max_streams.max(1);
+        s.max_streams_per_org = args
+            .max_streams_per_org
+            .unwrap_or(s.max_streams / 4)
+            .clamp(1, s.max_streams);
+        s.stream_wait = Duration::from_secs(args.stream_wait_secs);
+        s.min_stream_rate = args.min_stream_rate_kib.saturating_mul(1024);
+        s.body_files_budget = args.body_files_mb.saturating_mul(1024 * 1024);
+        s.render_budget = args.render_budget_mb.max(1).saturating_mul(1024 * 1024);
         s.store.check_integrity = args.check_integrity;
         if let Some(n) = args.workers {
             s.workers = n.max(1);
         }
         s
+    }
+}
+
+impl Settings {
+    /// Where large list bodies are kept: a folder beside the database,
+    /// named after it (so two databases in one folder never share one).
+    pub fn body_files_dir(&self) -> PathBuf {
+        let name = self
+            .data
+            .file_name()
+            .map_or_else(|| "rollcall".into(), |n| n.to_string_lossy().into_owned());
+        data_dir(&self.data).join(format!("{name}.bodies"))
     }
 }
 

@@ -2,6 +2,20 @@
 //! `GET /api/directories/{id}/groups`: a directory's records as a plain JSON
 //! array, in creation order.
 //!
+//! How an answer is made decides what a client can make the server hold:
+//! - a small plain list is rendered once per revision and cached;
+//! - a large one (over the stream threshold, or over [`RENDER_CAP`] bytes)
+//!   is rendered into a body file shared until the next write, and
+//!   streamed from it ([`super::spool`]) — no reader holds a snapshot;
+//! - a filtered list is rendered in memory when small; a large one is
+//!   spooled to a private file and streamed the same way;
+//! - a page (`limit`) is at most `limit` records and [`RENDER_CAP`] bytes
+//!   (a shorter page, with its `Link`, when records are huge);
+//! - uncached bodies in memory share a global byte budget; streams take a
+//!   slot fair between organizations (503 with `Retry-After` after a
+//!   bounded wait), and a reader that stalls or crawls is dropped;
+//! - `HEAD` renders nothing (a page walks its ids for the `Link` only).
+//!
 //! Cursor pagination is opt-in so the seed's plain array stays the default:
 //! `?limit=N&after=<record id>` answers the next N records in the same array
 //! shape, with a `Link: <…>; rel="next"` header while more remain. Users also
@@ -10,9 +24,11 @@
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tokio::sync::OwnedSemaphorePermit;
 
 use uuid::Uuid;
 use warp::Filter;
@@ -23,18 +39,20 @@ use warp::reply::Response;
 
 use super::chunks::ChunkPool;
 use super::directories::{parse_directory_id, parse_uuid};
+use super::slots::Slot;
+use super::spool::{BodyFile, MAX_SNAPSHOT_HOLD, SpoolError};
 use super::{
     ApiError, AppState, Shared, authorization, blocking, get_or_head, json_response, organization,
     respond, with_state,
 };
-use crate::model::{DirectoryId, UserState, email_key};
+use crate::model::{Directory, DirectoryId, UserState, email_key};
 use crate::store::{ListQuery, Store};
 
 /// Largest page a client may ask for.
 pub const MAX_LIMIT: usize = 1000;
 
 /// Which records a list holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ListKind {
     Users,
     Groups,
@@ -55,6 +73,7 @@ pub fn routes(state: Shared) -> BoxedFilter<(Response,)> {
             .and(warp::path::param::<String>())
             .and(warp::path(kind.segment()))
             .and(warp::path::end())
+            .and(warp::method())
             .and(get_or_head())
             .and(query())
             .and(authorization())
@@ -64,7 +83,14 @@ pub fn routes(state: Shared) -> BoxedFilter<(Response,)> {
                     .unify(),
             )
             .and(with_state(state))
-            .and_then(move |id, q, auth, inm, state| respond(list(kind, id, q, auth, inm, state)))
+            .and_then(move |id, method: warp::http::Method, q, auth, inm, state| {
+                let request = Request {
+                    kind,
+                    head: method == warp::http::Method::HEAD,
+                    if_none_match: inm,
+                };
+                respond(list(request, id, q, auth, state))
+            })
     };
     route(ListKind::Users, state.clone())
         .or(route(ListKind::Groups, state))
@@ -142,6 +168,15 @@ impl ListParams {
         })
     }
 
+    /// The store query these parameters ask for (the limit aside).
+    fn query(&self) -> ListQuery {
+        ListQuery {
+            after: self.after,
+            state: self.state,
+            email: self.email.clone(),
+        }
+    }
+
     /// The query string of the page after `last`.
     fn next_query(&self, last: Uuid) -> String {
         let mut pairs = vec![
@@ -160,20 +195,31 @@ impl ListParams {
 
 /// Records in a list beyond which it is streamed rather than rendered whole.
 pub const DEFAULT_STREAM_THRESHOLD: u64 = 10_000;
+/// The most bytes one answer is rendered into memory: a larger list is
+/// streamed from a file, a larger page ends early (with its `Link`).
+pub const RENDER_CAP: usize = 16 * 1024 * 1024;
 /// Size of each streamed chunk.
 const CHUNK_BYTES: usize = 256 * 1024;
 /// Chunk buffers per stream: with the chunk size, a stream's memory bound.
 const STREAM_CHUNKS: usize = 4;
-/// A client that takes no chunk for this long is dropped (its snapshot
-/// would otherwise stay pinned).
+/// A client that takes no chunk for this long is dropped.
 pub const DEFAULT_STREAM_STALL: Duration = Duration::from_secs(30);
+/// What a client refused for lack of a stream slot or memory is told to wait.
+const RETRY_AFTER_SECS: u32 = 2;
+
+/// What was asked, besides the path and query.
+#[derive(Clone, Debug)]
+struct Request {
+    kind: ListKind,
+    head: bool,
+    if_none_match: Option<String>,
+}
 
 async fn list(
-    kind: ListKind,
+    req: Request,
     id: String,
     q: HashMap<String, String>,
     auth: Option<String>,
-    if_none_match: Option<String>,
     state: Shared,
 ) -> Result<Response, ApiError> {
     let org = organization(&state, auth).await?;
@@ -183,34 +229,66 @@ async fn list(
         .directory(dir_id)
         .filter(|d| d.organization_id == org)
         .ok_or(ApiError::NotFound)?;
+    let kind = req.kind;
     let params = ListParams::parse(kind, &q)?;
     let plain = params == ListParams::default();
     let tag = etag(dir_id, kind, dir.revision, &params);
-    if if_none_match.is_some_and(|v| etag_matches(&v, &tag)) {
+    if req
+        .if_none_match
+        .as_deref()
+        .is_some_and(|v| etag_matches(v, &tag))
+    {
         return Ok(not_modified(&tag));
     }
-    if plain {
-        if let Some(body) = state.bodies.get(dir_id, kind, dir.revision) {
-            return Ok(with_etag(json_response(body), &tag));
+    let cached = plain
+        .then(|| state.bodies.get(dir_id, kind, dir.revision))
+        .flatten();
+    if req.head && params.limit.is_none() {
+        // The headers need nothing read: no body is rendered for a HEAD.
+        let mut resp = with_etag(json_response(Bytes::new()), &tag);
+        if let Some(body) = cached {
+            resp.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         }
-        let count = match kind {
-            ListKind::Users => dir.user_count,
-            ListKind::Groups => dir.group_count,
-        };
-        if count > state.stream_threshold {
-            return Ok(with_etag(stream(&state, kind, dir_id, org).await, &tag));
-        }
+        return Ok(resp);
     }
+    if let Some(body) = cached {
+        return Ok(with_etag(json_response(body), &tag));
+    }
+    let count = match kind {
+        ListKind::Users => dir.user_count,
+        ListKind::Groups => dir.group_count,
+    };
+    if params.limit.is_none() && count > state.stream_threshold {
+        return spooled(&state, &dir, kind, &org, &params, count).await;
+    }
+
     let store = state.store.clone();
-    let (page, params) = blocking(move || {
-        let page = render(&store, kind, dir_id, &org, &params)?;
-        Ok((page, params))
+    let keep = !req.head;
+    let (page, params, org) = blocking(move || {
+        let page = render(&store, kind, dir_id, &org, &params, keep)?;
+        Ok((page, params, org))
     })
     .await?;
-    let body = Bytes::from(page.body);
-    if plain {
+    let Some(page) = page else {
+        // Over the render cap (huge records): stream it instead.
+        return spooled(&state, &dir, kind, &org, &params, count).await;
+    };
+    let body = if plain {
+        let body = Bytes::from(page.body);
         state.bodies.put(dir_id, kind, page.revision, body.clone());
-    }
+        body
+    } else {
+        match budgeted(&state, page.body) {
+            Ok(body) => body,
+            // Memory for uncached answers is spent (clients not reading
+            // theirs): a whole list can still be streamed from disk.
+            Err(_) if params.limit.is_none() => {
+                return spooled(&state, &dir, kind, &org, &params, count).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let mut resp = with_etag(
         json_response(body),
         &etag(dir_id, kind, page.revision, &params),
@@ -226,6 +304,231 @@ async fn list(
         }
     }
     Ok(resp)
+}
+
+/// An uncached body, counted against the memory budget for answers in
+/// flight until hyper has written (or dropped) it.
+fn budgeted(state: &AppState, body: Vec<u8>) -> Result<Bytes, ApiError> {
+    struct Held {
+        body: Vec<u8>,
+        _permit: OwnedSemaphorePermit,
+    }
+    impl AsRef<[u8]> for Held {
+        fn as_ref(&self) -> &[u8] {
+            &self.body
+        }
+    }
+    let units = u32::try_from(body.len().div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+    let permit = state
+        .render_budget
+        .clone()
+        .try_acquire_many_owned(units)
+        .map_err(|_| {
+            tracing::info!(
+                bytes = body.len(),
+                "the memory for uncached answers is spent"
+            );
+            ApiError::Busy {
+                retry_after_secs: RETRY_AFTER_SECS,
+            }
+        })?;
+    Ok(Bytes::from_owner(Held {
+        body,
+        _permit: permit,
+    }))
+}
+
+/// A whole list (plain or filtered) streamed from a body file, under a
+/// stream slot; from a snapshot (cut at [`MAX_SNAPSHOT_HOLD`]) when no file
+/// can be made.
+async fn spooled(
+    state: &AppState,
+    dir: &Directory,
+    kind: ListKind,
+    org: &str,
+    params: &ListParams,
+    count: u64,
+) -> Result<Response, ApiError> {
+    let slot = state.streams.acquire(org).await.map_err(|_| {
+        tracing::info!("no stream slot came free in time");
+        ApiError::Busy {
+            retry_after_secs: RETRY_AFTER_SECS,
+        }
+    })?;
+    let plain = *params == ListParams::default();
+    let body = if plain {
+        state
+            .body_files
+            .shared(&state.store, dir.id, kind, org, dir.revision, count)
+            .await
+    } else {
+        state
+            .body_files
+            .private(&state.store, dir.id, kind, org, params.query(), count)
+            .await
+    };
+    match body {
+        Ok(body) => {
+            let tag = etag(dir.id, kind, body.revision, params);
+            Ok(with_etag(stream_body(state, slot, body), &tag))
+        }
+        Err(SpoolError::NotFound) => Err(ApiError::NotFound),
+        // A filtered list that does not fit on disk now: retry later (a
+        // plain list is still served, from a snapshot).
+        Err(SpoolError::NoRoom) if !plain => Err(ApiError::Busy {
+            retry_after_secs: RETRY_AFTER_SECS,
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "streaming a list from a snapshot instead of a file");
+            let tag = etag(dir.id, kind, dir.revision, params);
+            let resp = stream_snapshot(state, slot, kind, dir.id, org.to_owned(), params.query());
+            Ok(with_etag(resp, &tag))
+        }
+    }
+}
+
+/// A streamed JSON answer: chunks sent into `produce`'s channel arrive at
+/// the client; an `Err` chunk aborts the response (the client sees a
+/// truncated body, never a well-formed partial list).
+fn stream_response(
+    length: Option<u64>,
+    produce: impl FnOnce(&dyn Fn(Result<Bytes, std::io::Error>) -> bool) + Send + 'static,
+    stall: Duration,
+) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(STREAM_CHUNKS);
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let send = |chunk: Result<Bytes, std::io::Error>| {
+            matches!(
+                handle.block_on(tokio::time::timeout(stall, tx.send(chunk))),
+                Ok(Ok(()))
+            )
+        };
+        produce(&send);
+    });
+    let mut resp =
+        warp::reply::stream(tokio_stream::wrappers::ReceiverStream::new(rx)).into_response();
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(len) = length {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    resp
+}
+
+/// Streams a body file (complete or still being written).
+fn stream_body(state: &AppState, slot: Slot, body: Arc<BodyFile>) -> Response {
+    let pace = state.pace;
+    let handle = tokio::runtime::Handle::current();
+    stream_response(
+        body.complete_len(),
+        move |send| {
+            let _slot = slot;
+            let mut pool = ChunkPool::new(STREAM_CHUNKS, CHUNK_BYTES);
+            super::spool::stream_file(&handle, &body, &mut pool, &pace, send);
+        },
+        pace.stall,
+    )
+}
+
+/// Streams a list straight from one snapshot — only when no body file can
+/// be made — cut once the snapshot has been held [`MAX_SNAPSHOT_HOLD`].
+fn stream_snapshot(
+    state: &AppState,
+    slot: Slot,
+    kind: ListKind,
+    dir: DirectoryId,
+    org: String,
+    query: ListQuery,
+) -> Response {
+    let store = state.store.clone();
+    let stall = state.pace.stall;
+    stream_response(
+        None,
+        move |send| {
+            let _slot = slot;
+            let mut pool = ChunkPool::new(STREAM_CHUNKS, CHUNK_BYTES);
+            if let Err(e) = produce(&store, kind, dir, &org, &query, &mut pool, stall, send) {
+                tracing::warn!(error = %e, "streaming a list failed midway");
+                send(Err(std::io::Error::other("list could not be read")));
+            }
+        },
+        stall,
+    )
+}
+
+/// Renders a list chunk by chunk into `send`; stops early when the client
+/// is gone or has stopped reading.
+///
+/// # Errors
+/// A storage failure, or the snapshot held too long.
+#[allow(clippy::too_many_arguments)]
+fn produce(
+    store: &Store,
+    kind: ListKind,
+    dir: DirectoryId,
+    org: &str,
+    query: &ListQuery,
+    pool: &mut ChunkPool,
+    stall: Duration,
+    send: &dyn Fn(Result<Bytes, std::io::Error>) -> bool,
+) -> Result<(), crate::store::StoreError> {
+    let snapshot = store.snapshot()?;
+    let opened = Instant::now();
+    let Some(mut buf) = pool.take(stall) else {
+        return Ok(());
+    };
+    buf.push(b'[');
+    let mut first = true;
+    let mut alive = true;
+    let mut expired = false;
+    // The directory may have been deleted since the status line was chosen:
+    // it then streams as empty.
+    if snapshot
+        .directory(dir)?
+        .is_some_and(|d| d.organization_id == org)
+    {
+        let visit = |_: Uuid, json: &[u8]| {
+            if buf.len() + json.len() + 2 > pool.chunk_size() && buf.len() > 1 {
+                if opened.elapsed() > MAX_SNAPSHOT_HOLD {
+                    expired = true;
+                    return ControlFlow::Break(());
+                }
+                let full = std::mem::take(&mut buf);
+                match pool.take(stall) {
+                    Some(next) if send(Ok(pool.seal(full))) => buf = next,
+                    _ => {
+                        alive = false;
+                        return ControlFlow::Break(());
+                    }
+                }
+            }
+            if !first {
+                buf.push(b',');
+            }
+            first = false;
+            buf.extend_from_slice(json);
+            ControlFlow::Continue(())
+        };
+        match kind {
+            ListKind::Users => snapshot.visit_user_json(dir, query, visit)?,
+            ListKind::Groups => snapshot.visit_group_json(dir, query, visit)?,
+        }
+    }
+    if expired {
+        return Err(crate::store::StoreError::Io(
+            "the list took longer to send than a snapshot may be held".into(),
+        ));
+    }
+    if alive {
+        buf.push(b']');
+        send(Ok(pool.seal(buf)));
+    }
+    Ok(())
 }
 
 /// A strong validator: the directory, the list, the directory's revision
@@ -268,97 +571,6 @@ fn not_modified(tag: &str) -> Response {
     resp
 }
 
-/// Streams a whole list from one snapshot through a bounded channel: memory
-/// stays at a few recycled chunks however large the directory, and the first
-/// bytes leave before the last record is read.
-async fn stream(state: &AppState, kind: ListKind, dir: DirectoryId, org: String) -> Response {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(STREAM_CHUNKS);
-    let store = state.store.clone();
-    let handle = tokio::runtime::Handle::current();
-    // Bounds the blocking threads (and pinned snapshots) streams may hold.
-    let permit = state.streams.clone().acquire_owned().await;
-    let stall = state.stream_stall;
-    tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        let send = |chunk: Result<Bytes, std::io::Error>| {
-            matches!(
-                handle.block_on(tokio::time::timeout(stall, tx.send(chunk))),
-                Ok(Ok(()))
-            )
-        };
-        let mut pool = ChunkPool::new(STREAM_CHUNKS, CHUNK_BYTES);
-        if let Err(e) = produce(&store, kind, dir, &org, &mut pool, stall, &send) {
-            tracing::error!(error = %e, "streaming a list failed midway");
-            // An error frame aborts the response: the client sees a
-            // truncated body, never a well-formed partial list.
-            send(Err(std::io::Error::other("list could not be read")));
-        }
-    });
-    let mut resp =
-        warp::reply::stream(tokio_stream::wrappers::ReceiverStream::new(rx)).into_response();
-    let headers = resp.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
-}
-
-/// Renders a list chunk by chunk into `send`; stops early when the client
-/// is gone or has stopped reading.
-fn produce(
-    store: &Store,
-    kind: ListKind,
-    dir: DirectoryId,
-    org: &str,
-    pool: &mut ChunkPool,
-    stall: Duration,
-    send: &dyn Fn(Result<Bytes, std::io::Error>) -> bool,
-) -> Result<(), crate::store::StoreError> {
-    let snapshot = store.snapshot()?;
-    let Some(mut buf) = pool.take(stall) else {
-        return Ok(());
-    };
-    buf.push(b'[');
-    let mut first = true;
-    let mut alive = true;
-    // The directory may have been deleted since the status line was chosen:
-    // it then streams as empty.
-    if snapshot
-        .directory(dir)?
-        .is_some_and(|d| d.organization_id == org)
-    {
-        let visit = |_: Uuid, json: &[u8]| {
-            if buf.len() + json.len() + 2 > pool.chunk_size() && buf.len() > 1 {
-                let full = std::mem::take(&mut buf);
-                match pool.take(stall) {
-                    Some(next) if send(Ok(pool.seal(full))) => buf = next,
-                    _ => {
-                        alive = false;
-                        return ControlFlow::Break(());
-                    }
-                }
-            }
-            if !first {
-                buf.push(b',');
-            }
-            first = false;
-            buf.extend_from_slice(json);
-            ControlFlow::Continue(())
-        };
-        match kind {
-            ListKind::Users => snapshot.visit_user_json(dir, &ListQuery::default(), visit)?,
-            ListKind::Groups => snapshot.visit_group_json(dir, &ListQuery::default(), visit)?,
-        }
-    }
-    if alive {
-        buf.push(b']');
-        send(Ok(pool.seal(buf)));
-    }
-    Ok(())
-}
-
 /// One rendered list or page.
 pub struct Page {
     pub body: Vec<u8>,
@@ -368,7 +580,10 @@ pub struct Page {
     pub revision: u64,
 }
 
-/// Renders one list (or page) from one snapshot.
+/// Renders one list (or page) from one snapshot, into at most
+/// [`RENDER_CAP`] bytes: a page that would pass it ends early (its `next`
+/// says where to go on); a whole list that would pass it is `None` (stream
+/// it instead). Without `keep`, only the page's bounds are read (for HEAD).
 ///
 /// # Errors
 /// 404 when the directory does not exist or belongs to another organization.
@@ -378,7 +593,8 @@ pub fn render(
     dir: DirectoryId,
     org: &str,
     params: &ListParams,
-) -> Result<Page, ApiError> {
+    keep: bool,
+) -> Result<Option<Page>, ApiError> {
     let snapshot = store.snapshot()?;
     let directory = match snapshot.directory(dir)? {
         Some(d) if d.organization_id == org => d,
@@ -389,40 +605,50 @@ pub fn render(
         ListKind::Groups => directory.group_count,
     } as usize;
     let expected = params.limit.map_or(expected, |l| l.min(expected));
-    let mut out = Vec::with_capacity(
-        2 + expected.saturating_mul(match kind {
+    let mut out = Vec::with_capacity(if keep {
+        (2 + expected.saturating_mul(match kind {
             ListKind::Users => 900,
             ListKind::Groups => 400,
-        }),
-    );
+        }))
+        .min(RENDER_CAP)
+    } else {
+        2
+    });
     out.push(b'[');
-    let (mut count, mut last, mut more) = (0usize, None, false);
+    let (mut count, mut last, mut more, mut over) = (0usize, None, false, false);
     let visit = |id: Uuid, json: &[u8]| {
         if params.limit == Some(count) {
             more = true;
             return ControlFlow::Break(());
         }
-        if count > 0 {
-            out.push(b',');
+        if keep {
+            if out.len() + json.len() + 2 > RENDER_CAP && count > 0 {
+                // A page ends here; a whole list is streamed instead.
+                more = true;
+                over = true;
+                return ControlFlow::Break(());
+            }
+            if count > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(json);
         }
-        out.extend_from_slice(json);
         count += 1;
         last = Some(id);
         ControlFlow::Continue(())
     };
-    let query = ListQuery {
-        after: params.after,
-        state: params.state,
-        email: params.email.clone(),
-    };
+    let query = params.query();
     match kind {
         ListKind::Users => snapshot.visit_user_json(dir, &query, visit)?,
         ListKind::Groups => snapshot.visit_group_json(dir, &query, visit)?,
     }
+    if over && params.limit.is_none() {
+        return Ok(None);
+    }
     out.push(b']');
-    Ok(Page {
+    Ok(Some(Page {
         body: out,
         next: if more { last } else { None },
         revision: directory.revision,
-    })
+    }))
 }

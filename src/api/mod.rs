@@ -13,7 +13,9 @@ pub mod directories;
 pub mod errors;
 pub mod health;
 pub mod lists;
+pub mod slots;
 pub mod spec;
+pub mod spool;
 pub mod webhooks;
 
 use std::convert::Infallible;
@@ -46,12 +48,16 @@ pub struct AppState {
     pub intake: Arc<webhooks::BodyIntake>,
     /// Whole list bodies ready to send.
     pub bodies: Arc<cache::BodyCache>,
+    /// Large list bodies rendered into files.
+    pub body_files: Arc<spool::BodyFiles>,
+    /// Memory for uncached answers in flight (KiB permits).
+    pub render_budget: Arc<tokio::sync::Semaphore>,
     /// Lists with more records than this are streamed, not cached.
     pub stream_threshold: u64,
-    /// Streams served at once (each holds a blocking thread and a snapshot).
-    pub streams: Arc<tokio::sync::Semaphore>,
-    /// A stream whose client takes nothing for this long is dropped.
-    pub stream_stall: std::time::Duration,
+    /// Streams served at once, fairly between organizations.
+    pub streams: Arc<slots::StreamSlots>,
+    /// How slowly a client may read a stream.
+    pub pace: spool::Pace,
 }
 
 /// The state as handlers hold it: one reference count per request.

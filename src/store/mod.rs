@@ -416,6 +416,37 @@ impl Store {
     }
 }
 
+/// What a compaction did to the database file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compaction {
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+/// Compacts the database file at `path` in place: pages freed by past
+/// writes are given back to the file system. Needs the file to itself
+/// (redb compacts only with no transaction open), so it runs with the
+/// server stopped — a running server reuses freed pages anyway.
+///
+/// # Errors
+/// [`StoreError::Locked`] while a server holds the file; a storage failure.
+pub fn compact(path: &Path) -> Result<Compaction, StoreError> {
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    if !path.exists() {
+        return Err(StoreError::Io(format!("no database at {}", path.display())));
+    }
+    let bytes_before = size(path);
+    let mut db = open_database(path, &StoreOptions::default())?;
+    Store::init_schema(&db, path)?;
+    // Compaction runs until a pass frees nothing more.
+    while db.compact().map_err(|e| StoreError::Redb(e.to_string()))? {}
+    drop(db);
+    Ok(Compaction {
+        bytes_before,
+        bytes_after: size(path),
+    })
+}
+
 /// Runs `f`, turning a panic inside redb (which it raises on some damaged
 /// pages) into an error, so a damaged file fails one request instead of a
 /// thread of the server.

@@ -68,3 +68,77 @@ async fn a_second_server_on_the_same_file_is_refused_clearly() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn compact_gives_freed_space_back_and_changes_no_answer() {
+    let app = spawn_app().await;
+    let mut events = vec![activated("directory_A", ORG_A, 0)];
+    for i in 0..300 {
+        let mut u = user(
+            "directory_A",
+            &format!("directory_user_{i}"),
+            &format!("u{i}@a.test"),
+            1,
+        );
+        u["raw_attributes"] = serde_json::json!({"blob": "x".repeat(4000)});
+        events.push(user_event("created", u, 1));
+    }
+    app.send_all(&events).await;
+    // Deleting most of them leaves freed pages inside the file.
+    let deletions: Vec<_> = (0..280)
+        .map(|i| {
+            user_event(
+                "deleted",
+                user(
+                    "directory_A",
+                    &format!("directory_user_{i}"),
+                    &format!("u{i}@a.test"),
+                    2,
+                ),
+                2,
+            )
+        })
+        .collect();
+    app.send_all(&deletions).await;
+    let dir = directory_id(&app, ORG_A, "directory_A").await;
+    let path = format!("/api/directories/{dir}/users");
+    let (_, before) = app.get_raw(&path, &token_for(ORG_A)).await;
+
+    // While the server holds the file, compact refuses and changes nothing.
+    let held = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .arg("--data")
+        .arg(&app.db_path)
+        .arg("compact")
+        .output()
+        .unwrap();
+    assert_eq!(held.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&held.stderr).contains("stop it first"));
+
+    let (dir_keep, settings) = app.stop().await;
+    let size_before = std::fs::metadata(&settings.data).unwrap().len();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .arg("--data")
+        .arg(&settings.data)
+        .arg("compact")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let size_after = std::fs::metadata(&settings.data).unwrap().len();
+    assert!(size_after < size_before, "{size_before} -> {size_after}");
+
+    let app = spawn_with(settings, dir_keep).await;
+    let (_, after) = app.get_raw(&path, &token_for(ORG_A)).await;
+    assert_eq!(after, before, "the same answer after compaction");
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&after)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        20
+    );
+}

@@ -1,0 +1,629 @@
+//! Large list bodies rendered into files, so that no client holds a
+//! database snapshot while it reads.
+//!
+//! A long list read straight from a redb snapshot pins that snapshot for as
+//! long as the client takes; every page a later write frees stays allocated
+//! meanwhile, so one slow reader grows the database file for good. Instead,
+//! a builder renders the list from a snapshot into a file at disk speed and
+//! lets the snapshot go; readers stream the file, following it while it is
+//! still being written (the first byte leaves as soon as the first chunk is
+//! on disk, not after the whole list).
+//!
+//! - **Shared bodies**: the plain list of a directory (users or groups) is
+//!   kept per directory revision and served to every request for it until a
+//!   write bumps the revision, which retires the file.
+//! - **Private bodies**: a filtered list too large to render in memory is
+//!   spooled the same way for the one request that asked for it.
+//!
+//! Every file is anonymous (created and unlinked at once, in the data
+//! folder): nothing is left behind by a crash, and a retired file's space
+//! is freed when its last reader is done. Disk use is bounded by a budget:
+//! shared files are evicted least recently used first, and a body that
+//! would not fit is refused (the caller falls back or answers 503).
+//!
+//! This module renders through [`crate::store::Snapshot`] and never holds
+//! one longer than [`MAX_SNAPSHOT_HOLD`]; it knows nothing of HTTP beyond
+//! the chunks it hands to a response stream.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{OnceCell, oneshot, watch};
+use uuid::Uuid;
+
+use super::chunks::ChunkPool;
+use super::lists::ListKind;
+use crate::model::DirectoryId;
+use crate::store::{ListQuery, Store, StoreError};
+
+/// The longest a builder keeps its snapshot: past it the build is abandoned
+/// (its readers see a truncated body) rather than pin the database.
+pub const MAX_SNAPSHOT_HOLD: Duration = Duration::from_secs(30);
+/// Bytes written between two progress reports to readers.
+const FLUSH_BYTES: usize = 256 * 1024;
+/// Size assumed per record before a list of that kind has been measured.
+const DEFAULT_RECORD_BYTES: u64 = 1024;
+
+/// How far a body file has been written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes on disk, readable by anyone.
+    pub written: u64,
+    pub state: BuildState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BuildState {
+    Building,
+    Done,
+    /// The build failed or took too long: readers must abort.
+    Failed,
+}
+
+/// One rendered body on disk, complete or still being written.
+pub struct BodyFile {
+    file: File,
+    /// The directory revision the body was rendered at.
+    pub revision: u64,
+    progress: watch::Receiver<Progress>,
+    /// Disk this body is counted for in the budget.
+    reservation: Reservation,
+}
+
+impl BodyFile {
+    /// How far the file has been written.
+    pub fn progress(&self) -> Progress {
+        *self.progress.borrow()
+    }
+
+    /// The body's length, once it is complete.
+    pub fn complete_len(&self) -> Option<u64> {
+        let p = self.progress();
+        (p.state == BuildState::Done).then_some(p.written)
+    }
+}
+
+/// Why a body could not be put on disk.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// The directory is gone or belongs to another organization.
+    #[error("no such directory")]
+    NotFound,
+    /// The body would not fit in the disk budget.
+    #[error("the body does not fit in the body-file budget")]
+    NoRoom,
+    #[error("cannot create a body file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Disk counted against the budget while a body exists.
+struct Reservation {
+    files: Arc<BodyFiles>,
+    bytes: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut inner = self.files.lock();
+        inner.reserved = inner.reserved.saturating_sub(self.bytes);
+    }
+}
+
+struct Slot {
+    /// The revision this slot was opened for.
+    expected: u64,
+    body: OnceCell<Arc<BodyFile>>,
+    last_used: AtomicU64,
+}
+
+#[derive(Default)]
+struct Inner {
+    shared: HashMap<(DirectoryId, ListKind), Arc<Slot>>,
+    /// Disk reserved by every body that still exists (shared or private,
+    /// in the map or only held by readers).
+    reserved: u64,
+    clock: u64,
+    /// Bytes per record last measured, per kind.
+    record_bytes: HashMap<ListKind, u64>,
+}
+
+/// Body files of one server: where they live and how much disk they may use.
+pub struct BodyFiles {
+    dir: PathBuf,
+    budget: u64,
+    inner: Mutex<Inner>,
+}
+
+/// What a builder renders: which list of which directory, for whom.
+struct Job {
+    store: Arc<Store>,
+    dir: DirectoryId,
+    kind: ListKind,
+    org: String,
+    query: ListQuery,
+}
+
+impl BodyFiles {
+    /// Body files in `dir` (created owner-only if missing), using at most
+    /// `budget` bytes of disk.
+    ///
+    /// # Errors
+    /// When the folder cannot be created.
+    pub fn new(dir: PathBuf, budget: u64) -> std::io::Result<Arc<Self>> {
+        crate::store::create_private_dir(&dir)?;
+        Ok(Arc::new(Self {
+            dir,
+            budget,
+            inner: Mutex::new(Inner::default()),
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Disk reserved right now by every body that exists.
+    pub fn reserved_bytes(&self) -> u64 {
+        self.lock().reserved
+    }
+
+    /// The shared body of a directory's plain list at `revision` (or
+    /// later): the one on disk or being written, else a new one. Bodies of
+    /// directories whose revision has moved on are retired on the way.
+    ///
+    /// # Errors
+    /// [`SpoolError`]: the directory is not the organization's, the body
+    /// does not fit in the budget, or the file cannot be made.
+    pub async fn shared(
+        self: &Arc<Self>,
+        store: &Arc<Store>,
+        dir: DirectoryId,
+        kind: ListKind,
+        org: &str,
+        revision: u64,
+        count: u64,
+    ) -> Result<Arc<BodyFile>, SpoolError> {
+        let slot = {
+            let mut inner = self.lock();
+            inner.clock += 1;
+            let now = inner.clock;
+            // A write retires every body of the directory it touched:
+            // readers still holding one finish; its space is freed after.
+            inner.shared.retain(|(d, _), slot| {
+                let current = store.directory(*d).map(|d| d.revision);
+                let built = slot.body.get().map_or(slot.expected, |b| b.revision);
+                current.is_some_and(|c| c <= built)
+            });
+            let slot = inner
+                .shared
+                .get(&(dir, kind))
+                .filter(|slot| slot.body.get().map_or(slot.expected, |b| b.revision) >= revision)
+                .cloned()
+                .unwrap_or_else(|| {
+                    Arc::new(Slot {
+                        expected: revision,
+                        body: OnceCell::new(),
+                        last_used: AtomicU64::new(now),
+                    })
+                });
+            slot.last_used.store(now, Ordering::Relaxed);
+            inner.shared.insert((dir, kind), slot.clone());
+            slot
+        };
+        let job = Job {
+            store: store.clone(),
+            dir,
+            kind,
+            org: org.to_owned(),
+            query: ListQuery::default(),
+        };
+        let body = slot
+            .body
+            .get_or_try_init(|| async { self.start(job, count, true).await.map(Arc::new) })
+            .await
+            .cloned();
+        if body.is_err() {
+            // A slot whose build never started is forgotten, so the next
+            // request tries again.
+            let mut inner = self.lock();
+            if inner
+                .shared
+                .get(&(dir, kind))
+                .is_some_and(|s| Arc::ptr_eq(s, &slot))
+            {
+                inner.shared.remove(&(dir, kind));
+            }
+        }
+        body
+    }
+
+    /// A private body for one request: `query` applied to the list.
+    ///
+    /// # Errors
+    /// As [`BodyFiles::shared`].
+    pub async fn private(
+        self: &Arc<Self>,
+        store: &Arc<Store>,
+        dir: DirectoryId,
+        kind: ListKind,
+        org: &str,
+        query: ListQuery,
+        count: u64,
+    ) -> Result<Arc<BodyFile>, SpoolError> {
+        let job = Job {
+            store: store.clone(),
+            dir,
+            kind,
+            org: org.to_owned(),
+            query,
+        };
+        self.start(job, count, false).await.map(Arc::new)
+    }
+
+    /// Reserves disk for a list of `count` records, evicting shared bodies
+    /// least recently used first if needed.
+    fn reserve(self: &Arc<Self>, kind: ListKind, count: u64) -> Result<Reservation, SpoolError> {
+        let mut evicted = Vec::new();
+        let reservation = {
+            let mut inner = self.lock();
+            let per_record = inner
+                .record_bytes
+                .get(&kind)
+                .copied()
+                .unwrap_or(DEFAULT_RECORD_BYTES);
+            let bytes = count.saturating_mul(per_record).saturating_add(2);
+            if bytes > self.budget {
+                return Err(SpoolError::NoRoom);
+            }
+            // Evicting only drops the map's reference: the space comes back
+            // when the body's last reader is done, so evict what is needed
+            // and count on it.
+            let mut freeable: u64 = 0;
+            while inner.reserved.saturating_sub(freeable) + bytes > self.budget {
+                let oldest = inner
+                    .shared
+                    .iter()
+                    .min_by_key(|(_, s)| s.last_used.load(Ordering::Relaxed))
+                    .map(|(k, _)| *k);
+                let Some(slot) = oldest.and_then(|k| inner.shared.remove(&k)) else {
+                    break;
+                };
+                if let Some(body) = slot.body.get() {
+                    freeable += body.reservation.bytes;
+                }
+                evicted.push(slot);
+            }
+            if inner.reserved.saturating_sub(freeable) + bytes > self.budget {
+                None
+            } else {
+                inner.reserved += bytes;
+                Some(bytes)
+            }
+        };
+        // Dropping evicted bodies (outside the lock) gives their
+        // reservations back unless readers still hold them.
+        drop(evicted);
+        let bytes = reservation.ok_or(SpoolError::NoRoom)?;
+        Ok(Reservation {
+            files: self.clone(),
+            bytes,
+        })
+    }
+
+    /// Creates the file and starts its builder; returns once the builder
+    /// holds its snapshot (so the body's revision is known).
+    async fn start(
+        self: &Arc<Self>,
+        job: Job,
+        count: u64,
+        measure: bool,
+    ) -> Result<BodyFile, SpoolError> {
+        let reservation = self.reserve(job.kind, count)?;
+        let file = tempfile::tempfile_in(&self.dir)?;
+        let writer = file.try_clone()?;
+        let (ready, revision) = oneshot::channel();
+        let (progress_tx, progress) = watch::channel(Progress {
+            written: 0,
+            state: BuildState::Building,
+        });
+        let files = self.clone();
+        tokio::task::spawn_blocking(move || match build(&job, writer, ready, &progress_tx) {
+            Ok(Some((written, records))) => {
+                if measure && records > 0 {
+                    files
+                        .lock()
+                        .record_bytes
+                        .insert(job.kind, written / records + 1);
+                }
+                progress_tx.send_replace(Progress {
+                    written,
+                    state: BuildState::Done,
+                });
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "rendering a list body to a file failed");
+                progress_tx.send_modify(|p| p.state = BuildState::Failed);
+            }
+        });
+        let revision = revision.await.map_err(|_| {
+            SpoolError::Io(std::io::Error::other("the body builder stopped at start"))
+        })??;
+        Ok(BodyFile {
+            file,
+            revision,
+            progress,
+            reservation,
+        })
+    }
+}
+
+/// Renders the list into `file`: first tells `ready` the revision its
+/// snapshot reads (or why it cannot), then writes, reporting progress every
+/// [`FLUSH_BYTES`]. Returns the bytes and records written, or `None` when
+/// the build never started (the caller was told why through `ready`).
+fn build(
+    job: &Job,
+    file: File,
+    ready: oneshot::Sender<Result<u64, SpoolError>>,
+    progress: &watch::Sender<Progress>,
+) -> Result<Option<(u64, u64)>, std::io::Error> {
+    let opened = Instant::now();
+    let snapshot = match job.store.snapshot() {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = ready.send(Err(e.into()));
+            return Ok(None);
+        }
+    };
+    let revision = match snapshot.directory(job.dir) {
+        Ok(Some(d)) if d.organization_id == job.org => d.revision,
+        Ok(_) => {
+            let _ = ready.send(Err(SpoolError::NotFound));
+            return Ok(None);
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e.into()));
+            return Ok(None);
+        }
+    };
+    if ready.send(Ok(revision)).is_err() {
+        return Ok(None);
+    }
+    let mut out = std::io::BufWriter::with_capacity(FLUSH_BYTES, &file);
+    let (mut written, mut records) = (0u64, 0u64);
+    let mut since_flush = 0usize;
+    let mut failure: Option<std::io::Error> = None;
+    out.write_all(b"[")?;
+    written += 1;
+    let visit = |_: Uuid, json: &[u8]| {
+        let step = (|| {
+            if records > 0 {
+                out.write_all(b",")?;
+                written += 1;
+            }
+            out.write_all(json)?;
+            written += json.len() as u64;
+            records += 1;
+            since_flush += json.len() + 1;
+            if since_flush >= FLUSH_BYTES {
+                out.flush()?;
+                since_flush = 0;
+                progress.send_modify(|p| p.written = written);
+                if opened.elapsed() > MAX_SNAPSHOT_HOLD {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "rendering took longer than the snapshot may be held",
+                    ));
+                }
+            }
+            Ok(())
+        })();
+        match step {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                failure = Some(e);
+                ControlFlow::Break(())
+            }
+        }
+    };
+    let visited = match job.kind {
+        ListKind::Users => snapshot.visit_user_json(job.dir, &job.query, visit),
+        ListKind::Groups => snapshot.visit_group_json(job.dir, &job.query, visit),
+    };
+    drop(snapshot);
+    visited.map_err(|e| std::io::Error::other(e.to_string()))?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    out.write_all(b"]")?;
+    written += 1;
+    out.flush()?;
+    Ok(Some((written, records)))
+}
+
+/// Streams `body` into `send` chunk by chunk, following the file while it
+/// is still being written. Runs on a blocking thread (`handle` drives the
+/// waits). Stops when the client has gone, takes nothing for `stall`, or
+/// after `grace` reads slower than `min_rate` bytes per second on average.
+pub fn stream_file(
+    handle: &tokio::runtime::Handle,
+    body: &BodyFile,
+    pool: &mut ChunkPool,
+    pace: &Pace,
+    send: &dyn Fn(Result<Bytes, std::io::Error>) -> bool,
+) {
+    use std::os::unix::fs::FileExt;
+    let mut meter = Meter::new(*pace);
+    let mut progress = body.progress.clone();
+    let mut at = 0u64;
+    loop {
+        let p = *progress.borrow_and_update();
+        if at < p.written {
+            let Some(mut buf) = pool.take(pace.stall) else {
+                return;
+            };
+            let want = usize::try_from(p.written - at)
+                .unwrap_or(usize::MAX)
+                .min(pool.chunk_size());
+            buf.resize(want, 0);
+            match body.file.read_exact_at(&mut buf, at) {
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading a body file failed");
+                    send(Err(std::io::Error::other("list could not be read")));
+                    return;
+                }
+            }
+            at += want as u64;
+            if !send(Ok(pool.seal(buf))) {
+                return;
+            }
+            if meter.too_slow(Instant::now(), at) {
+                tracing::info!(
+                    bytes = at,
+                    "dropping a list reader below the minimum transfer rate"
+                );
+                send(Err(std::io::Error::other("reader too slow")));
+                return;
+            }
+            continue;
+        }
+        match p.state {
+            BuildState::Done => return,
+            BuildState::Failed => {
+                send(Err(std::io::Error::other("list could not be rendered")));
+                return;
+            }
+            BuildState::Building => {
+                let changed = handle.block_on(async {
+                    tokio::time::timeout(MAX_SNAPSHOT_HOLD, progress.changed()).await
+                });
+                if !matches!(changed, Ok(Ok(()))) {
+                    send(Err(std::io::Error::other("list could not be rendered")));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// How slowly a client may read a streamed list.
+#[derive(Clone, Copy, Debug)]
+pub struct Pace {
+    /// A client that takes nothing for this long is dropped.
+    pub stall: Duration,
+    /// The window the rate is measured over; none is checked before the
+    /// first window has passed.
+    pub grace: Duration,
+    /// Bytes per second over the last window; 0 turns the check off.
+    pub min_rate: u64,
+}
+
+/// What a stream has handed to its client over time, to tell a reader that
+/// crawls from one that is merely slow to start. Measured over a sliding
+/// window, not since the start: the first megabytes fill socket buffers at
+/// once and would hide a crawl for minutes.
+pub struct Meter {
+    pace: Pace,
+    started: Instant,
+    /// `(when, bytes sent by then)`, oldest first, spanning about one window.
+    marks: std::collections::VecDeque<(Instant, u64)>,
+}
+
+impl Meter {
+    pub fn new(pace: Pace) -> Self {
+        let now = Instant::now();
+        Self {
+            pace,
+            started: now,
+            marks: std::collections::VecDeque::from([(now, 0)]),
+        }
+    }
+
+    /// Records that `sent` bytes have been handed over by `now`; returns
+    /// whether the reader is below the minimum rate over the last window.
+    pub fn too_slow(&mut self, now: Instant, sent: u64) -> bool {
+        if self.pace.min_rate == 0 {
+            return false;
+        }
+        self.marks.push_back((now, sent));
+        let window = self.pace.grace;
+        // Keep one mark at or before the window's start.
+        while self.marks.len() > 2 && now.duration_since(self.marks[1].0) >= window {
+            self.marks.pop_front();
+        }
+        if now.duration_since(self.started) < window {
+            return false;
+        }
+        let (then, sent_then) = self.marks[0];
+        let span = now
+            .duration_since(then)
+            .as_secs_f64()
+            .max(window.as_secs_f64());
+        ((sent - sent_then) as f64) < self.pace.min_rate as f64 * span
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_is_measured_over_a_sliding_window_after_the_first() {
+        let pace = Pace {
+            stall: Duration::from_secs(30),
+            grace: Duration::from_secs(10),
+            min_rate: 100_000,
+        };
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut m = Meter::new(pace);
+        m.started = t0;
+        m.marks = std::collections::VecDeque::from([(t0, 0)]);
+        // A burst into the socket buffers, then a crawl at 10 KB/s.
+        assert!(!m.too_slow(at(1), 5_000_000), "a burst");
+        for s in 2..10 {
+            assert!(
+                !m.too_slow(at(s), 5_000_000 + (s - 1) * 10_000),
+                "first window: {s}"
+            );
+        }
+        let mut cut = None;
+        for s in 10..30 {
+            if m.too_slow(at(s), 5_000_000 + (s - 1) * 10_000) {
+                cut = Some(s);
+                break;
+            }
+        }
+        assert_eq!(
+            cut,
+            Some(11),
+            "cut once a whole window crawled, despite the burst"
+        );
+
+        let mut steady = Meter::new(pace);
+        steady.started = t0;
+        steady.marks = std::collections::VecDeque::from([(t0, 0)]);
+        for s in 1..60 {
+            assert!(
+                !steady.too_slow(at(s), s * 150_000),
+                "150 KB/s is fine: {s}"
+            );
+        }
+        let mut off = Meter::new(Pace {
+            min_rate: 0,
+            ..pace
+        });
+        assert!(!off.too_slow(at(100), 0));
+    }
+}
