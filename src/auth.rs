@@ -10,8 +10,11 @@
 //! - only `RS256`, `ES256` (JWKS) and `HS256` (secret) are accepted; `none`
 //!   and every other algorithm are refused;
 //! - an `HS256` token whose `kid` names a JWKS key is refused (key confusion);
-//! - `exp` is required; `exp`/`nbf` are checked with a small leeway; `iss`
-//!   and `aud` when configured;
+//! - a `crit` header parameter is refused: rollcall understands no JWS
+//!   extension (RFC 7515 §4.1.11);
+//! - `exp` is required; `exp`/`nbf` are checked with a small leeway; `aud`
+//!   when configured; `iss`, when present, must be a string, and one of the
+//!   configured issuers when some are;
 //! - the organization is `org_id` or `organization_id`; both present and
 //!   different is a forged-looking token and refused.
 
@@ -20,6 +23,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -88,8 +92,16 @@ pub struct Principal {
 struct Claims {
     exp: Option<Value>,
     sub: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    iss: Option<Value>,
     org_id: Option<Value>,
     organization_id: Option<Value>,
+}
+
+/// Reads a claim that is there, `null` included, as `Some` (a plain
+/// `Option<Value>` reads `null` as absent).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 struct KeyEntry {
@@ -272,6 +284,7 @@ impl Verifier {
             return Ok(hit);
         }
 
+        refuse_critical_extensions(token)?;
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| AuthError::Rejected("malformed token header"))?;
         let key = match header.alg {
@@ -305,10 +318,6 @@ impl Verifier {
         validation.leeway = self.config.leeway.as_secs();
         validation.validate_nbf = true;
         let mut required = vec!["exp"];
-        if !self.config.issuers.is_empty() {
-            validation.set_issuer(&self.config.issuers);
-            required.push("iss");
-        }
         match &self.config.audience {
             Some(aud) => {
                 validation.set_audience(&[aud]);
@@ -319,6 +328,7 @@ impl Verifier {
         validation.set_required_spec_claims(&required);
         let data = jsonwebtoken::decode::<Claims>(token, key.key(), &validation)
             .map_err(|e| AuthError::Rejected(reject_reason(e.kind())))?;
+        check_issuer(data.claims.iss.as_ref(), &self.config.issuers)?;
         let principal = principal_from(data.claims)?;
         self.remember(digest, &principal);
         Ok(principal)
@@ -374,15 +384,45 @@ fn bearer_token(header: Option<&str>) -> Result<&str, AuthError> {
     Ok(token)
 }
 
+/// Refuses a token whose protected header has a `crit` parameter.
+/// jsonwebtoken's `Header` drops unknown parameters, `crit` included, so the
+/// header is decoded here; rollcall implements no extension, so any `crit`
+/// (even an empty or malformed one, which RFC 7515 forbids) is refused.
+fn refuse_critical_extensions(token: &str) -> Result<(), AuthError> {
+    let malformed = AuthError::Rejected("malformed token header");
+    let encoded = token.split('.').next().unwrap_or_default();
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded)
+        .map_err(|_| malformed.clone())?;
+    let header: serde_json::Map<String, Value> =
+        serde_json::from_slice(&json).map_err(|_| malformed)?;
+    if header.contains_key("crit") {
+        return Err(AuthError::Rejected("critical header extension"));
+    }
+    Ok(())
+}
+
+/// `iss`, when present, must be a single string (jsonwebtoken also accepts
+/// an array and passes it when any element matches); with issuers
+/// configured it is required and must be one of them.
+fn check_issuer(iss: Option<&Value>, accepted: &[String]) -> Result<(), AuthError> {
+    match iss {
+        None if accepted.is_empty() => Ok(()),
+        None => Err(AuthError::Rejected("missing iss")),
+        Some(Value::String(iss)) if accepted.is_empty() || accepted.contains(iss) => Ok(()),
+        Some(Value::String(_)) => Err(AuthError::Rejected("wrong issuer")),
+        Some(_) => Err(AuthError::Rejected("malformed iss")),
+    }
+}
+
 fn reject_reason(kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
     use jsonwebtoken::errors::ErrorKind as K;
     match kind {
         K::ExpiredSignature => "expired",
         K::ImmatureSignature => "not yet valid",
-        K::InvalidIssuer => "wrong issuer",
         K::InvalidAudience => "wrong audience",
         K::InvalidSignature => "bad signature",
-        K::MissingRequiredClaim(_) => "missing exp",
+        K::MissingRequiredClaim(_) => "missing a required claim",
         K::InvalidAlgorithm => "algorithm does not match the key",
         _ => "invalid token",
     }
@@ -468,6 +508,7 @@ mod tests {
         let claims = |a: Value, b: Value| Claims {
             exp: Some(Value::from(10u64)),
             sub: None,
+            iss: None,
             org_id: Some(a),
             organization_id: Some(b),
         };
@@ -480,5 +521,41 @@ mod tests {
         assert!(principal_from(claims("org_a".into(), "org_b".into())).is_err());
         assert!(principal_from(claims(Value::from(5), Value::Null)).is_err());
         assert!(principal_from(claims("x".repeat(300).into(), Value::Null)).is_err());
+    }
+
+    #[test]
+    fn iss_must_be_one_string() {
+        let workos = vec!["https://api.workos.com".to_owned()];
+        let good = Value::from("https://api.workos.com");
+        assert!(check_issuer(None, &[]).is_ok());
+        assert!(check_issuer(Some(&good), &[]).is_ok());
+        assert!(check_issuer(Some(&good), &workos).is_ok());
+        assert!(check_issuer(None, &workos).is_err());
+        assert!(check_issuer(Some(&Value::from("https://evil.test")), &workos).is_err());
+        let array = serde_json::json!(["https://evil.test", "https://api.workos.com"]);
+        assert!(check_issuer(Some(&array), &workos).is_err());
+        assert!(check_issuer(Some(&array), &[]).is_err());
+        assert!(check_issuer(Some(&Value::Null), &[]).is_err());
+    }
+
+    #[test]
+    fn any_crit_header_is_refused() {
+        let b64 = |v: Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&v).unwrap())
+        };
+        let token = |h: Value| format!("{}.e30.sig", b64(h));
+        assert!(refuse_critical_extensions(&token(serde_json::json!({"alg": "RS256"}))).is_ok());
+        for crit in [
+            serde_json::json!(["exp"]),
+            serde_json::json!([]),
+            Value::Null,
+        ] {
+            let t = token(serde_json::json!({"alg": "RS256", "crit": crit}));
+            assert_eq!(
+                refuse_critical_extensions(&t),
+                Err(AuthError::Rejected("critical header extension"))
+            );
+        }
+        assert!(refuse_critical_extensions("!!!.e30.sig").is_err());
     }
 }

@@ -241,6 +241,96 @@ async fn issuer_and_audience_are_checked_when_configured() {
 }
 
 #[tokio::test]
+async fn an_iss_that_is_not_one_string_is_401_with_or_without_configured_issuers() {
+    let exp = now_secs() + 3600;
+    let with_iss = |iss: Value| rs256(&json!({"org_id": ORG_A, "exp": exp, "iss": iss}));
+    let dir = TempDir::new().unwrap();
+    let mut s = settings(dir.path());
+    s.auth.issuers = vec!["https://api.workos.com".into()];
+    let checked = spawn_with(s, Arc::new(dir)).await;
+    let unchecked = spawn_app().await;
+
+    for app in [&checked, &unchecked] {
+        let (status, body) = status_of(
+            app,
+            Some(&format!(
+                "Bearer {}",
+                with_iss(json!("https://api.workos.com"))
+            )),
+        )
+        .await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "[]"));
+    }
+    // An array naming the accepted issuer next to the attacker's: jsonwebtoken
+    // alone passes it when any element matches.
+    for iss in [
+        json!(["https://evil.test", "https://api.workos.com"]),
+        json!(["https://api.workos.com"]),
+        json!({"iss": "https://api.workos.com"}),
+        json!(42),
+        Value::Null,
+    ] {
+        assert_401(&checked, &with_iss(iss.clone()), &format!("checked {iss}")).await;
+        assert_401(
+            &unchecked,
+            &with_iss(iss.clone()),
+            &format!("unchecked {iss}"),
+        )
+        .await;
+    }
+}
+
+/// Signs a hand-made protected header (every parameter kept as given) with
+/// the trusted RSA key.
+fn rs256_with_header(header: &Value, claims: &Value) -> String {
+    let input = format!(
+        "{}.{}",
+        b64(&serde_json::to_vec(header).unwrap()),
+        b64(&serde_json::to_vec(claims).unwrap())
+    );
+    let key = EncodingKey::from_rsa_pem(RSA_PRIVATE).unwrap();
+    let signature = jsonwebtoken::crypto::sign(input.as_bytes(), &key, Algorithm::RS256).unwrap();
+    format!("{input}.{signature}")
+}
+
+#[tokio::test]
+async fn a_token_naming_a_critical_extension_is_401() {
+    let app = spawn_app().await;
+    let claims = claims_for(ORG_A);
+    let plain = rs256_with_header(
+        &json!({"alg": "RS256", "typ": "JWT", "kid": RSA_KID}),
+        &claims,
+    );
+    let (status, body) = status_of(&app, Some(&format!("Bearer {plain}"))).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, "[]"),
+        "the hand-made header is fine"
+    );
+
+    for (crit, extra) in [
+        (json!(["b64"]), json!({"b64": false})),
+        (
+            json!(["https://ext.example/policy"]),
+            json!({"https://ext.example/policy": "x"}),
+        ),
+        (json!(["exp"]), json!({})),
+        (json!([]), json!({})),
+    ] {
+        let mut header = json!({"alg": "RS256", "typ": "JWT", "kid": RSA_KID, "crit": crit});
+        for (k, v) in extra.as_object().unwrap() {
+            header[k] = v.clone();
+        }
+        assert_401(
+            &app,
+            &rs256_with_header(&header, &claims),
+            &header.to_string(),
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
 async fn organization_comes_from_org_id_or_organization_id_and_is_required() {
     let app = spawn_app().await;
     let exp = now_secs() + 3600;
