@@ -34,8 +34,10 @@ use sha2::{Digest, Sha256};
 const MAX_TOKEN_LEN: usize = 8 * 1024;
 /// Longest organization id accepted (WorkOS ids are ~30 characters).
 pub const MAX_ORG_ID_LEN: usize = 256;
-/// Verified tokens remembered at most (each entry is a few hundred bytes).
-const CACHE_CAPACITY: usize = 16 * 1024;
+/// Verified tokens remembered at most.
+const CACHE_ENTRIES: usize = 16 * 1024;
+/// Bytes the verified-token cache may hold, each entry's strings counted.
+const CACHE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Where verification keys come from and what claims must say.
 #[derive(Clone, Debug, Default)]
@@ -83,7 +85,6 @@ pub enum KeyError {
 pub struct Principal {
     /// The organization the token is scoped to, if any.
     pub organization_id: Option<String>,
-    pub subject: Option<String>,
     /// `exp`, seconds since the epoch.
     expires_at: u64,
 }
@@ -91,7 +92,6 @@ pub struct Principal {
 #[derive(Deserialize)]
 struct Claims {
     exp: Option<Value>,
-    sub: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     iss: Option<Value>,
     org_id: Option<Value>,
@@ -192,7 +192,7 @@ pub struct Verifier {
     hs256: Option<DecodingKey>,
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
     http: reqwest::Client,
-    cache: Mutex<HashMap<[u8; 32], Principal>>,
+    cache: Mutex<TokenCache>,
 }
 
 impl Verifier {
@@ -223,7 +223,7 @@ impl Verifier {
             keys: RwLock::new(Arc::new(keys)),
             last_fetch: tokio::sync::Mutex::new(None),
             http,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(TokenCache::new(CACHE_ENTRIES, CACHE_BYTES)),
         };
         if verifier.config.jwks_url.is_some() {
             verifier.refetch(true).await;
@@ -336,21 +336,71 @@ impl Verifier {
 
     fn cached(&self, digest: &[u8; 32], now: u64) -> Option<Principal> {
         let cache = self.cache.lock().ok()?;
-        let hit = cache.get(digest)?;
         // exp is checked again on every use, with the same leeway.
-        (hit.expires_at + self.config.leeway.as_secs() >= now).then(|| hit.clone())
+        cache.get(digest, now.saturating_sub(self.config.leeway.as_secs()))
     }
 
     fn remember(&self, digest: [u8; 32], principal: &Principal) {
-        let Ok(mut cache) = self.cache.lock() else {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.insert(digest, principal.clone());
+        }
+    }
+}
+
+/// Verified tokens by SHA-256, bounded in entries and in bytes (a token
+/// can carry claims of any size, so the count alone bounds nothing; only
+/// the organization id is kept, and it is at most [`MAX_ORG_ID_LEN`]).
+struct TokenCache {
+    entries: HashMap<[u8; 32], Principal>,
+    bytes: usize,
+    max_entries: usize,
+    max_bytes: usize,
+}
+
+impl TokenCache {
+    /// What one entry costs besides its strings: the key, the value and the
+    /// hash table's control bytes and slack, rounded up.
+    const ENTRY_OVERHEAD: usize =
+        2 * (size_of::<[u8; 32]>() + size_of::<Principal>()) + size_of::<u64>();
+
+    fn new(max_entries: usize, max_bytes: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            bytes: 0,
+            max_entries,
+            max_bytes,
+        }
+    }
+
+    fn cost(principal: &Principal) -> usize {
+        Self::ENTRY_OVERHEAD
+            + principal
+                .organization_id
+                .as_ref()
+                .map_or(0, String::capacity)
+    }
+
+    /// The principal of a token remembered and not expired at `now`.
+    fn get(&self, digest: &[u8; 32], now: u64) -> Option<Principal> {
+        let hit = self.entries.get(digest)?;
+        (hit.expires_at >= now).then(|| hit.clone())
+    }
+
+    fn insert(&mut self, digest: [u8; 32], principal: Principal) {
+        let cost = Self::cost(&principal);
+        if cost > self.max_bytes {
             return;
-        };
-        if cache.len() >= CACHE_CAPACITY {
+        }
+        if self.entries.len() >= self.max_entries || self.bytes + cost > self.max_bytes {
             // Dropping everything is crude but bounded; a full cache means
             // an unusual number of distinct live tokens.
-            cache.clear();
+            self.entries = HashMap::new();
+            self.bytes = 0;
         }
-        cache.insert(digest, principal.clone());
+        if let Some(old) = self.entries.insert(digest, principal) {
+            self.bytes -= Self::cost(&old);
+        }
+        self.bytes += cost;
     }
 }
 
@@ -452,7 +502,6 @@ fn principal_from(claims: Claims) -> Result<Principal, AuthError> {
         .ok_or(AuthError::Rejected("malformed exp"))?;
     Ok(Principal {
         organization_id,
-        subject: claims.sub.and_then(|s| s.as_str().map(str::to_owned)),
         expires_at,
     })
 }
@@ -507,7 +556,6 @@ mod tests {
     fn organization_comes_from_either_claim_and_conflicts_are_refused() {
         let claims = |a: Value, b: Value| Claims {
             exp: Some(Value::from(10u64)),
-            sub: None,
             iss: None,
             org_id: Some(a),
             organization_id: Some(b),
@@ -521,6 +569,35 @@ mod tests {
         assert!(principal_from(claims("org_a".into(), "org_b".into())).is_err());
         assert!(principal_from(claims(Value::from(5), Value::Null)).is_err());
         assert!(principal_from(claims("x".repeat(300).into(), Value::Null)).is_err());
+    }
+
+    #[test]
+    fn the_token_cache_is_bounded_in_bytes_and_entries() {
+        let principal = |n: usize| Principal {
+            organization_id: Some(format!("{n:0>256}")),
+            expires_at: 100,
+        };
+        let per_entry = TokenCache::cost(&principal(0));
+        assert!(per_entry >= 256 + 32 + size_of::<Principal>());
+
+        let mut cache = TokenCache::new(16 * 1024, 64 * 1024);
+        for n in 0..10_000usize {
+            let digest: [u8; 32] = Sha256::digest(n.to_be_bytes()).into();
+            cache.insert(digest, principal(n));
+            assert!(cache.bytes <= 64 * 1024, "{} bytes after {n}", cache.bytes);
+            let held: usize = cache.entries.values().map(TokenCache::cost).sum();
+            assert_eq!(held, cache.bytes, "the count matches what is held");
+        }
+        assert!(cache.entries.len() <= 64 * 1024 / per_entry);
+
+        let mut by_count = TokenCache::new(10, usize::MAX);
+        for n in 0..25usize {
+            by_count.insert([n as u8; 32], principal(n));
+            assert!(by_count.entries.len() <= 10);
+        }
+        // The last one inserted is always there; an expired one never is.
+        assert_eq!(by_count.get(&[24; 32], 100), Some(principal(24)));
+        assert_eq!(by_count.get(&[24; 32], 101), None);
     }
 
     #[test]
