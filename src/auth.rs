@@ -12,7 +12,8 @@
 //! - an `HS256` token whose `kid` names a JWKS key is refused (key confusion);
 //! - a `crit` header parameter is refused: rollcall understands no JWS
 //!   extension (RFC 7515 §4.1.11);
-//! - `exp` is required; `exp`/`nbf` are checked with a small leeway; `aud`
+//! - `exp` is required and at most the maximum lifetime away; `exp`/`nbf`
+//!   are checked with a small leeway; `aud`
 //!   when configured; `iss`, when present, must be a string, and one of the
 //!   configured issuers when some are;
 //! - the organization is `org_id` or `organization_id`; both present and
@@ -39,8 +40,12 @@ const CACHE_ENTRIES: usize = 16 * 1024;
 /// Bytes the verified-token cache may hold, each entry's strings counted.
 const CACHE_BYTES: usize = 4 * 1024 * 1024;
 
+/// Longest token lifetime accepted by default: a day, what the dev banner
+/// and `benches/load.py` mint (WorkOS access tokens live minutes).
+pub const DEFAULT_MAX_LIFETIME_SECS: u64 = 24 * 3600;
+
 /// Where verification keys come from and what claims must say.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct AuthConfig {
     pub jwks_url: Option<String>,
     pub jwks_file: Option<PathBuf>,
@@ -52,6 +57,25 @@ pub struct AuthConfig {
     pub leeway: Duration,
     /// Least time between two JWKS fetches caused by an unknown `kid`.
     pub jwks_refetch_interval: Duration,
+    /// Longest accepted lifetime: a token whose `exp` is further than this
+    /// (plus the leeway) from now is refused, so a leaked token with a
+    /// far-future `exp` does not work forever (nor sit in the cache).
+    pub max_lifetime: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwks_url: None,
+            jwks_file: None,
+            hs256_secret: None,
+            issuers: Vec::new(),
+            audience: None,
+            leeway: Duration::ZERO,
+            jwks_refetch_interval: Duration::ZERO,
+            max_lifetime: Duration::from_secs(DEFAULT_MAX_LIFETIME_SECS),
+        }
+    }
 }
 
 impl AuthConfig {
@@ -330,6 +354,10 @@ impl Verifier {
             .map_err(|e| AuthError::Rejected(reject_reason(e.kind())))?;
         check_issuer(data.claims.iss.as_ref(), &self.config.issuers)?;
         let principal = principal_from(data.claims)?;
+        let lifetime = principal.expires_at.saturating_sub(now);
+        if lifetime > (self.config.max_lifetime + self.config.leeway).as_secs() {
+            return Err(AuthError::Rejected("lifetime beyond the maximum"));
+        }
         self.remember(digest, &principal);
         Ok(principal)
     }

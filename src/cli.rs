@@ -125,6 +125,13 @@ fn token(data: &Path, args: &TokenArgs) -> Result<(), CliError> {
     if args.org.trim().is_empty() {
         return Err(CliError::Other("--org must not be empty".into()));
     }
+    if args.ttl > auth::DEFAULT_MAX_LIFETIME_SECS {
+        eprintln!(
+            "rollcall: warning: a server with the default --jwt-max-lifetime-secs ({}) refuses a token living {}s; minting it anyway",
+            auth::DEFAULT_MAX_LIFETIME_SECS,
+            args.ttl
+        );
+    }
     let token = auth::mint_hs256(
         secret.as_bytes(),
         &args.org,

@@ -77,6 +77,9 @@ pub struct AuthArgs {
     /// Clock skew tolerated on exp and nbf, in seconds.
     #[arg(long, env = "ROLLCALL_JWT_LEEWAY_SECS", default_value_t = 30)]
     pub jwt_leeway_secs: u64,
+    /// Longest token lifetime accepted (exp minus now, beyond the leeway), in seconds.
+    #[arg(long, env = "ROLLCALL_JWT_MAX_LIFETIME_SECS", default_value_t = crate::auth::DEFAULT_MAX_LIFETIME_SECS)]
+    pub jwt_max_lifetime_secs: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -274,6 +277,7 @@ impl AuthArgs {
             audience: self.jwt_audience.clone(),
             leeway: Duration::from_secs(self.jwt_leeway_secs),
             jwks_refetch_interval: Duration::from_secs(30),
+            max_lifetime: Duration::from_secs(self.jwt_max_lifetime_secs),
         }
     }
 }

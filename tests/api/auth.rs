@@ -331,6 +331,100 @@ async fn a_token_naming_a_critical_extension_is_401() {
 }
 
 #[tokio::test]
+async fn a_token_living_beyond_the_max_lifetime_is_401() {
+    let dir = TempDir::new().unwrap();
+    let mut s = settings(dir.path());
+    s.auth.hs256_secret = Some(b"dev-secret".to_vec());
+    let app = spawn_with(s, Arc::new(dir)).await;
+    let now = now_secs();
+    let with_exp = |exp: Value| rs256(&json!({"org_id": ORG_A, "exp": exp}));
+    let accepted = |token: String| {
+        let app = &app;
+        async move {
+            let (status, body) = status_of(app, Some(&format!("Bearer {token}"))).await;
+            assert_eq!((status, body.as_str()), (StatusCode::OK, "[]"));
+        }
+    };
+
+    // A stolen token minted to live forever.
+    assert_401(&app, &with_exp(json!(u64::MAX)), "exp = 2^64 - 1").await;
+    assert_401(&app, &with_exp(json!(i64::MAX)), "exp = 2^63 - 1").await;
+    assert_401(&app, &with_exp(json!(now + 86_400 + 3600)), "25 hours").await;
+    // What benches/load.py and the dev banner mint: a day, within the leeway.
+    accepted(with_exp(json!(now + 86_400))).await;
+    accepted(with_exp(json!(now + 86_400 + 10))).await;
+    let banner = rollcall::auth::mint_hs256(
+        b"dev-secret",
+        ORG_A,
+        "user_dev",
+        Duration::from_secs(24 * 3600),
+    )
+    .unwrap();
+    accepted(banner).await;
+
+    let dir = TempDir::new().unwrap();
+    let mut s = settings(dir.path());
+    s.auth.max_lifetime = Duration::from_secs(600);
+    let strict = spawn_with(s, Arc::new(dir)).await;
+    assert_401(
+        &strict,
+        &token_for(ORG_A),
+        "an hour against a 10-minute maximum",
+    )
+    .await;
+    let (status, _) = status_of(
+        &strict,
+        Some(&format!("Bearer {}", with_exp(json!(now + 600)))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[test]
+fn minting_a_token_beyond_the_default_max_lifetime_warns_but_mints() {
+    let mint = |ttl: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .args([
+                "token",
+                "--org",
+                ORG_A,
+                "--jwt-secret",
+                "s3cret",
+                "--ttl",
+                ttl,
+            ])
+            .output()
+            .unwrap()
+    };
+
+    let long = mint("90000");
+    let day = mint("86400");
+
+    assert!(long.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&long.stdout)
+            .trim()
+            .split('.')
+            .count(),
+        3
+    );
+    let warning = String::from_utf8_lossy(&long.stderr);
+    assert!(
+        warning.contains("warning") && warning.contains("86400") && warning.contains("90000"),
+        "{warning}"
+    );
+    assert!(day.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&day.stdout)
+            .trim()
+            .split('.')
+            .count(),
+        3
+    );
+    assert_eq!(String::from_utf8_lossy(&day.stderr), "");
+}
+
+#[tokio::test]
 async fn organization_comes_from_org_id_or_organization_id_and_is_required() {
     let app = spawn_app().await;
     let exp = now_secs() + 3600;
