@@ -20,7 +20,8 @@
 //!   different is a forged-looking token and refused.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,9 @@ pub const MAX_ORG_ID_LEN: usize = 256;
 const CACHE_ENTRIES: usize = 16 * 1024;
 /// Bytes the verified-token cache may hold, each entry's strings counted.
 const CACHE_BYTES: usize = 4 * 1024 * 1024;
+/// Largest JWKS read, from a file or a URL (WorkOS's is about 1 KB; a
+/// 400 MB one once took 800 MB of memory to refuse).
+pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
 /// Longest token lifetime accepted by default: a day, what the dev banner
 /// and `benches/load.py` mint (WorkOS access tokens live minutes).
@@ -98,10 +102,24 @@ pub enum AuthError {
 /// A startup failure of the key configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("cannot read the JWKS file {path}: {reason}")]
-    File { path: PathBuf, reason: String },
-    #[error("the JWKS is not valid: {0}")]
+    #[error("cannot use the JWKS file {path}: {problem}")]
+    File { path: PathBuf, problem: JwksProblem },
+    #[error("cannot set up the JWKS client: {0}")]
+    Client(String),
+}
+
+/// Why a JWKS (a file or a URL's answer) is not used. At startup a file
+/// with a problem stops the server; later, the keys already loaded stay.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwksProblem {
+    #[error("{0}")]
+    Unreadable(String),
+    #[error("larger than {MAX_JWKS_BYTES} bytes")]
+    TooLarge,
+    #[error("not a JWKS: {0}")]
     Invalid(String),
+    #[error("no usable key (an RSA key for RS256 or an EC P-256 key for ES256)")]
+    NoUsableKey,
 }
 
 /// The verified caller.
@@ -141,13 +159,21 @@ struct KeySet {
 }
 
 impl KeySet {
-    fn parse(json: &[u8]) -> Result<Self, KeyError> {
+    /// Parses a JWKS, skipping keys rollcall cannot use.
+    ///
+    /// # Errors
+    /// When the document is not a JWKS or has no usable key: a set without
+    /// keys never replaces one with keys.
+    fn parse(json: &[u8]) -> Result<Self, JwksProblem> {
+        if json.len() > MAX_JWKS_BYTES {
+            return Err(JwksProblem::TooLarge);
+        }
         let doc: Value =
-            serde_json::from_slice(json).map_err(|e| KeyError::Invalid(e.to_string()))?;
+            serde_json::from_slice(json).map_err(|e| JwksProblem::Invalid(e.to_string()))?;
         let keys = doc
             .get("keys")
             .and_then(Value::as_array)
-            .ok_or_else(|| KeyError::Invalid("no `keys` array".into()))?;
+            .ok_or_else(|| JwksProblem::Invalid("no `keys` array".into()))?;
         let mut set = Self::default();
         for raw in keys {
             // One unusable key (another algorithm, a private-only key) must
@@ -189,7 +215,32 @@ impl KeySet {
                 None => set.anonymous.push(entry),
             }
         }
+        if set.len() == 0 {
+            return Err(JwksProblem::NoUsableKey);
+        }
         Ok(set)
+    }
+
+    /// Reads and parses a JWKS file, its size checked before it is read.
+    ///
+    /// # Errors
+    /// As [`KeySet::parse`], and when the file cannot be read.
+    fn read(path: &Path) -> Result<Self, JwksProblem> {
+        let unreadable = |e: std::io::Error| JwksProblem::Unreadable(e.to_string());
+        let file = std::fs::File::open(path).map_err(unreadable)?;
+        if file.metadata().map_err(unreadable)?.len() > MAX_JWKS_BYTES as u64 {
+            return Err(JwksProblem::TooLarge);
+        }
+        // The file may grow between the stat and the read.
+        let mut bytes = Vec::new();
+        file.take(MAX_JWKS_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(unreadable)?;
+        Self::parse(&bytes)
+    }
+
+    fn len(&self) -> usize {
+        self.by_kid.len() + self.anonymous.len()
     }
 
     fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<Arc<KeyEntry>> {
@@ -222,25 +273,23 @@ pub struct Verifier {
 impl Verifier {
     /// Loads the configured keys. A JWKS URL that cannot be reached now is
     /// not fatal (it is fetched again when a token needs it); a JWKS file
-    /// that cannot be read or parsed is.
+    /// that cannot be read, is too large, invalid or without a usable key
+    /// is.
     ///
     /// # Errors
-    /// When the JWKS file is unreadable or invalid.
+    /// [`KeyError::File`] naming the file and what is wrong with it.
     pub async fn new(config: AuthConfig) -> Result<Self, KeyError> {
         let keys = match &config.jwks_file {
-            Some(path) => {
-                let bytes = std::fs::read(path).map_err(|e| KeyError::File {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
-                KeySet::parse(&bytes)?
-            }
+            Some(path) => KeySet::read(path).map_err(|problem| KeyError::File {
+                path: path.clone(),
+                problem,
+            })?,
             None => KeySet::default(),
         };
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
-            .map_err(|e| KeyError::Invalid(e.to_string()))?;
+            .map_err(|e| KeyError::Client(e.to_string()))?;
         let verifier = Self {
             hs256: config.hs256_secret.as_deref().map(DecodingKey::from_secret),
             config,
@@ -274,25 +323,41 @@ impl Verifier {
             return;
         }
         *last = Some(Instant::now());
-        let fetched = async {
-            let resp = self.http.get(url).send().await.map_err(|e| e.to_string())?;
-            if !resp.status().is_success() {
-                return Err(format!("HTTP {}", resp.status()));
-            }
-            let body = resp.bytes().await.map_err(|e| e.to_string())?;
-            KeySet::parse(&body).map_err(|e| e.to_string())
-        }
-        .await;
-        match fetched {
+        match self.fetch(url).await {
             Ok(set) => {
-                tracing::info!(keys = set.by_kid.len() + set.anonymous.len(), "JWKS loaded");
+                tracing::info!(keys = set.len(), "JWKS loaded");
                 match self.keys.write() {
                     Ok(mut k) => *k = Arc::new(set),
                     Err(poisoned) => *poisoned.into_inner() = Arc::new(set),
                 }
             }
-            Err(reason) => tracing::warn!(%reason, "JWKS fetch failed"),
+            // The keys already loaded stay: a failing or emptied endpoint
+            // must not lock every caller out.
+            Err(reason) => tracing::warn!(%reason, "JWKS fetch failed; keeping the keys loaded"),
         }
+    }
+
+    /// Fetches and parses the JWKS at `url`, reading at most
+    /// [`MAX_JWKS_BYTES`] of its body.
+    async fn fetch(&self, url: &str) -> Result<KeySet, String> {
+        let mut resp = self.http.get(url).send().await.map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("HTTP {}", resp.status()));
+        }
+        if resp
+            .content_length()
+            .is_some_and(|n| n > MAX_JWKS_BYTES as u64)
+        {
+            return Err(JwksProblem::TooLarge.to_string());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err(JwksProblem::TooLarge.to_string());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        KeySet::parse(&body).map_err(|e| e.to_string())
     }
 
     /// Verifies the `Authorization` header value.

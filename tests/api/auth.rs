@@ -10,7 +10,6 @@ use jsonwebtoken::{Algorithm, EncodingKey};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use warp::Filter;
 
 use crate::helpers::*;
 
@@ -458,33 +457,277 @@ async fn organization_comes_from_org_id_or_organization_id_and_is_required() {
     assert_401(&app, &oversized, "an oversized organization").await;
 }
 
-/// A JWKS endpoint whose keys can be swapped, counting its fetches.
-async fn jwks_server(initial: Value) -> (String, Arc<std::sync::Mutex<Value>>, Arc<AtomicUsize>) {
-    let keys = Arc::new(std::sync::Mutex::new(initial));
-    let hits = Arc::new(AtomicUsize::new(0));
-    let (k, h) = (keys.clone(), hits.clone());
-    let route = warp::path!("jwks").map(move || {
-        h.fetch_add(1, Ordering::SeqCst);
-        warp::reply::json(&*k.lock().unwrap())
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(warp::serve(route).incoming(listener).run());
-    (format!("http://{addr}/jwks"), keys, hits)
+/// What the test JWKS endpoint answers.
+#[derive(Clone)]
+enum Answer {
+    /// A status and a body sent with its `Content-Length`, and optionally a
+    /// `Cache-Control` header.
+    Fixed {
+        status: u16,
+        body: Vec<u8>,
+        cache_control: Option<&'static str>,
+    },
+    /// A 200 whose chunked body goes on (up to 64 MiB, so a test of a
+    /// server that reads it all stays survivable).
+    Endless,
+}
+
+/// A JWKS endpoint (plain HTTP/1.1 over a socket, so the body can be
+/// anything) whose answer can be swapped, counting its fetches.
+struct JwksEndpoint {
+    url: String,
+    answer: Arc<std::sync::Mutex<Answer>>,
+    hits: Arc<AtomicUsize>,
+    /// Body bytes of `Endless` answers written before the client hung up.
+    endless_sent: Arc<AtomicUsize>,
+}
+
+impl JwksEndpoint {
+    async fn start(keys: &Value) -> Self {
+        let answer = Arc::new(std::sync::Mutex::new(Self::keys_answer(keys, None)));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let endless_sent = Arc::new(AtomicUsize::new(0));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+        let (a, h, e) = (answer.clone(), hits.clone(), endless_sent.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let (a, h, e) = (a.clone(), h.clone(), e.clone());
+                tokio::spawn(Self::serve(socket, a, h, e));
+            }
+        });
+        Self {
+            url,
+            answer,
+            hits,
+            endless_sent,
+        }
+    }
+
+    async fn serve(
+        mut socket: tokio::net::TcpStream,
+        answer: Arc<std::sync::Mutex<Answer>>,
+        hits: Arc<AtomicUsize>,
+        endless_sent: Arc<AtomicUsize>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match socket.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        hits.fetch_add(1, Ordering::SeqCst);
+        let answer = answer.lock().unwrap().clone();
+        match answer {
+            Answer::Fixed {
+                status,
+                body,
+                cache_control,
+            } => {
+                let cache_control = cache_control
+                    .map(|v| format!("cache-control: {v}\r\n"))
+                    .unwrap_or_default();
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n{cache_control}\r\n",
+                    body.len()
+                );
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(&body).await;
+            }
+            Answer::Endless => {
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
+                let _ = socket.write_all(head.as_bytes()).await;
+                let mut chunk = format!("{:x}\r\n", 64 * 1024).into_bytes();
+                chunk.extend_from_slice(&[b' '; 64 * 1024]);
+                chunk.extend_from_slice(b"\r\n");
+                for _ in 0..1024 {
+                    if socket.write_all(&chunk).await.is_err() {
+                        break;
+                    }
+                    endless_sent.fetch_add(64 * 1024, Ordering::SeqCst);
+                }
+            }
+        }
+        let _ = socket.shutdown().await;
+    }
+
+    fn keys_answer(keys: &Value, cache_control: Option<&'static str>) -> Answer {
+        Answer::Fixed {
+            status: 200,
+            body: serde_json::to_vec(keys).unwrap(),
+            cache_control,
+        }
+    }
+
+    fn serve_keys(&self, keys: &Value) {
+        self.set(Self::keys_answer(keys, None));
+    }
+
+    fn set(&self, answer: Answer) {
+        *self.answer.lock().unwrap() = answer;
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// The fixture JWKS and the same with only its EC key.
+fn all_and_only_ec() -> (Value, Value) {
+    let all: Value = serde_json::from_str(JWKS).unwrap();
+    let only_ec = json!({"keys": [all["keys"][1].clone()]});
+    (all, only_ec)
+}
+
+/// A server verifying against `endpoint`, its unknown-kid refetches at
+/// most every 100 ms.
+async fn spawn_with_jwks_url(endpoint: &JwksEndpoint) -> TestApp {
+    let dir = TempDir::new().unwrap();
+    let mut s = settings(dir.path());
+    s.auth.jwks_file = None;
+    s.auth.jwks_url = Some(endpoint.url.clone());
+    s.auth.jwks_refetch_interval = Duration::from_millis(100);
+    spawn_with(s, Arc::new(dir)).await
+}
+
+/// Makes the server fetch its JWKS URL once (a token naming an unknown
+/// kid, past the rate limit).
+async fn make_it_refetch(app: &TestApp, endpoint: &JwksEndpoint) {
+    let stranger = sign(
+        Algorithm::RS256,
+        Some("not-published"),
+        &EncodingKey::from_rsa_pem(RSA_PRIVATE).unwrap(),
+        &claims_for(ORG_A),
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let before = endpoint.hits();
+    assert_401(app, &stranger, "unknown kid").await;
+    assert_eq!(endpoint.hits(), before + 1, "one refetch");
+}
+
+/// An RS256 token never sent before (so never cached).
+fn fresh_rs256() -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    rs256(&json!({"org_id": ORG_A, "exp": now_secs() + 3600, "n": n}))
+}
+
+async fn assert_200(app: &TestApp, token: &str, why: &str) {
+    let (status, body) = status_of(app, Some(&format!("Bearer {token}"))).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "[]"), "{why}");
+}
+
+#[tokio::test]
+async fn a_jwks_answer_that_is_oversized_failing_or_without_usable_keys_keeps_the_keys_loaded() {
+    let (all, only_ec) = all_and_only_ec();
+    let endpoint = JwksEndpoint::start(&all).await;
+    let app = spawn_with_jwks_url(&endpoint).await;
+    assert_200(&app, &fresh_rs256(), "the RSA key is loaded").await;
+    let mut rsa_as_rs512 = all["keys"][0].clone();
+    rsa_as_rs512["alg"] = json!("RS512");
+    rsa_as_rs512["kid"] = json!("rs512");
+    let fixed = |status: u16, body: Vec<u8>| Answer::Fixed {
+        status,
+        body,
+        cache_control: None,
+    };
+
+    for (what, answer) in [
+        (
+            "2 MiB JWKS (with a Content-Length) dropping the RSA key",
+            fixed(
+                200,
+                serde_json::to_vec(&json!({"keys": only_ec["keys"], "pad": "x".repeat(2 << 20)}))
+                    .unwrap(),
+            ),
+        ),
+        ("an empty key set", fixed(200, br#"{"keys": []}"#.to_vec())),
+        (
+            "only keys rollcall cannot use",
+            fixed(
+                200,
+                serde_json::to_vec(&json!({"keys": [
+                    {"kty": "oct", "kid": "hs", "k": "c2VjcmV0"},
+                    rsa_as_rs512,
+                ]}))
+                .unwrap(),
+            ),
+        ),
+        ("not JSON", fixed(200, b"<html>maintenance</html>".to_vec())),
+        ("HTTP 500", fixed(500, br#"{"keys": []}"#.to_vec())),
+        ("an endless body", Answer::Endless),
+    ] {
+        endpoint.set(answer);
+        make_it_refetch(&app, &endpoint).await;
+        assert_200(&app, &fresh_rs256(), what).await;
+    }
+    let sent = endpoint.endless_sent.load(Ordering::SeqCst);
+    assert!(
+        sent < 16 << 20,
+        "the endless body was read far past the JWKS bound: {sent} bytes sent"
+    );
+
+    // A good answer still replaces the keys: the RSA key is gone.
+    endpoint.serve_keys(&only_ec);
+    make_it_refetch(&app, &endpoint).await;
+    assert_401(&app, &fresh_rs256(), "RSA key no longer published").await;
+    assert_200(&app, &es256(&claims_for(ORG_A)), "the EC key").await;
+}
+
+#[tokio::test]
+async fn a_jwks_file_that_is_unusable_stops_startup_naming_the_file() {
+    let (all, _) = all_and_only_ec();
+    let mut rsa_as_rs512 = all["keys"][0].clone();
+    rsa_as_rs512["alg"] = json!("RS512");
+    let oversized =
+        serde_json::to_vec(&json!({"keys": all["keys"], "pad": "x".repeat(2 << 20)})).unwrap();
+
+    for (content, problem) in [
+        (br#"{"keys": []}"#.to_vec(), "no usable key"),
+        (
+            serde_json::to_vec(&json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}, rsa_as_rs512]}))
+                .unwrap(),
+            "no usable key",
+        ),
+        (oversized, "larger than 1048576 bytes"),
+        (b"not json".to_vec(), "not a JWKS"),
+        (br#"{"kty": "RSA"}"#.to_vec(), "not a JWKS"),
+    ] {
+        let dir = TempDir::new().unwrap();
+        let s = settings(dir.path());
+        let path = s.auth.jwks_file.clone().unwrap();
+        std::fs::write(&path, &content).unwrap();
+
+        let err = rollcall::app::Application::build(s)
+            .await
+            .err()
+            .expect("refused")
+            .to_string();
+
+        assert!(
+            err.contains(&path.display().to_string()) && err.contains(problem),
+            "{err}"
+        );
+    }
 }
 
 #[tokio::test]
 async fn jwks_url_is_cached_and_refetched_for_an_unknown_kid_at_most_once_per_interval() {
-    let all: Value = serde_json::from_str(JWKS).unwrap();
-    let only_ec = json!({"keys": [all["keys"][1].clone()]});
-    let (url, keys, hits) = jwks_server(only_ec).await;
+    let (all, only_ec) = all_and_only_ec();
+    let endpoint = JwksEndpoint::start(&only_ec).await;
     let dir = TempDir::new().unwrap();
     let mut s = settings(dir.path());
     s.auth.jwks_file = None;
-    s.auth.jwks_url = Some(url);
+    s.auth.jwks_url = Some(endpoint.url.clone());
     s.auth.jwks_refetch_interval = Duration::from_millis(500);
     let app = spawn_with(s, Arc::new(dir)).await;
-    assert_eq!(hits.load(Ordering::SeqCst), 1, "fetched once at start");
+    assert_eq!(endpoint.hits(), 1, "fetched once at start");
 
     // Known key: served from the cache.
     for _ in 0..5 {
@@ -492,14 +735,14 @@ async fn jwks_url_is_cached_and_refetched_for_an_unknown_kid_at_most_once_per_in
             status_of(&app, Some(&format!("Bearer {}", es256(&claims_for(ORG_A))))).await;
         assert_eq!(status, StatusCode::OK);
     }
-    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert_eq!(endpoint.hits(), 1);
 
     // The RSA key is rotated in; the first token naming it triggers a refetch.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    *keys.lock().unwrap() = all.clone();
+    endpoint.serve_keys(&all);
     let (status, _) = status_of(&app, Some(&format!("Bearer {}", token_for(ORG_A)))).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    assert_eq!(endpoint.hits(), 2);
 
     // A flood of unknown kids fetches at most once per interval.
     let stranger = sign(
@@ -513,7 +756,7 @@ async fn jwks_url_is_cached_and_refetched_for_an_unknown_kid_at_most_once_per_in
         assert_401(&app, &stranger, "unknown kid").await;
     }
     assert_eq!(
-        hits.load(Ordering::SeqCst),
+        endpoint.hits(),
         3,
         "one refetch for twenty unknown-kid tokens"
     );
