@@ -116,7 +116,9 @@ impl Application {
             stream_stall: settings.stream_stall,
         };
         let (stop_background, stopped) = watch::channel(false);
-        let mut background = Vec::new();
+        let mut background = vec![tokio::spawn(
+            state.auth.clone().keep_keys_fresh(stopped.clone()),
+        )];
         if let Some(pull_settings) = settings.pull.clone() {
             background.push(tokio::spawn(pull::run(
                 pull_settings,

@@ -62,6 +62,10 @@ pub struct AuthArgs {
     /// JWKS URL (WorkOS: https://api.workos.com/sso/jwks/<client_id>).
     #[arg(long, env = "ROLLCALL_JWKS_URL")]
     pub jwks_url: Option<String>,
+    /// Longest time between two fetches of the JWKS URL, in seconds (a
+    /// shorter Cache-Control max-age wins; never more often than every 30 s).
+    #[arg(long, env = "ROLLCALL_JWKS_REFRESH_SECS", default_value_t = crate::auth::DEFAULT_JWKS_REFRESH_SECS)]
+    pub jwks_refresh_secs: u64,
     /// JWKS file, for offline installs.
     #[arg(long, env = "ROLLCALL_JWKS_FILE")]
     pub jwks_file: Option<PathBuf>,
@@ -277,6 +281,7 @@ impl AuthArgs {
             audience: self.jwt_audience.clone(),
             leeway: Duration::from_secs(self.jwt_leeway_secs),
             jwks_refetch_interval: Duration::from_secs(30),
+            jwks_refresh_interval: Duration::from_secs(self.jwks_refresh_secs),
             max_lifetime: Duration::from_secs(self.jwt_max_lifetime_secs),
         }
     }

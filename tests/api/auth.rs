@@ -585,30 +585,56 @@ fn all_and_only_ec() -> (Value, Value) {
     (all, only_ec)
 }
 
-/// A server verifying against `endpoint`, its unknown-kid refetches at
-/// most every 100 ms.
-async fn spawn_with_jwks_url(endpoint: &JwksEndpoint) -> TestApp {
+/// A server verifying against `endpoint`, its fetches at most every
+/// 100 ms, with `tweak` applied to its settings.
+async fn spawn_with_jwks_url(
+    endpoint: &JwksEndpoint,
+    tweak: impl FnOnce(&mut rollcall::config::Settings),
+) -> TestApp {
     let dir = TempDir::new().unwrap();
     let mut s = settings(dir.path());
     s.auth.jwks_file = None;
     s.auth.jwks_url = Some(endpoint.url.clone());
     s.auth.jwks_refetch_interval = Duration::from_millis(100);
+    tweak(&mut s);
     spawn_with(s, Arc::new(dir)).await
 }
 
-/// Makes the server fetch its JWKS URL once (a token naming an unknown
-/// kid, past the rate limit).
-async fn make_it_refetch(app: &TestApp, endpoint: &JwksEndpoint) {
+/// Waits (up to 10 s) for `token` to be refused.
+async fn eventually_401(app: &TestApp, token: &str, why: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = status_of(app, Some(&format!("Bearer {token}"))).await;
+        if status == StatusCode::UNAUTHORIZED {
+            assert_eq!(body, UNAUTHORIZED);
+            return;
+        }
+        assert_eq!(status, StatusCode::OK, "{why}: {body}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{why}: still accepted after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits (up to 10 s) until the server has fetched its JWKS URL twice
+/// more, so that the first of those fetches is fully handled (fetches run
+/// one at a time); tokens naming an unknown kid hurry it along.
+async fn wait_for_two_fetches(app: &TestApp, endpoint: &JwksEndpoint) {
     let stranger = sign(
         Algorithm::RS256,
         Some("not-published"),
         &EncodingKey::from_rsa_pem(RSA_PRIVATE).unwrap(),
         &claims_for(ORG_A),
     );
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    let before = endpoint.hits();
-    assert_401(app, &stranger, "unknown kid").await;
-    assert_eq!(endpoint.hits(), before + 1, "one refetch");
+    let target = endpoint.hits() + 2;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while endpoint.hits() < target {
+        assert!(tokio::time::Instant::now() < deadline, "no refetch in 10 s");
+        assert_401(app, &stranger, "unknown kid").await;
+        tokio::time::sleep(Duration::from_millis(120)).await;
+    }
 }
 
 /// An RS256 token never sent before (so never cached).
@@ -627,7 +653,7 @@ async fn assert_200(app: &TestApp, token: &str, why: &str) {
 async fn a_jwks_answer_that_is_oversized_failing_or_without_usable_keys_keeps_the_keys_loaded() {
     let (all, only_ec) = all_and_only_ec();
     let endpoint = JwksEndpoint::start(&all).await;
-    let app = spawn_with_jwks_url(&endpoint).await;
+    let app = spawn_with_jwks_url(&endpoint, |_| {}).await;
     assert_200(&app, &fresh_rs256(), "the RSA key is loaded").await;
     let mut rsa_as_rs512 = all["keys"][0].clone();
     rsa_as_rs512["alg"] = json!("RS512");
@@ -664,7 +690,7 @@ async fn a_jwks_answer_that_is_oversized_failing_or_without_usable_keys_keeps_th
         ("an endless body", Answer::Endless),
     ] {
         endpoint.set(answer);
-        make_it_refetch(&app, &endpoint).await;
+        wait_for_two_fetches(&app, &endpoint).await;
         assert_200(&app, &fresh_rs256(), what).await;
     }
     let sent = endpoint.endless_sent.load(Ordering::SeqCst);
@@ -675,9 +701,72 @@ async fn a_jwks_answer_that_is_oversized_failing_or_without_usable_keys_keeps_th
 
     // A good answer still replaces the keys: the RSA key is gone.
     endpoint.serve_keys(&only_ec);
-    make_it_refetch(&app, &endpoint).await;
+    wait_for_two_fetches(&app, &endpoint).await;
     assert_401(&app, &fresh_rs256(), "RSA key no longer published").await;
     assert_200(&app, &es256(&claims_for(ORG_A)), "the EC key").await;
+}
+
+#[tokio::test]
+async fn a_key_removed_from_the_jwks_url_stops_working_at_the_next_refresh_cached_tokens_too() {
+    let (all, only_ec) = all_and_only_ec();
+    let endpoint = JwksEndpoint::start(&all).await;
+    let app = spawn_with_jwks_url(&endpoint, |s| {
+        s.auth.jwks_refresh_interval = Duration::from_secs(1);
+    })
+    .await;
+    // Both tokens are verified now, and so remembered.
+    let rsa = token_for(ORG_A);
+    let ec = es256(&claims_for(ORG_A));
+    assert_200(&app, &rsa, "RSA before the rotation").await;
+    assert_200(&app, &ec, "EC before the rotation").await;
+
+    // The RSA key is retired (say, it leaked); no token names an unknown kid.
+    endpoint.serve_keys(&only_ec);
+
+    eventually_401(&app, &rsa, "a remembered token of the removed key").await;
+    assert!(endpoint.hits() >= 2, "refreshed on schedule");
+    assert_401(&app, &fresh_rs256(), "a new token of the removed key").await;
+    assert_200(&app, &ec, "the remembered token of the kept key").await;
+}
+
+#[tokio::test]
+async fn cache_control_max_age_brings_the_refresh_forward() {
+    let (all, only_ec) = all_and_only_ec();
+    let endpoint = JwksEndpoint::start(&all).await;
+    endpoint.set(JwksEndpoint::keys_answer(&all, Some("public, max-age=1")));
+    let app = spawn_with_jwks_url(&endpoint, |s| {
+        s.auth.jwks_refresh_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let rsa = token_for(ORG_A);
+    assert_200(&app, &rsa, "RSA before the rotation").await;
+
+    endpoint.set(JwksEndpoint::keys_answer(
+        &only_ec,
+        Some("public, max-age=1"),
+    ));
+
+    eventually_401(&app, &rsa, "a remembered token of the removed key").await;
+}
+
+#[tokio::test]
+async fn a_jwks_saying_max_age_0_is_not_fetched_more_often_than_the_floor() {
+    let (all, _) = all_and_only_ec();
+    let endpoint = JwksEndpoint::start(&all).await;
+    endpoint.set(JwksEndpoint::keys_answer(&all, Some("no-store, max-age=0")));
+    let app = spawn_with_jwks_url(&endpoint, |s| {
+        s.auth.jwks_refetch_interval = Duration::from_secs(1);
+        s.auth.jwks_refresh_interval = Duration::from_millis(10);
+    })
+    .await;
+
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+
+    // Started, then about one fetch a second (never one per 10 ms, nor a
+    // busy loop on max-age=0).
+    let hits = endpoint.hits();
+    assert!((2..=6).contains(&hits), "{hits} fetches in 3.5 s");
+    assert_200(&app, &token_for(ORG_A), "still serving").await;
 }
 
 #[tokio::test]
