@@ -25,8 +25,8 @@
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
 use jsonwebtoken::jwk::Jwk;
@@ -73,6 +73,9 @@ pub struct AuthConfig {
     /// publishes stop working within this (or its `Cache-Control: max-age`
     /// when shorter).
     pub jwks_refresh_interval: Duration,
+    /// How often the JWKS file's modification time and length are looked
+    /// at; the file is read again when either changed.
+    pub jwks_file_poll: Duration,
     /// Longest accepted lifetime: a token whose `exp` is further than this
     /// (plus the leeway) from now is refused, so a leaked token with a
     /// far-future `exp` does not work forever (nor sit in the cache).
@@ -91,6 +94,7 @@ impl Default for AuthConfig {
             leeway: Duration::from_secs(30),
             jwks_refetch_interval: Duration::from_secs(30),
             jwks_refresh_interval: Duration::from_secs(DEFAULT_JWKS_REFRESH_SECS),
+            jwks_file_poll: Duration::from_secs(2),
             max_lifetime: Duration::from_secs(DEFAULT_MAX_LIFETIME_SECS),
         }
     }
@@ -330,7 +334,9 @@ impl KeySet {
 /// The keys are kept current by [`Verifier::keep_keys_fresh`], a task the
 /// application runs beside the server: the JWKS URL is fetched again on a
 /// schedule (sooner when its `Cache-Control: max-age` says so), besides
-/// when a token names an unknown `kid`.
+/// when a token names an unknown `kid`; the JWKS file is read again when
+/// its modification time or length changes; both on
+/// [`Verifier::reload_keys`].
 pub struct Verifier {
     config: AuthConfig,
     hs256: Option<DecodingKey>,
@@ -343,6 +349,8 @@ pub struct Verifier {
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
     /// When the scheduled refresh of the JWKS URL is due.
     url_due: Mutex<Option<Instant>>,
+    /// The JWKS file as last looked at (`None`: it could not be).
+    file_seen: Mutex<Option<FileStamp>>,
     http: reqwest::Client,
     cache: Mutex<TokenCache>,
     /// Wakes [`Verifier::keep_keys_fresh`] for an immediate reload.
@@ -357,9 +365,29 @@ struct Sources {
     url: Arc<KeySet>,
 }
 
+/// What the JWKS file poll compares. The modification time alone misses
+/// a rewrite within the file system's timestamp granularity; the length
+/// catches most of those. (A change keeping both takes a SIGHUP.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileStamp {
+    modified: Option<SystemTime>,
+    len: u64,
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> Option<Self> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some(Self {
+            modified: meta.modified().ok(),
+            len: meta.len(),
+        })
+    }
+}
+
 /// Where keys come from (for the logs).
 #[derive(Clone, Copy, Debug)]
 enum Source {
+    File,
     Url,
 }
 
@@ -384,6 +412,8 @@ impl Verifier {
     /// # Errors
     /// [`KeyError::File`] naming the file and what is wrong with it.
     pub async fn new(config: AuthConfig) -> Result<Self, KeyError> {
+        // Looked at before the read: a change during it is seen next poll.
+        let file_seen = config.jwks_file.as_deref().and_then(FileStamp::of);
         let file = match &config.jwks_file {
             Some(path) => KeySet::read(path).map_err(|problem| KeyError::File {
                 path: path.clone(),
@@ -406,6 +436,7 @@ impl Verifier {
             }),
             last_fetch: tokio::sync::Mutex::new(None),
             url_due: Mutex::new(None),
+            file_seen: Mutex::new(file_seen),
             http,
             cache: Mutex::new(TokenCache::new(CACHE_ENTRIES, CACHE_BYTES)),
             reload: Notify::new(),
@@ -430,8 +461,9 @@ impl Verifier {
     }
 
     /// Keeps the keys current until `stopped` turns true (or its sender is
-    /// dropped): fetches the JWKS URL when its refresh is due, and reloads
-    /// when [`Verifier::reload_keys`] asks. Returns at once when no JWKS is
+    /// dropped): fetches the JWKS URL when its refresh is due, reads the
+    /// JWKS file again when it changed, and reloads both when
+    /// [`Verifier::reload_keys`] asks. Returns at once when no JWKS is
     /// configured.
     pub async fn keep_keys_fresh(self: Arc<Self>, mut stopped: watch::Receiver<bool>) {
         if self.config.jwks_url.is_none() && self.config.jwks_file.is_none() {
@@ -455,18 +487,52 @@ impl Verifier {
 
     /// When [`Verifier::keep_keys_fresh`] next has something to do.
     fn next_wake(&self) -> Instant {
-        let idle = Instant::now() + Duration::from_secs(3600);
-        let url_due = *self.url_due.lock().unwrap_or_else(PoisonError::into_inner);
+        let idle = if self.config.jwks_file.is_some() {
+            self.config.jwks_file_poll
+        } else {
+            Duration::from_secs(3600)
+        };
+        let idle = Instant::now() + idle;
+        let url_due = *lock(&self.url_due);
         url_due.map_or(idle, |due| due.min(idle))
     }
 
     async fn refresh_due(&self) {
+        self.reread_file(false).await;
         self.refetch(Fetch::Scheduled).await;
     }
 
     async fn reload_now(&self) {
-        tracing::info!("reloading the token keys");
+        self.reread_file(true).await;
         self.refetch(Fetch::Reload).await;
+    }
+
+    /// Reads the JWKS file again if it changed since last looked at (or
+    /// `always`). A file that cannot be used keeps the keys loaded.
+    async fn reread_file(&self, always: bool) {
+        let Some(path) = self.config.jwks_file.as_deref() else {
+            return;
+        };
+        let seen = *lock(&self.file_seen);
+        let owned = path.to_owned();
+        // A stat, and maybe a read of up to 1 MiB: off the async threads.
+        let looked = tokio::task::spawn_blocking(move || {
+            let now = FileStamp::of(&owned);
+            (always || now != seen).then(|| (now, KeySet::read(&owned)))
+        })
+        .await;
+        let Ok(Some((now, read))) = looked else {
+            return;
+        };
+        *lock(&self.file_seen) = now;
+        match read {
+            Ok(set) => self.replace(Source::File, set),
+            Err(problem) => tracing::warn!(
+                path = %path.display(),
+                %problem,
+                "JWKS file not loaded; keeping the keys loaded"
+            ),
+        }
     }
 
     /// Fetches the JWKS URL, unless `why` does not warrant it now: an
@@ -483,11 +549,7 @@ impl Verifier {
             Fetch::UnknownKid => {
                 last.is_some_and(|t| now.duration_since(t) < self.config.jwks_refetch_interval)
             }
-            Fetch::Scheduled => self
-                .url_due
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .is_some_and(|due| now < due),
+            Fetch::Scheduled => lock(&self.url_due).is_some_and(|due| now < due),
             Fetch::Startup | Fetch::Reload => false,
         };
         if skip {
@@ -501,10 +563,7 @@ impl Verifier {
             Err(_) => floor,
         };
         let due = Instant::now() + next;
-        let earlier = self
-            .url_due
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        let earlier = lock(&self.url_due)
             .replace(due)
             .is_none_or(|before| due < before);
         if earlier {
@@ -531,8 +590,9 @@ impl Verifier {
     /// `keys`, so a token verified with a key removed meanwhile is either
     /// purged here or never inserted.
     fn replace(&self, source: Source, set: KeySet) {
-        let mut sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut sources = lock(&self.sources);
         let slot = match source {
+            Source::File => &mut sources.file,
             Source::Url => &mut sources.url,
         };
         if slot.fingerprints == set.fingerprints {
@@ -544,10 +604,7 @@ impl Verifier {
         // The file is the operator's own word: it wins a kid clash.
         let merged = Arc::new(KeySet::merged(&sources.url, &sources.file));
         *self.keys.write().unwrap_or_else(PoisonError::into_inner) = merged.clone();
-        self.cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|signer| merged.still_has(signer));
+        lock(&self.cache).retain(|signer| merged.still_has(signer));
     }
 
     /// Fetches and parses the JWKS at `url`, reading at most
@@ -652,19 +709,25 @@ impl Verifier {
     }
 
     fn cached(&self, digest: &[u8; 32], now: u64) -> Option<Principal> {
-        let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        let cache = lock(&self.cache);
         // exp is checked again on every use, with the same leeway.
         cache.get(digest, now.saturating_sub(self.config.leeway.as_secs()))
     }
 
     fn remember(&self, digest: [u8; 32], principal: &Principal, signer: Signer) {
-        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut cache = lock(&self.cache);
         // Checked under the cache lock (see `replace`): a key removed while
         // this token was being verified must not be remembered.
         if self.keyset().still_has(&signer) {
             cache.insert(digest, principal.clone(), signer);
         }
     }
+}
+
+/// Locks `mutex`, even if a panic poisoned it: every value behind these
+/// locks is whole between statements.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// When to fetch the JWKS URL next: after the configured interval, or the

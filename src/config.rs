@@ -283,6 +283,7 @@ impl AuthArgs {
             jwks_refetch_interval: Duration::from_secs(30),
             jwks_refresh_interval: Duration::from_secs(self.jwks_refresh_secs),
             max_lifetime: Duration::from_secs(self.jwt_max_lifetime_secs),
+            ..AuthConfig::default()
         }
     }
 }

@@ -13,6 +13,23 @@ use tempfile::TempDir;
 
 use crate::helpers::*;
 
+/// The rotated-in key: `jwks_rotated.json` publishes it as `test-rsa-2` in
+/// place of `test-rsa-1`, and is exactly as long as `jwks.json`.
+const RSA2_PRIVATE: &[u8] = include_bytes!("../fixtures/rsa2_private.pem");
+const JWKS_ROTATED: &str = include_str!("../fixtures/jwks_rotated.json");
+
+/// A token of the rotated-in key, never sent before.
+fn fresh_rsa2() -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    sign(
+        Algorithm::RS256,
+        Some("test-rsa-2"),
+        &EncodingKey::from_rsa_pem(RSA2_PRIVATE).unwrap(),
+        &json!({"org_id": ORG_A, "exp": now_secs() + 3600, "n": n}),
+    )
+}
+
 const UNAUTHORIZED: &str = r#"{"code":"UNAUTHORIZED","status":401,"message":"Missing or invalid authentication token","data":{"code":"AUTH_REQUIRED"}}"#;
 
 async fn status_of(app: &TestApp, header: Option<&str>) -> (StatusCode, String) {
@@ -767,6 +784,156 @@ async fn a_jwks_saying_max_age_0_is_not_fetched_more_often_than_the_floor() {
     let hits = endpoint.hits();
     assert!((2..=6).contains(&hits), "{hits} fetches in 3.5 s");
     assert_200(&app, &token_for(ORG_A), "still serving").await;
+}
+
+#[tokio::test]
+async fn a_rewritten_jwks_file_is_read_again_and_an_unusable_one_keeps_the_keys() {
+    let dir = TempDir::new().unwrap();
+    let mut s = settings(dir.path());
+    s.auth.jwks_file_poll = Duration::from_millis(100);
+    let path = s.auth.jwks_file.clone().unwrap();
+    let app = spawn_with(s, Arc::new(dir)).await;
+    let (_, only_ec) = all_and_only_ec();
+    let rsa = token_for(ORG_A);
+    let ec = es256(&claims_for(ORG_A));
+    assert_200(&app, &rsa, "RSA before the rotation").await;
+    assert_200(&app, &ec, "EC before the rotation").await;
+
+    // The operator rotates the leaked RSA key out of the file.
+    let rotated: Value = serde_json::from_str(JWKS_ROTATED).unwrap();
+    std::fs::write(&path, serde_json::to_vec(&rotated).unwrap()).unwrap();
+
+    eventually_401(&app, &rsa, "a remembered token of the removed key").await;
+    assert_401(&app, &fresh_rs256(), "a new token of the removed key").await;
+    assert_200(&app, &fresh_rsa2(), "the rotated-in key").await;
+    assert_200(&app, &ec, "the remembered token of the kept key").await;
+
+    // Half-written, emptied or oversized rewrites are not loaded.
+    let oversized =
+        serde_json::to_vec(&json!({"keys": only_ec["keys"], "pad": "x".repeat(2 << 20)})).unwrap();
+    for (content, what) in [
+        (br#"{"keys": [{"kty": "RSA", "#.to_vec(), "half-written"),
+        (br#"{"keys": []}"#.to_vec(), "no keys"),
+        (oversized, "over 1 MiB"),
+    ] {
+        std::fs::write(&path, content).unwrap();
+        // Several polls' worth.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_200(&app, &fresh_rsa2(), what).await;
+    }
+    // And the next good file is read.
+    std::fs::write(&path, serde_json::to_vec(&only_ec).unwrap()).unwrap();
+    eventually_401(&app, &fresh_rsa2(), "the key dropped by the good file").await;
+    assert_200(&app, &es256(&claims_for(ORG_A)), "the EC key").await;
+}
+
+/// Kills the child process if a test panics.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn sighup_reloads_a_jwks_file_swapped_with_the_same_mtime_and_length() {
+    let dir = TempDir::new().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, JWKS).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = Reaped(
+        std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+            .arg(dir.path().join("rollcall.redb"))
+            .arg("--jwks-file")
+            .arg(&jwks)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let client = reqwest::Client::new();
+    let ask = |token: String| {
+        let request = client
+            .get(format!("http://127.0.0.1:{port}/api/directories"))
+            .bearer_auth(token)
+            .send();
+        async move {
+            let resp = request.await.expect("the server is up");
+            (resp.status(), resp.text().await.unwrap())
+        }
+    };
+    for _ in 0..400 {
+        if reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let old = token_for(ORG_A);
+    assert_eq!(ask(old.clone()).await, (StatusCode::OK, "[]".to_owned()));
+
+    // Swap in the rotated file atomically, with the old file's length and
+    // modification time: a change the file poll cannot see.
+    assert_eq!(JWKS.len(), JWKS_ROTATED.len());
+    let modified = std::fs::metadata(&jwks).unwrap().modified().unwrap();
+    let staged = dir.path().join("jwks.json.new");
+    std::fs::write(&staged, JWKS_ROTATED).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&staged)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+    std::fs::rename(&staged, &jwks).unwrap();
+    // More than a poll interval (2 s) later, the old key still works...
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(ask(old.clone()).await.0, StatusCode::OK, "not reloaded yet");
+
+    // ... until SIGHUP.
+    let pid = server.0.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = ask(old.clone()).await;
+        if status == StatusCode::UNAUTHORIZED {
+            assert_eq!(body, UNAUTHORIZED);
+            break;
+        }
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the removed key still works 10 s after SIGHUP"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ask(fresh_rsa2()).await, (StatusCode::OK, "[]".to_owned()));
+    assert!(
+        server.0.try_wait().unwrap().is_none(),
+        "SIGHUP did not end the server"
+    );
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    assert!(
+        server.0.wait().unwrap().success(),
+        "a clean stop after SIGHUP"
+    );
 }
 
 #[tokio::test]
