@@ -16,9 +16,9 @@
 //! - a `crit` header parameter is refused: rollcall understands no JWS
 //!   extension (RFC 7515 §4.1.11);
 //! - `exp` is required and at most the maximum lifetime away; `exp`/`nbf`
-//!   are checked with a small leeway; `aud`
-//!   when configured; `iss`, when present, must be a string, and one of the
-//!   configured issuers when some are;
+//!   are checked with a small leeway; `aud` when configured; `iss`, when
+//!   present, must be a string, and one of the configured issuers when
+//!   some are;
 //! - the organization is `org_id` or `organization_id`; both present and
 //!   different is a forged-looking token and refused.
 
@@ -562,7 +562,10 @@ impl Verifier {
             Ok((_, max_age)) => refresh_after(self.config.jwks_refresh_interval, *max_age, floor),
             Err(_) => floor,
         };
-        let due = Instant::now() + next;
+        // An interval too large for an Instant means "not in this process's life".
+        let due = Instant::now()
+            .checked_add(next)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 24 * 3600));
         let earlier = lock(&self.url_due)
             .replace(due)
             .is_none_or(|before| due < before);
@@ -701,7 +704,8 @@ impl Verifier {
         check_issuer(data.claims.iss.as_ref(), &self.config.issuers)?;
         let principal = principal_from(data.claims)?;
         let lifetime = principal.expires_at.saturating_sub(now);
-        if lifetime > (self.config.max_lifetime + self.config.leeway).as_secs() {
+        let longest = self.config.max_lifetime.saturating_add(self.config.leeway);
+        if lifetime > longest.as_secs() {
             return Err(AuthError::Rejected("lifetime beyond the maximum"));
         }
         self.remember(digest, &principal, signer);

@@ -394,6 +394,21 @@ async fn a_token_living_beyond_the_max_lifetime_is_401() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
+
+    // An operator may lift the cap, and the refresh, entirely (no overflow
+    // on the way).
+    let endpoint = JwksEndpoint::start(&all_and_only_ec().0).await;
+    let lifted = spawn_with_jwks_url(&endpoint, |s| {
+        s.auth.max_lifetime = Duration::from_secs(u64::MAX);
+        s.auth.jwks_refresh_interval = Duration::from_secs(u64::MAX);
+    })
+    .await;
+    let (status, _) = status_of(
+        &lifted,
+        Some(&format!("Bearer {}", with_exp(json!(u64::MAX)))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
 }
 
 #[test]
