@@ -104,7 +104,11 @@ impl Application {
             })?;
         let state = app_state(&settings, store.clone(), auth, committer.clone())?;
         let (stop_background, stopped) = watch::channel(false);
-        let mut background = Vec::new();
+        let mut background = vec![tokio::spawn(
+            state.auth.clone().keep_keys_fresh(stopped.clone()),
+        )];
+        #[cfg(unix)]
+        background.push(reload_keys_on_hangup(state.auth.clone(), stopped.clone())?);
         if let Some(pull_settings) = settings.pull.clone() {
             background.push(tokio::spawn(pull::run(
                 pull_settings,
@@ -381,6 +385,36 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<Store>, StartupError>
         .await
         .map_err(|e| StartupError::Task(e.to_string()))??;
     Ok(Arc::new(store))
+}
+
+/// Turns SIGHUP into a key reload (the JWKS file read again, the URL
+/// fetched) until the background work stops. Installed before the server
+/// answers, so SIGHUP never takes its default action (ending the process).
+///
+/// # Errors
+/// When the signal handler cannot be installed.
+#[cfg(unix)]
+fn reload_keys_on_hangup(
+    auth: Arc<Verifier>,
+    mut stopped: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, StartupError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup())
+        .map_err(|e| StartupError::Task(format!("cannot handle SIGHUP: {e}")))?;
+    Ok(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                received = hangups.recv() => match received {
+                    Some(()) => {
+                        tracing::info!("SIGHUP: reloading the token keys");
+                        auth.reload_keys();
+                    }
+                    None => break,
+                },
+                _ = stopped.changed() => break,
+            }
+        }
+    }))
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -126,6 +126,13 @@ fn token(data: &Path, args: &TokenArgs) -> Result<(), CliError> {
     }
     config::check_hs256_secret(secret.as_bytes())
         .map_err(|e| CliError::Other(format!("refusing to sign: {e}")))?;
+    if args.ttl > auth::DEFAULT_MAX_LIFETIME_SECS {
+        eprintln!(
+            "rollcall: warning: a server with the default --jwt-max-lifetime-secs ({}) refuses a token living {}s; minting it anyway",
+            auth::DEFAULT_MAX_LIFETIME_SECS,
+            args.ttl
+        );
+    }
     let token = auth::mint_hs256(
         secret.as_bytes(),
         &args.org,

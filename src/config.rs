@@ -64,6 +64,10 @@ pub struct AuthArgs {
     /// JWKS URL (WorkOS: https://api.workos.com/sso/jwks/<client_id>).
     #[arg(long, env = "ROLLCALL_JWKS_URL")]
     pub jwks_url: Option<String>,
+    /// Longest time between two fetches of the JWKS URL, in seconds (a
+    /// shorter Cache-Control max-age wins; never more often than every 30 s).
+    #[arg(long, env = "ROLLCALL_JWKS_REFRESH_SECS", default_value_t = crate::auth::DEFAULT_JWKS_REFRESH_SECS)]
+    pub jwks_refresh_secs: u64,
     /// JWKS file, for offline installs.
     #[arg(long, env = "ROLLCALL_JWKS_FILE")]
     pub jwks_file: Option<PathBuf>,
@@ -79,6 +83,9 @@ pub struct AuthArgs {
     /// Clock skew tolerated on exp and nbf, in seconds.
     #[arg(long, env = "ROLLCALL_JWT_LEEWAY_SECS", default_value_t = 30)]
     pub jwt_leeway_secs: u64,
+    /// Longest token lifetime accepted (exp minus now, beyond the leeway), in seconds.
+    #[arg(long, env = "ROLLCALL_JWT_MAX_LIFETIME_SECS", default_value_t = crate::auth::DEFAULT_MAX_LIFETIME_SECS)]
+    pub jwt_max_lifetime_secs: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -355,6 +362,9 @@ impl AuthArgs {
             audience: self.jwt_audience.clone(),
             leeway: Duration::from_secs(self.jwt_leeway_secs),
             jwks_refetch_interval: Duration::from_secs(30),
+            jwks_refresh_interval: Duration::from_secs(self.jwks_refresh_secs),
+            max_lifetime: Duration::from_secs(self.jwt_max_lifetime_secs),
+            ..AuthConfig::default()
         }
     }
 }
