@@ -1,9 +1,10 @@
 //! The running server: [`Application::build`] opens the store, loads the
-//! keys, starts the committer (and pull mode), and binds one SO_REUSEPORT
-//! listener per event loop (port 0 works); [`Application::run_until_stopped`]
-//! runs one single-threaded event loop per listener until the shutdown future
-//! resolves, drains in-flight requests (bounded), stops the background work
-//! and closes the database.
+//! keys, binds one listening socket (port 0 works; a port already in use is
+//! refused), and starts the committer (and pull mode);
+//! [`Application::run_until_stopped`] runs one single-threaded event loop
+//! per worker, each accepting on its own handle of that socket, until the
+//! shutdown future resolves, drains in-flight requests (bounded), stops the
+//! background work and closes the database.
 //!
 //! Connections are served by hyper directly (warp only routes), so header
 //! timeouts, header limits and the connection cap are ours to set.
@@ -55,8 +56,7 @@ const MAX_HEADERS: usize = 64;
 
 /// A bound, ready-to-serve rollcall.
 pub struct Application {
-    /// One listener per event loop (SO_REUSEPORT: the kernel spreads
-    /// connections across them).
+    /// One handle per event loop on the same listening socket.
     listeners: Vec<std::net::TcpListener>,
     addr: SocketAddr,
     state: AppState,
@@ -92,9 +92,9 @@ impl Application {
             return Err(StartupError::NoVerification);
         }
         let auth = Arc::new(Verifier::new(settings.auth.clone()).await?);
+        let listeners = bind(settings.listen, settings.workers.max(1))?;
         let (committer, committer_thread) =
             Committer::start(store.clone(), settings.group_commit_max);
-        let listeners = bind(settings.listen, settings.workers.max(1))?;
         let addr = listeners[0]
             .local_addr()
             .map_err(|source| StartupError::Bind {
@@ -209,34 +209,43 @@ impl Application {
     }
 }
 
-/// Binds `n` listeners on one address with SO_REUSEPORT (port 0: the port
-/// the first one got).
+/// Binds one listening socket and returns `n` handles on it, one per event
+/// loop (each registers its own handle with its own reactor, and the kernel
+/// hands each connection to whichever loop accepts first).
+///
+/// Never SO_REUSEPORT: with it a second server — another rollcall on
+/// another database included — could bind the same port and take part of
+/// the traffic. Without it, a port already in use is an error here, always.
+///
+/// # Errors
+/// [`StartupError::Bind`], naming the address.
 fn bind(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>, StartupError> {
     let err = |source| StartupError::Bind { addr, source };
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .map_err(err)?;
+    // SO_REUSEADDR only lets a restart bind over connections of the last
+    // run still in TIME_WAIT; it never admits a second listener on Unix.
+    // (On Windows it would, and Windows needs it for nothing.)
+    #[cfg(unix)]
+    socket.set_reuse_address(true).map_err(err)?;
+    socket.set_nonblocking(true).map_err(err)?;
+    socket.bind(&addr.into()).map_err(err)?;
+    socket.listen(1024).map_err(err)?;
+    let listener: std::net::TcpListener = socket.into();
     let mut listeners = Vec::with_capacity(n);
-    let mut at = addr;
-    for _ in 0..n {
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(at),
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )
-        .map_err(err)?;
-        socket.set_reuse_address(true).map_err(err)?;
-        #[cfg(unix)]
-        socket.set_reuse_port(true).map_err(err)?;
-        socket.set_nonblocking(true).map_err(err)?;
-        socket.bind(&at.into()).map_err(err)?;
-        socket.listen(1024).map_err(err)?;
-        let listener: std::net::TcpListener = socket.into();
-        at = listener.local_addr().map_err(err)?;
-        listeners.push(listener);
+    for _ in 1..n {
+        listeners.push(listener.try_clone().map_err(err)?);
     }
+    listeners.push(listener);
     Ok(listeners)
 }
 
-/// One event loop: accepts on its listener and serves its connections
-/// until told to stop, then drains them (bounded).
+/// One event loop: accepts on its handle of the listening socket and
+/// serves its connections until told to stop, then drains them (bounded).
 fn event_loop(
     listener: std::net::TcpListener,
     routes: warp::filters::BoxedFilter<(warp::reply::Response,)>,

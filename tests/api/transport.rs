@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
+use rollcall::app::{Application, StartupError};
 use rollcall::store::{Store, StoreOptions};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -187,4 +188,42 @@ async fn a_client_that_stops_reading_a_streamed_list_is_dropped_and_others_proce
         "the stalled stream was abandoned ({} bytes)",
         rest.len()
     );
+}
+
+#[tokio::test]
+async fn a_second_rollcall_on_the_same_port_is_refused() {
+    let app = spawn_app().await;
+    let other = TempDir::new().unwrap();
+    let mut s = settings(other.path());
+    s.listen = app.addr();
+    let Err(e) = Application::build(s).await else {
+        panic!("a second rollcall bound {}", app.addr());
+    };
+    let message = e.to_string();
+    assert!(
+        matches!(e, StartupError::Bind { addr, .. } if addr == app.addr()),
+        "refused for the port: {message}"
+    );
+    assert!(
+        message.contains(&app.addr().to_string()),
+        "the message names the address: {message}"
+    );
+    // The first one still serves, alone.
+    for _ in 0..20 {
+        healthy(&app).await;
+    }
+}
+
+#[tokio::test]
+async fn a_port_held_by_another_program_is_refused() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap();
+    let dir = TempDir::new().unwrap();
+    let mut s = settings(dir.path());
+    s.listen = addr;
+    match Application::build(s).await {
+        Err(StartupError::Bind { addr: refused, .. }) => assert_eq!(refused, addr),
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("rollcall bound {addr}, which another program holds"),
+    }
 }
