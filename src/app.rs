@@ -7,7 +7,8 @@
 //! background work and closes the database.
 //!
 //! Connections are served by hyper directly (warp only routes), so header
-//! timeouts, header limits and the connection cap are ours to set.
+//! timeouts, header limits and the connection cap are ours to set; what
+//! happens on a connection below warp is [`crate::net`]'s.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ use crate::config::Settings;
 use crate::ingest::committer::Committer;
 use crate::ingest::pull;
 use crate::ingest::signature::WebhookVerifier;
+use crate::net::front::FrontDoor;
 use crate::store::{Store, StoreError};
 
 /// Why the server could not start.
@@ -271,7 +273,7 @@ fn event_loop(
                 return;
             }
         };
-        let service = warp::service(routes);
+        let service = TowerToHyperService::new(warp::service(routes));
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(settings.header_timeout)
@@ -299,10 +301,7 @@ fn event_loop(
                 _ = stopped.changed() => break,
             };
             let _ = stream.set_nodelay(true);
-            let conn = http.serve_connection(
-                TokioIo::new(stream),
-                TowerToHyperService::new(service.clone()),
-            );
+            let conn = http.serve_connection(TokioIo::new(stream), FrontDoor::new(service.clone()));
             let conn = graceful.watch(conn);
             tokio::spawn(async move {
                 if let Err(e) = conn.await {

@@ -1,13 +1,19 @@
-//! Hostile transport: oversized and countless headers, slowly dribbled
-//! headers, many idle connections, a client that stops reading a large
-//! streamed response. Each time the server stays responsive to everyone else.
+//! Hostile transport: oversized and countless headers, odd request targets,
+//! slowly dribbled headers, many idle connections, a client that stops
+//! reading a large streamed response, a second server on the same port.
+//! Each time the server answers in the JSON error shape where it answers,
+//! and stays responsive to everyone else.
 
+use std::collections::HashMap;
+use std::io::Read;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use rollcall::app::{Application, StartupError};
 use rollcall::store::{Store, StoreOptions};
+use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -225,5 +231,150 @@ async fn a_port_held_by_another_program_is_refused() {
         Err(StartupError::Bind { addr: refused, .. }) => assert_eq!(refused, addr),
         Err(e) => panic!("refused for another reason: {e}"),
         Ok(_) => panic!("rollcall bound {addr}, which another program holds"),
+    }
+}
+
+/// One HTTP/1.1 answer read off a raw socket.
+#[derive(Debug)]
+struct Answer {
+    status_line: String,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    /// Parses everything the server sent (one answer, then the close).
+    fn parse(raw: &[u8]) -> Self {
+        let text = String::from_utf8_lossy(raw);
+        let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+            panic!("no complete answer head in {text:?}");
+        };
+        let head = String::from_utf8_lossy(&raw[..end]);
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or_default().to_owned();
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        Self {
+            status_line,
+            headers,
+            body: raw[end + 4..].to_vec(),
+        }
+    }
+
+    fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map_or("", String::as_str)
+    }
+
+    /// The body as JSON, after checking it is announced as exactly that.
+    fn json(&self) -> Value {
+        assert_eq!(self.header("content-type"), "application/json", "{self:?}");
+        assert_eq!(
+            self.header("content-length"),
+            self.body.len().to_string(),
+            "{self:?}"
+        );
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {self:?}"))
+    }
+}
+
+/// Sends `request` on a new connection and reads until the server closes it.
+async fn exchange(app: &TestApp, request: &[u8]) -> Answer {
+    let mut stream = TcpStream::connect(app.addr()).await.unwrap();
+    let _ = stream.write_all(request).await;
+    let raw = read_until_closed(&mut stream, Duration::from_secs(10))
+        .await
+        .expect("the server closes the connection after answering");
+    Answer::parse(&raw)
+}
+
+#[tokio::test]
+async fn authority_form_and_asterisk_targets_are_a_json_400_naming_the_path() {
+    let app = spawn_app().await;
+    for request_line in [
+        "CONNECT a:1 HTTP/1.1",
+        "GET a:1 HTTP/1.1",
+        "GET 127.0.0.1:80 HTTP/1.1",
+        "OPTIONS * HTTP/1.1",
+    ] {
+        let request = format!("{request_line}\r\nHost: a:1\r\nConnection: close\r\n\r\n");
+        let answer = exchange(&app, request.as_bytes()).await;
+        assert_eq!(
+            answer.status_line, "HTTP/1.1 400 Bad Request",
+            "{request_line}"
+        );
+        let body = answer.json();
+        assert_eq!(body["code"], "BAD_REQUEST", "{request_line}");
+        assert_eq!(body["status"], 400);
+        assert_eq!(
+            body["data"],
+            json!({"code": "VALIDATION_ERROR", "field": "path"}),
+            "{request_line}"
+        );
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    // The absolute form with a path is a normal request.
+    let answer = exchange(
+        &app,
+        b"GET http://x/healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(answer.status_line, "HTTP/1.1 200 OK");
+    assert_eq!(answer.json(), json!({"status": "ok"}));
+    healthy(&app).await;
+}
+
+#[tokio::test]
+async fn authority_form_targets_leave_no_error_in_the_log() {
+    let dir = TempDir::new().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--jwt-secret", "transport-test-secret"])
+        .arg("--data")
+        .arg(dir.path().join("log.redb"))
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut connected = None;
+    for _ in 0..200 {
+        if let Ok(s) = TcpStream::connect(("127.0.0.1", port)).await {
+            connected = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    drop(connected.expect("the server started"));
+    let mut answered = 0;
+    for i in 0..100 {
+        let line = if i % 2 == 0 { "CONNECT a:1" } else { "GET a:1" };
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let request = format!("{line} HTTP/1.1\r\nHost: a:1\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let raw = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+        if raw.is_some_and(|r| r.starts_with(b"HTTP/1.1 400 ")) {
+            answered += 1;
+        }
+    }
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(logs.contains("rollcall listening"), "captured: {logs}");
+    assert_eq!(answered, 100, "every request was answered");
+    for bad in ["ERROR", "panic", "internal error"] {
+        assert!(!logs.contains(bad), "{bad:?} in the logs:\n{logs}");
     }
 }
