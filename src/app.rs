@@ -29,6 +29,7 @@ use crate::ingest::committer::Committer;
 use crate::ingest::pull;
 use crate::ingest::signature::WebhookVerifier;
 use crate::net::front::FrontDoor;
+use crate::net::io::ConnIo;
 use crate::store::{Store, StoreError};
 
 /// Why the server could not start.
@@ -51,7 +52,8 @@ pub enum StartupError {
     Task(String),
 }
 
-/// Largest request head (request line and headers) accepted, in bytes.
+/// Largest request head (request line and headers, up to and including
+/// the empty line) accepted, in bytes; hyper enforces it exactly.
 const MAX_HEADER_BYTES: usize = 32 * 1024;
 /// Most headers accepted in one request.
 const MAX_HEADERS: usize = 64;
@@ -277,6 +279,7 @@ fn event_loop(
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(settings.header_timeout)
+            .max_header_size(MAX_HEADER_BYTES)
             .max_buf_size(MAX_HEADER_BYTES.max(8192))
             .max_headers(MAX_HEADERS);
         let graceful = GracefulShutdown::new();
@@ -301,7 +304,8 @@ fn event_loop(
                 _ = stopped.changed() => break,
             };
             let _ = stream.set_nodelay(true);
-            let conn = http.serve_connection(TokioIo::new(stream), FrontDoor::new(service.clone()));
+            let io = TokioIo::new(ConnIo::new(stream));
+            let conn = http.serve_connection(io, FrontDoor::new(service.clone()));
             let conn = graceful.watch(conn);
             tokio::spawn(async move {
                 if let Err(e) = conn.await {

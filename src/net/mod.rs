@@ -1,6 +1,9 @@
 //! The connection layer, below warp: what happens to a connection between
 //! `accept` and the routes, and what hyper would otherwise decide alone.
 //!
+//! - [`io::ConnIo`] wraps the accepted socket: hyper's own bare error
+//!   answers (unparsable heads, heads over the limits) get the JSON error
+//!   shape, followed by a lingering close so the client can read them.
 //! - [`front::FrontDoor`] is the per-connection service around warp: it
 //!   answers request targets warp cannot route (authority and asterisk
 //!   forms) with a JSON 400.
@@ -9,3 +12,4 @@
 //! binding and the event loops themselves are [`crate::app`]'s.
 
 pub mod front;
+pub mod io;

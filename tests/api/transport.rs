@@ -1,8 +1,8 @@
-//! Hostile transport: oversized and countless headers, odd request targets,
-//! slowly dribbled headers, many idle connections, a client that stops
-//! reading a large streamed response, a second server on the same port.
-//! Each time the server answers in the JSON error shape where it answers,
-//! and stays responsive to everyone else.
+//! Hostile transport: oversized and countless headers, malformed request
+//! heads and targets, slowly dribbled headers, many idle connections, a
+//! client that stops reading a large streamed response, a second server on
+//! the same port. Each time the server answers in the JSON error shape where
+//! the connection allows an answer, and stays responsive to everyone else.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -71,11 +71,12 @@ async fn oversized_or_countless_headers_are_refused_and_nothing_else_suffers() {
         let answer = read_until_closed(&mut stream, Duration::from_secs(10))
             .await
             .expect("the connection is closed");
-        let head = String::from_utf8_lossy(&answer);
-        assert!(
-            head.is_empty() || head.starts_with("HTTP/1.1 431"),
-            "refused: {head}"
+        let answer = Answer::parse(&answer);
+        assert_eq!(
+            answer.status_line,
+            "HTTP/1.1 431 Request Header Fields Too Large"
         );
+        assert_eq!(answer.json()["code"], "REQUEST_HEADER_FIELDS_TOO_LARGE");
         healthy(&app).await;
     }
 }
@@ -197,6 +198,101 @@ async fn a_client_that_stops_reading_a_streamed_list_is_dropped_and_others_proce
 }
 
 #[tokio::test]
+async fn malformed_request_heads_are_a_json_400_then_a_close() {
+    let app = spawn_app().await;
+    let post = "POST /webhooks/workos HTTP/1.1\r\nHost: x\r\n";
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "unparsable content-length",
+            format!("{post}Content-Length: abc\r\n\r\n").into_bytes(),
+        ),
+        (
+            "conflicting content-lengths",
+            format!("{post}Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello").into_bytes(),
+        ),
+        (
+            "transfer-encoding not ending in chunked",
+            format!("{post}Transfer-Encoding: gzip\r\n\r\n").into_bytes(),
+        ),
+        (
+            "folded header (obs-fold)",
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\n\r\n".to_vec(),
+        ),
+        (
+            "NUL in a header value",
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Nul: a\0b\r\n\r\n".to_vec(),
+        ),
+        ("HTTP/0.9 request line", b"GET /\r\n".to_vec()),
+        (
+            "no version at all",
+            b"GET /healthz\r\nHost: x\r\n\r\n".to_vec(),
+        ),
+    ];
+    for (what, request) in cases {
+        let answer = exchange(&app, &request).await;
+        assert_eq!(answer.status_line, "HTTP/1.1 400 Bad Request", "{what}");
+        assert_eq!(answer.header("connection"), "close", "{what}");
+        let body = answer.json();
+        assert_eq!(body["code"], "BAD_REQUEST", "{what}");
+        assert_eq!(body["status"], 400, "{what}");
+        assert_eq!(body["data"]["code"], "VALIDATION_ERROR", "{what}");
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    healthy(&app).await;
+}
+
+#[tokio::test]
+async fn request_heads_over_32_kib_or_64_headers_are_a_json_431() {
+    let app = spawn_app().await;
+    let too_large = json!({"code": "REQUEST_HEADER_FIELDS_TOO_LARGE"});
+
+    // Exactly 32 KiB of head passes; one byte more does not.
+    let answer = exchange(&app, &head_of_size(32 * 1024)).await;
+    assert_eq!(answer.status_line, "HTTP/1.1 200 OK");
+    let answer = exchange(&app, &head_of_size(32 * 1024 + 1)).await;
+    assert_eq!(
+        answer.status_line,
+        "HTTP/1.1 431 Request Header Fields Too Large"
+    );
+
+    // One header of 40,000 bytes.
+    let big = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(40_000 - "X-Big: ".len())
+    );
+    let answer = exchange(&app, big.as_bytes()).await;
+    assert_eq!(
+        answer.status_line,
+        "HTTP/1.1 431 Request Header Fields Too Large"
+    );
+    assert_eq!(answer.header("connection"), "close");
+    let body = answer.json();
+    assert_eq!(body["code"], "REQUEST_HEADER_FIELDS_TOO_LARGE");
+    assert_eq!(body["status"], 431);
+    assert_eq!(body["data"], too_large);
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+
+    // 64 headers pass, 65 do not.
+    let with_headers = |n: usize| {
+        let mut r = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n".to_owned();
+        for i in 2..n {
+            r.push_str(&format!("X-H{i}: v\r\n"));
+        }
+        r.push_str("\r\n");
+        r.into_bytes()
+    };
+    let answer = exchange(&app, &with_headers(64)).await;
+    assert_eq!(answer.status_line, "HTTP/1.1 200 OK");
+    let answer = exchange(&app, &with_headers(65)).await;
+    assert_eq!(
+        answer.status_line,
+        "HTTP/1.1 431 Request Header Fields Too Large"
+    );
+    assert_eq!(answer.json()["data"], too_large);
+    healthy(&app).await;
+}
+
+#[tokio::test]
 async fn a_second_rollcall_on_the_same_port_is_refused() {
     let app = spawn_app().await;
     let other = TempDir::new().unwrap();
@@ -287,6 +383,19 @@ async fn exchange(app: &TestApp, request: &[u8]) -> Answer {
         .await
         .expect("the server closes the connection after answering");
     Answer::parse(&raw)
+}
+
+/// A GET of `/healthz` whose head (request line to the empty line) is
+/// exactly `size` bytes, padded with one header.
+fn head_of_size(size: usize) -> Vec<u8> {
+    let bare = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Pad: \r\n\r\n";
+    let mut head = bare.replace(
+        "X-Pad: ",
+        &format!("X-Pad: {}", "a".repeat(size - bare.len())),
+    );
+    head.truncate(size);
+    assert_eq!(head.len(), size);
+    head.into_bytes()
 }
 
 #[tokio::test]
