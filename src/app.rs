@@ -304,7 +304,7 @@ fn event_loop(
                 _ = stopped.changed() => break,
             };
             let _ = stream.set_nodelay(true);
-            let io = TokioIo::new(ConnIo::new(stream));
+            let io = TokioIo::new(ConnIo::new(stream, settings.write_stall));
             let conn = http.serve_connection(io, FrontDoor::new(service.clone()));
             let conn = graceful.watch(conn);
             tokio::spawn(async move {

@@ -133,6 +133,10 @@ pub struct ServeArgs {
     /// Event loops serving connections (default: one per CPU core).
     #[arg(long, env = "ROLLCALL_WORKERS")]
     pub workers: Option<usize>,
+    /// A connection whose pending write makes no progress for this many
+    /// seconds (a client that stopped reading) is closed.
+    #[arg(long, env = "ROLLCALL_WRITE_STALL_SECS", default_value_t = 30)]
+    pub write_stall_secs: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -198,6 +202,9 @@ pub struct Settings {
     pub stream_stall: Duration,
     /// Event loops serving connections.
     pub workers: usize,
+    /// A connection whose pending write makes no progress for this long is
+    /// closed.
+    pub write_stall: Duration,
 }
 
 impl Settings {
@@ -226,6 +233,7 @@ impl Settings {
             max_streams: 32,
             stream_stall: crate::api::lists::DEFAULT_STREAM_STALL,
             workers: std::thread::available_parallelism().map_or(1, usize::from),
+            write_stall: Duration::from_secs(30),
         }
     }
 
@@ -255,6 +263,7 @@ impl Settings {
         if let Some(n) = args.workers {
             s.workers = n.max(1);
         }
+        s.write_stall = Duration::from_secs(args.write_stall_secs.max(1));
         s
     }
 }

@@ -1,6 +1,6 @@
-//! [`ConnIo`]: an accepted socket as hyper sees it. It owns two things
-//! hyper does not do for us: the JSON body of hyper's own error answers,
-//! and a lingering close after such an error answer.
+//! [`ConnIo`]: an accepted socket as hyper sees it. It owns three things
+//! hyper does not do for us: the JSON body of hyper's own error answers, the
+//! write-stall cut-off, and a lingering close after such an error answer.
 //!
 //! It must not parse requests or look inside rollcall's own responses: the
 //! only bytes it ever replaces are hyper's bare error head (see
@@ -28,8 +28,12 @@ const LINGER_BYTES: usize = 1024 * 1024;
 /// The accepted socket, wrapped (then handed to hyper in a `TokioIo`).
 pub struct ConnIo {
     inner: TcpStream,
-    /// The linger timer, created on first need.
+    /// A write that makes no progress for this long fails with `TimedOut`.
+    stall: Duration,
+    /// The stall (and linger) timer, created on first need and reused.
     timer: Option<Pin<Box<Sleep>>>,
+    /// Whether `timer` currently counts a stalled write.
+    armed: bool,
     /// Our JSON answer standing in for hyper's bare one, and how much of it
     /// is written.
     reply: Option<(Vec<u8>, usize)>,
@@ -52,11 +56,13 @@ enum Linger {
 }
 
 impl ConnIo {
-    /// Wraps `inner`.
-    pub fn new(inner: TcpStream) -> Self {
+    /// Wraps `inner`; a pending write stalled for `stall` fails.
+    pub fn new(inner: TcpStream, stall: Duration) -> Self {
         Self {
             inner,
+            stall,
             timer: None,
+            armed: false,
             reply: None,
             linger: Linger::Off,
         }
@@ -71,13 +77,56 @@ impl ConnIo {
         timer.as_mut()
     }
 
+    /// Accounts for one write attempt on the socket: progress disarms the
+    /// stall timer, a write that must wait arms it (once) and fails once it
+    /// has fired.
+    fn after_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        res: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match res {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.armed = false;
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                if !self.armed {
+                    self.armed = true;
+                    let deadline = Instant::now() + self.stall;
+                    self.timer_at(deadline);
+                }
+                // Polling the timer registers this task with it, so the
+                // connection is woken when it fires even if the peer never
+                // makes the socket writable again.
+                let fired = match self.timer.as_mut() {
+                    Some(timer) => timer.as_mut().poll(cx).is_ready(),
+                    None => false,
+                };
+                if fired {
+                    tracing::debug!(stall = ?self.stall, "write stalled; closing the connection");
+                    Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client stopped reading",
+                    )))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+
     /// Writes what is left of our error answer, if any.
     fn poll_reply(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let Some((bytes, mut at)) = self.reply.take() else {
             return Poll::Ready(Ok(()));
         };
         while at < bytes.len() {
-            match Pin::new(&mut self.inner).poll_write(cx, &bytes[at..]) {
+            let res = Pin::new(&mut self.inner).poll_write(cx, &bytes[at..]);
+            match self.after_write(cx, res) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => at += n,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -120,6 +169,7 @@ impl ConnIo {
                         self.linger = Linger::Done;
                         continue;
                     }
+                    self.armed = false;
                     self.timer_at(Instant::now() + LINGER_TIME);
                     self.linger = Linger::Draining(0);
                 }
@@ -174,7 +224,8 @@ impl AsyncWrite for ConnIo {
         if let Some(reply) = json_error_for(buf) {
             return this.answer(cx, reply, buf.len());
         }
-        Pin::new(&mut this.inner).poll_write(cx, buf)
+        let res = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.after_write(cx, res)
     }
 
     fn poll_write_vectored(
@@ -191,7 +242,8 @@ impl AsyncWrite for ConnIo {
         {
             return this.answer(cx, reply, only.len());
         }
-        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+        let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.after_write(cx, res)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -3,7 +3,9 @@
 //!
 //! - [`io::ConnIo`] wraps the accepted socket: hyper's own bare error
 //!   answers (unparsable heads, heads over the limits) get the JSON error
-//!   shape, followed by a lingering close so the client can read them.
+//!   shape, a write that makes no progress for the stall time ends the
+//!   connection, and an error answer is followed by a lingering close so
+//!   the client can read it.
 //! - [`front::FrontDoor`] is the per-connection service around warp: it
 //!   answers request targets warp cannot route (authority and asterisk
 //!   forms) with a JSON 400.

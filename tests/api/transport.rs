@@ -1,8 +1,8 @@
 //! Hostile transport: oversized and countless headers, malformed request
 //! heads and targets, slowly dribbled headers, many idle connections, a
-//! client that stops reading a large streamed response, a second server on
-//! the same port. Each time the server answers in the JSON error shape where
-//! the connection allows an answer, and stays responsive to everyone else.
+//! client that stops reading a large response, a second server on the same
+//! port. Each time the server answers in the JSON error shape where the
+//! connection allows an answer, and stays responsive to everyone else.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -486,4 +486,72 @@ async fn authority_form_targets_leave_no_error_in_the_log() {
     for bad in ["ERROR", "panic", "internal error"] {
         assert!(!logs.contains(bad), "{bad:?} in the logs:\n{logs}");
     }
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_an_in_memory_list_is_cut_off() {
+    // A directory whose plain user list (about 10 MB) is rendered in memory
+    // (under the stream threshold) and far more than socket buffers hold.
+    let dir = TempDir::new().unwrap();
+    let mut s = settings(dir.path());
+    let store = Store::open(&s.data, StoreOptions::default()).unwrap();
+    let mut ndjson = format!(
+        "{{\"object\":\"directory\",\"id\":\"directory_M\",\"organization_id\":\"{ORG_A}\",\"name\":\"M\",\"type\":\"okta scim v2.0\",\"state\":\"active\"}}\n"
+    );
+    let blob = "y".repeat(10_000);
+    for i in 0..1000 {
+        ndjson.push_str(&format!(
+            "{{\"object\":\"directory_user\",\"id\":\"directory_user_{i}\",\"directory_id\":\"directory_M\",\"email\":\"u{i}@acme.test\",\"state\":\"active\",\"raw_attributes\":{{\"blob\":\"{blob}\"}}}}\n"
+        ));
+    }
+    rollcall::ingest::ndjson::import(&store, ndjson.as_bytes(), |_| {}).unwrap();
+    drop(store);
+    s.stream_threshold = 100_000;
+    s.write_stall = Duration::from_secs(1);
+    let app = spawn_with(s, Arc::new(dir)).await;
+    let dir_id = directory_id(&app, ORG_A, "directory_M").await;
+
+    // The stalled client: a small receive window, asks, reads the head, then
+    // nothing.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&app.addr().into()).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let mut stalled = TcpStream::from_std(socket.into()).unwrap();
+    let request = format!(
+        "GET /api/directories/{dir_id}/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        token_for(ORG_A)
+    );
+    stalled.write_all(request.as_bytes()).await.unwrap();
+    let mut head = vec![0u8; 1024];
+    let n = stalled.read(&mut head).await.unwrap();
+    let head = String::from_utf8_lossy(&head[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .expect("an in-memory body has a content-length")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(length > 9_000_000, "a large body: {length}");
+
+    // Meanwhile the server answers others.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        healthy(&app).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // The stalled connection was cut: what is left in the socket buffers
+    // ends (close or reset) well before the whole body.
+    let rest = read_until_closed(&mut stalled, Duration::from_secs(10))
+        .await
+        .expect("the server closed the stalled connection");
+    assert!(
+        n + rest.len() < length,
+        "cut off before the end: {} of {length} bytes",
+        n + rest.len()
+    );
+    healthy(&app).await;
 }
