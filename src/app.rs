@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -28,6 +27,7 @@ use crate::config::Settings;
 use crate::ingest::committer::Committer;
 use crate::ingest::pull;
 use crate::ingest::signature::WebhookVerifier;
+use crate::net::cap::Connections;
 use crate::net::front::FrontDoor;
 use crate::net::io::ConnIo;
 use crate::store::{Store, StoreError};
@@ -172,19 +172,19 @@ impl Application {
         } = self;
         tracing::info!(%addr, loops = listeners.len(), "rollcall listening");
         let routes = api::routes(state.clone());
-        let slots = Arc::new(Semaphore::new(settings.max_connections));
+        let connections = Connections::new(settings.max_connections);
         let (stop, stopped) = watch::channel(false);
         let mut loops = Vec::new();
         for (i, listener) in listeners.into_iter().enumerate() {
-            let (routes, slots, settings, stopped) = (
+            let (routes, connections, settings, stopped) = (
                 routes.clone(),
-                slots.clone(),
+                connections.clone(),
                 settings.clone(),
                 stopped.clone(),
             );
             let spawned = std::thread::Builder::new()
                 .name(format!("rollcall-loop-{i}"))
-                .spawn(move || event_loop(listener, routes, slots, &settings, stopped));
+                .spawn(move || event_loop(listener, routes, connections, &settings, stopped));
             match spawned {
                 Ok(handle) => loops.push(handle),
                 Err(e) => tracing::error!(error = %e, "cannot start an event loop"),
@@ -253,9 +253,9 @@ fn bind(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>, Startu
 fn event_loop(
     listener: std::net::TcpListener,
     routes: warp::filters::BoxedFilter<(warp::reply::Response,)>,
-    slots: Arc<Semaphore>,
+    connections: Arc<Connections>,
     settings: &Settings,
-    mut stopped: watch::Receiver<bool>,
+    stopped: watch::Receiver<bool>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -282,16 +282,11 @@ fn event_loop(
             .max_header_size(MAX_HEADER_BYTES)
             .max_buf_size(MAX_HEADER_BYTES.max(8192))
             .max_headers(MAX_HEADERS);
-        let graceful = GracefulShutdown::new();
+        // Every connection task holds a clone of `drain`; `drained.closed()`
+        // resolves once the last one has ended.
+        let (drained, drain) = watch::channel(());
+        let mut stop = stopped.clone();
         loop {
-            // Hold back accepting while at the connection cap.
-            let permit = tokio::select! {
-                permit = slots.clone().acquire_owned() => match permit {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-                _ = stopped.changed() => break,
-            };
             let (stream, _peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(pair) => pair,
@@ -301,22 +296,43 @@ fn event_loop(
                         continue;
                     }
                 },
-                _ = stopped.changed() => break,
+                _ = stop.wait_for(|stop| *stop) => break,
+            };
+            // At the cap this makes room by closing an idle connection.
+            let Some(admitted) = connections.admit(&mut stop).await else {
+                break;
             };
             let _ = stream.set_nodelay(true);
             let io = TokioIo::new(ConnIo::new(stream, settings.write_stall));
-            let conn = http.serve_connection(io, FrontDoor::new(service.clone()));
-            let conn = graceful.watch(conn);
+            let conn = http.serve_connection(io, FrontDoor::new(service.clone(), admitted.state()));
+            let (mut stopped, drain) = (stopped.clone(), drain.clone());
             tokio::spawn(async move {
-                if let Err(e) = conn.await {
+                tokio::pin!(conn);
+                let ended = tokio::select! {
+                    ended = conn.as_mut() => Some(ended),
+                    _ = stopped.wait_for(|stop| *stop) => None,
+                    () = admitted.asked_to_close() => None,
+                };
+                // Asked to stop: finish the request in progress, if any,
+                // then close.
+                let ended = match ended {
+                    Some(ended) => ended,
+                    None => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = ended {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
-                drop(permit);
+                drop(admitted);
+                drop(drain);
             });
         }
         drop(listener);
         drop(service);
-        if tokio::time::timeout(settings.shutdown_grace, graceful.shutdown())
+        drop(drain);
+        if tokio::time::timeout(settings.shutdown_grace, drained.closed())
             .await
             .is_err()
         {

@@ -192,7 +192,9 @@ pub struct Settings {
     pub store: StoreOptions,
     /// Seconds a client has to send a request's headers.
     pub header_timeout: Duration,
-    /// Connections served at once; more wait in the accept queue.
+    /// Connections served at once; at the cap, the connection idle longest
+    /// is closed to make room (more wait in the accept queue only while
+    /// every connection is busy).
     pub max_connections: usize,
     /// Bytes of whole list bodies kept ready to send.
     pub cache_bytes: usize,

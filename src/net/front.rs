@@ -1,6 +1,8 @@
 //! [`FrontDoor`]: the hyper service in front of warp. It refuses request
 //! targets warp cannot take (authority form `CONNECT a:1`, asterisk form
-//! `OPTIONS *`) with a JSON 400 before warp sees them.
+//! `OPTIONS *`) with a JSON 400 before warp sees them, and marks its
+//! connection busy from a request's arrival until its response body is
+//! done (so the connection cap knows which connections are idle).
 //!
 //! It must not route, authenticate or read bodies: everything else goes
 //! to warp unchanged.
@@ -8,25 +10,28 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::{Request, Response, Uri};
 use warp::Reply;
 
+use super::cap::ConnState;
 use crate::api::ApiError;
 
-/// The per-connection service: a target check around `inner` (warp's
-/// routes as a hyper service).
+/// The per-connection service: a target check and busy/idle marking around
+/// `inner` (warp's routes as a hyper service).
 #[derive(Clone)]
 pub struct FrontDoor<S> {
     inner: S,
+    conn: Arc<ConnState>,
 }
 
 impl<S> FrontDoor<S> {
-    /// `inner`, behind the target check.
-    pub fn new(inner: S) -> Self {
-        Self { inner }
+    /// `inner` serving the connection whose state is `conn`.
+    pub fn new(inner: S, conn: Arc<ConnState>) -> Self {
+        Self { inner, conn }
     }
 }
 
@@ -48,11 +53,12 @@ where
     // the refusal below, a warp reply, is known to be of the same type.
     Response<B>: From<warp::reply::Response>,
 {
-    type Response = Response<B>;
+    type Response = Response<Tracked<B>>;
     type Error = Infallible;
     type Future = Answer<S::Future, B>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let busy = Busy::new(self.conn.clone());
         if !has_path(req.uri()) {
             tracing::debug!(method = %req.method(), target = %req.uri(), "request target is not a path");
             let refusal = ApiError::validation(
@@ -60,18 +66,22 @@ where
                 "the request target must be a path (origin form), like /healthz",
             )
             .into_response();
-            return Answer::Ready(Some(Response::<B>::from(refusal)));
+            let resp = Response::<B>::from(refusal);
+            return Answer::Ready(Some(resp.map(|body| Tracked::new(body, busy))));
         }
-        Answer::Inner(self.inner.call(req))
+        Answer::Inner {
+            future: self.inner.call(req),
+            busy: Some(busy),
+        }
     }
 }
 
 /// The response future of [`FrontDoor`].
 pub enum Answer<F, B> {
     /// Answered without warp.
-    Ready(Option<Response<B>>),
-    /// warp's answer.
-    Inner(F),
+    Ready(Option<Response<Tracked<B>>>),
+    /// warp's answer, to be tracked.
+    Inner { future: F, busy: Option<Busy> },
 }
 
 impl<F, B> Future for Answer<F, B>
@@ -79,7 +89,7 @@ where
     F: Future<Output = Result<Response<B>, Infallible>> + Unpin,
     B: Unpin,
 {
-    type Output = Result<Response<B>, Infallible>;
+    type Output = Result<Response<Tracked<B>>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
@@ -88,8 +98,65 @@ where
                 Some(resp) => Poll::Ready(Ok(resp)),
                 None => Poll::Pending,
             },
-            Answer::Inner(future) => Pin::new(future).poll(cx),
+            Answer::Inner { future, busy } => {
+                let Ok(resp) = ready!(Pin::new(future).poll(cx));
+                let busy = busy.take();
+                Poll::Ready(Ok(resp.map(|inner| Tracked { inner, _busy: busy })))
+            }
         }
+    }
+}
+
+/// A connection's request in progress: the connection counts as busy
+/// while one exists.
+pub struct Busy(Arc<ConnState>);
+
+impl Busy {
+    fn new(conn: Arc<ConnState>) -> Self {
+        conn.begin_request();
+        Self(conn)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.end_request();
+    }
+}
+
+/// A response body that keeps its connection busy until hyper has taken
+/// all of it (or dropped it).
+pub struct Tracked<B> {
+    inner: B,
+    _busy: Option<Busy>,
+}
+
+impl<B> Tracked<B> {
+    fn new(inner: B, busy: Busy) -> Self {
+        Self {
+            inner,
+            _busy: Some(busy),
+        }
+    }
+}
+
+impl<B: Body + Unpin> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -103,11 +170,11 @@ mod tests {
             ("/healthz", true),
             ("/api/directories?limit=1", true),
             ("http://x/healthz", true),
-            // An empty path in the absolute form is "/".
-            ("http://x", true),
             ("a:1", false),
             ("127.0.0.1:80", false),
             ("*", false),
+            // An empty path in the absolute form is "/".
+            ("http://x", true),
         ] {
             let uri: Uri = target.parse().unwrap();
             assert_eq!(has_path(&uri), routable, "{target}");

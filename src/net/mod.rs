@@ -8,10 +8,13 @@
 //!   the client can read it.
 //! - [`front::FrontDoor`] is the per-connection service around warp: it
 //!   answers request targets warp cannot route (authority and asterisk
-//!   forms) with a JSON 400.
+//!   forms) with a JSON 400, and marks the connection busy or idle.
+//! - [`cap::Connections`] is the connection cap: at the cap, the connection
+//!   idle longest is asked to close to make room.
 //!
 //! Nothing here routes, authenticates, reads bodies or touches storage;
 //! binding and the event loops themselves are [`crate::app`]'s.
 
+pub mod cap;
 pub mod front;
 pub mod io;

@@ -1,8 +1,9 @@
 //! Hostile transport: oversized and countless headers, malformed request
 //! heads and targets, slowly dribbled headers, many idle connections, a
 //! client that stops reading a large response, a second server on the same
-//! port. Each time the server answers in the JSON error shape where the
-//! connection allows an answer, and stays responsive to everyone else.
+//! port, a full connection cap. Each time the server answers in the JSON
+//! error shape where the connection allows an answer, and stays responsive
+//! to everyone else.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -554,4 +555,49 @@ async fn a_client_that_stops_reading_an_in_memory_list_is_cut_off() {
         n + rest.len()
     );
     healthy(&app).await;
+}
+
+#[tokio::test]
+async fn at_the_connection_cap_the_oldest_idle_connection_makes_room() {
+    let app = app_with(|s| {
+        s.max_connections = 50;
+        s.header_timeout = Duration::from_secs(10);
+    })
+    .await;
+    let mut idle = Vec::new();
+    for i in 0..50 {
+        idle.push(TcpStream::connect(app.addr()).await.unwrap());
+        if i == 0 {
+            // The first is clearly the oldest.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let asked = Instant::now();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(2),
+        exchange(
+            &app,
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        ),
+    )
+    .await
+    .expect("/healthz answered within 2 s at the connection cap");
+    assert_eq!(answer.status_line, "HTTP/1.1 200 OK");
+    assert_eq!(answer.json(), json!({"status": "ok"}));
+    assert!(asked.elapsed() < Duration::from_secs(2));
+
+    // The oldest idle connection is the one that made room.
+    let closed = read_until_closed(&mut idle[0], Duration::from_secs(2)).await;
+    assert_eq!(
+        closed,
+        Some(Vec::new()),
+        "the oldest idle connection was closed"
+    );
+    // The others are still there.
+    let mut probe = [0u8; 1];
+    let still_open =
+        tokio::time::timeout(Duration::from_millis(200), idle[49].read(&mut probe)).await;
+    assert!(still_open.is_err(), "the newest idle connection stays open");
 }
