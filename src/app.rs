@@ -17,8 +17,8 @@ use std::thread::JoinHandle;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::api::cache::BodyCache;
 use crate::api::{self, AppState};
@@ -27,9 +27,10 @@ use crate::config::Settings;
 use crate::ingest::committer::Committer;
 use crate::ingest::pull;
 use crate::ingest::signature::WebhookVerifier;
-use crate::net::cap::Connections;
+use crate::net::cap::{Admitted, Connections};
 use crate::net::front::FrontDoor;
 use crate::net::io::ConnIo;
+use crate::net::spread::{Handoff, Load, Spread};
 use crate::store::{Store, StoreError};
 
 /// Why the server could not start.
@@ -157,9 +158,11 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then drains and closes.
     ///
-    /// Each listener gets its own thread with a single-threaded runtime (an
-    /// event loop per core, like nginx's workers): a connection lives on one
-    /// thread from accept to close, so no request pays for waking another.
+    /// Each listener handle gets its own thread with a single-threaded
+    /// runtime (an event loop per core, like nginx's workers): a connection
+    /// lives on one thread from accept (or handoff, see
+    /// [`crate::net::spread`]) to close, so no request pays for waking
+    /// another.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
         let Self {
             listeners,
@@ -173,18 +176,23 @@ impl Application {
         tracing::info!(%addr, loops = listeners.len(), "rollcall listening");
         let routes = api::routes(state.clone());
         let connections = Connections::new(settings.max_connections);
+        let (spread, inboxes) = Spread::new(listeners.len());
         let (stop, stopped) = watch::channel(false);
         let mut loops = Vec::new();
-        for (i, listener) in listeners.into_iter().enumerate() {
-            let (routes, connections, settings, stopped) = (
-                routes.clone(),
-                connections.clone(),
-                settings.clone(),
-                stopped.clone(),
-            );
+        for (index, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
+            let parts = LoopParts {
+                index,
+                listener,
+                inbox,
+                spread: spread.clone(),
+                connections: connections.clone(),
+                routes: routes.clone(),
+                stopped: stopped.clone(),
+            };
+            let settings = settings.clone();
             let spawned = std::thread::Builder::new()
-                .name(format!("rollcall-loop-{i}"))
-                .spawn(move || event_loop(listener, routes, connections, &settings, stopped));
+                .name(format!("rollcall-loop-{index}"))
+                .spawn(move || event_loop(parts, &settings));
             match spawned {
                 Ok(handle) => loops.push(handle),
                 Err(e) => tracing::error!(error = %e, "cannot start an event loop"),
@@ -248,15 +256,38 @@ fn bind(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>, Startu
     Ok(listeners)
 }
 
-/// One event loop: accepts on its handle of the listening socket and
-/// serves its connections until told to stop, then drains them (bounded).
-fn event_loop(
+/// What one event loop runs on.
+struct LoopParts {
+    index: usize,
+    /// This loop's handle on the listening socket.
     listener: std::net::TcpListener,
-    routes: warp::filters::BoxedFilter<(warp::reply::Response,)>,
+    /// Connections other loops accepted and handed to this one.
+    inbox: mpsc::UnboundedReceiver<Handoff>,
+    spread: Arc<Spread>,
     connections: Arc<Connections>,
-    settings: &Settings,
+    routes: warp::filters::BoxedFilter<(warp::reply::Response,)>,
     stopped: watch::Receiver<bool>,
-) {
+}
+
+/// What an event loop is woken for.
+enum Next {
+    Accepted(std::io::Result<(TcpStream, SocketAddr)>),
+    HandedOver(Handoff),
+}
+
+/// One event loop: accepts on its handle of the listening socket (keeping
+/// each connection or handing it to a less loaded loop) and serves its
+/// connections until told to stop, then drains them (bounded).
+fn event_loop(parts: LoopParts, settings: &Settings) {
+    let LoopParts {
+        index,
+        listener,
+        mut inbox,
+        spread,
+        connections,
+        routes,
+        stopped,
+    } = parts;
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -287,20 +318,34 @@ fn event_loop(
         let (drained, drain) = watch::channel(());
         let mut stop = stopped.clone();
         loop {
-            let (stream, _peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(pair) => pair,
+            let next = tokio::select! {
+                accepted = listener.accept() => Next::Accepted(accepted),
+                Some(handoff) = inbox.recv() => Next::HandedOver(handoff),
+                _ = stop.wait_for(|stop| *stop) => break,
+            };
+            let (stream, admitted, load) = match next {
+                Next::Accepted(Err(e)) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+                Next::Accepted(Ok((stream, _peer))) => {
+                    // At the cap this makes room by closing an idle connection.
+                    let Some(admitted) = connections.admit(&mut stop).await else {
+                        break;
+                    };
+                    match keep_or_hand_over(stream, admitted, index, &spread) {
+                        Some(kept) => kept,
+                        None => continue,
+                    }
+                }
+                Next::HandedOver(handoff) => match TcpStream::from_std(handoff.stream) {
+                    Ok(stream) => (stream, handoff.admitted, handoff.load),
                     Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        tracing::debug!(error = %e, "cannot take a handed-over connection");
                         continue;
                     }
                 },
-                _ = stop.wait_for(|stop| *stop) => break,
-            };
-            // At the cap this makes room by closing an idle connection.
-            let Some(admitted) = connections.admit(&mut stop).await else {
-                break;
             };
             let _ = stream.set_nodelay(true);
             let io = TokioIo::new(ConnIo::new(stream, settings.write_stall));
@@ -326,6 +371,7 @@ fn event_loop(
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
                 drop(admitted);
+                drop(load);
                 drop(drain);
             });
         }
@@ -342,6 +388,35 @@ fn event_loop(
     // Streams still running on this loop's blocking pool get a moment to
     // see their client gone.
     runtime.shutdown_timeout(settings.shutdown_grace);
+}
+
+/// Keeps a connection loop `index` accepted, or hands it to a less loaded
+/// loop (`None`: handed over, or lost on the way).
+fn keep_or_hand_over(
+    stream: TcpStream,
+    admitted: Admitted,
+    index: usize,
+    spread: &Spread,
+) -> Option<(TcpStream, Admitted, Load)> {
+    let (to, load) = spread.place(index);
+    if to == index {
+        return Some((stream, admitted, load));
+    }
+    let stream = stream
+        .into_std()
+        .map_err(|e| tracing::debug!(error = %e, "cannot hand a connection over"))
+        .ok()?;
+    let handoff = Handoff {
+        stream,
+        admitted,
+        load,
+    };
+    // Err: that loop has stopped taking connections, so serve it here.
+    let back = spread.hand_to(to, handoff).err()?;
+    let stream = TcpStream::from_std(back.stream)
+        .map_err(|e| tracing::debug!(error = %e, "cannot take a connection back"))
+        .ok()?;
+    Some((stream, back.admitted, spread.claim(index)))
 }
 
 /// Opens the configured store off the async threads.

@@ -11,6 +11,8 @@
 //!   forms) with a JSON 400, and marks the connection busy or idle.
 //! - [`cap::Connections`] is the connection cap: at the cap, the connection
 //!   idle longest is asked to close to make room.
+//! - [`spread::Spread`] keeps the event loops evenly loaded: a loop that
+//!   accepts a connection while busier than another hands it over.
 //!
 //! Nothing here routes, authenticates, reads bodies or touches storage;
 //! binding and the event loops themselves are [`crate::app`]'s.
@@ -18,3 +20,4 @@
 pub mod cap;
 pub mod front;
 pub mod io;
+pub mod spread;

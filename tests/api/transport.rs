@@ -601,3 +601,36 @@ async fn at_the_connection_cap_the_oldest_idle_connection_makes_room() {
         tokio::time::timeout(Duration::from_millis(200), idle[49].read(&mut probe)).await;
     assert!(still_open.is_err(), "the newest idle connection stays open");
 }
+
+#[tokio::test]
+async fn connections_are_served_whichever_loop_accepts_them() {
+    // Four loops share one listening socket; a burst of connections is
+    // spread over them, some handed from the loop that accepted them to
+    // another. Every one of them is served, request after request.
+    let app = app_with(|s| s.workers = 4).await;
+    let mut streams = Vec::new();
+    for _ in 0..64 {
+        streams.push(TcpStream::connect(app.addr()).await.unwrap());
+    }
+    for round in 0..3 {
+        for stream in &mut streams {
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+        }
+        for (i, stream) in streams.iter_mut().enumerate() {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !got.ends_with(b"{\"status\":\"ok\"}") {
+                let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+                    .await
+                    .unwrap_or_else(|_| panic!("connection {i} answered in round {round}"))
+                    .unwrap();
+                assert!(n > 0, "connection {i} stayed open in round {round}");
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"), "connection {i}");
+        }
+    }
+}
