@@ -1,12 +1,14 @@
 //! The running server: [`Application::build`] opens the store, loads the
-//! keys, starts the committer (and pull mode), and binds one SO_REUSEPORT
-//! listener per event loop (port 0 works); [`Application::run_until_stopped`]
-//! runs one single-threaded event loop per listener until the shutdown future
-//! resolves, drains in-flight requests (bounded), stops the background work
-//! and closes the database.
+//! keys, binds one listening socket (port 0 works; a port already in use is
+//! refused), and starts the committer (and pull mode);
+//! [`Application::run_until_stopped`] runs one single-threaded event loop
+//! per worker, each accepting on its own handle of that socket, until the
+//! shutdown future resolves, drains in-flight requests (bounded), stops the
+//! background work and closes the database.
 //!
 //! Connections are served by hyper directly (warp only routes), so header
-//! timeouts, header limits and the connection cap are ours to set.
+//! timeouts, header limits and the connection cap are ours to set; what
+//! happens on a connection below warp is [`crate::net`]'s.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,10 +16,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::api::cache::BodyCache;
 use crate::api::slots::StreamSlots;
@@ -29,6 +30,10 @@ use crate::config::Settings;
 use crate::ingest::committer::Committer;
 use crate::ingest::pull;
 use crate::ingest::signature::WebhookVerifier;
+use crate::net::cap::{Admitted, Connections};
+use crate::net::front::FrontDoor;
+use crate::net::io::ConnIo;
+use crate::net::spread::{Handoff, Load, Spread};
 use crate::store::{Store, StoreError};
 
 /// Why the server could not start.
@@ -53,15 +58,15 @@ pub enum StartupError {
     Task(String),
 }
 
-/// Largest request head (request line and headers) accepted, in bytes.
+/// Largest request head (request line and headers, up to and including
+/// the empty line) accepted, in bytes; hyper enforces it exactly.
 const MAX_HEADER_BYTES: usize = 32 * 1024;
 /// Most headers accepted in one request.
 const MAX_HEADERS: usize = 64;
 
 /// A bound, ready-to-serve rollcall.
 pub struct Application {
-    /// One listener per event loop (SO_REUSEPORT: the kernel spreads
-    /// connections across them).
+    /// One handle per event loop on the same listening socket.
     listeners: Vec<std::net::TcpListener>,
     addr: SocketAddr,
     state: AppState,
@@ -93,9 +98,9 @@ impl Application {
     ) -> Result<Self, StartupError> {
         check_settings(&settings)?;
         let auth = Arc::new(Verifier::new(settings.auth.clone()).await?);
+        let listeners = bind(settings.listen, settings.workers.max(1))?;
         let (committer, committer_thread) =
             Committer::start(store.clone(), settings.group_commit_max);
-        let listeners = bind(settings.listen, settings.workers.max(1))?;
         let addr = listeners[0]
             .local_addr()
             .map_err(|source| StartupError::Bind {
@@ -145,9 +150,11 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then drains and closes.
     ///
-    /// Each listener gets its own thread with a single-threaded runtime (an
-    /// event loop per core, like nginx's workers): a connection lives on one
-    /// thread from accept to close, so no request pays for waking another.
+    /// Each listener handle gets its own thread with a single-threaded
+    /// runtime (an event loop per core, like nginx's workers): a connection
+    /// lives on one thread from accept (or handoff, see
+    /// [`crate::net::spread`]) to close, so no request pays for waking
+    /// another.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
         let Self {
             listeners,
@@ -160,19 +167,24 @@ impl Application {
         } = self;
         tracing::info!(%addr, loops = listeners.len(), "rollcall listening");
         let routes = api::routes(state.clone());
-        let slots = Arc::new(Semaphore::new(settings.max_connections));
+        let connections = Connections::new(settings.max_connections);
+        let (spread, inboxes) = Spread::new(listeners.len());
         let (stop, stopped) = watch::channel(false);
         let mut loops = Vec::new();
-        for (i, listener) in listeners.into_iter().enumerate() {
-            let (routes, slots, settings, stopped) = (
-                routes.clone(),
-                slots.clone(),
-                settings.clone(),
-                stopped.clone(),
-            );
+        for (index, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
+            let parts = LoopParts {
+                index,
+                listener,
+                inbox,
+                spread: spread.clone(),
+                connections: connections.clone(),
+                routes: routes.clone(),
+                stopped: stopped.clone(),
+            };
+            let settings = settings.clone();
             let spawned = std::thread::Builder::new()
-                .name(format!("rollcall-loop-{i}"))
-                .spawn(move || event_loop(listener, routes, slots, &settings, stopped));
+                .name(format!("rollcall-loop-{index}"))
+                .spawn(move || event_loop(parts, &settings));
             match spawned {
                 Ok(handle) => loops.push(handle),
                 Err(e) => tracing::error!(error = %e, "cannot start an event loop"),
@@ -267,41 +279,73 @@ pub fn check_settings(settings: &Settings) -> Result<(), StartupError> {
     Ok(())
 }
 
-/// Binds `n` listeners on one address with SO_REUSEPORT (port 0: the port
-/// the first one got).
+/// Binds one listening socket and returns `n` handles on it, one per event
+/// loop (each registers its own handle with its own reactor, and the kernel
+/// hands each connection to whichever loop accepts first).
+///
+/// Never SO_REUSEPORT: with it a second server — another rollcall on
+/// another database included — could bind the same port and take part of
+/// the traffic. Without it, a port already in use is an error here, always.
+///
+/// # Errors
+/// [`StartupError::Bind`], naming the address.
 fn bind(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>, StartupError> {
     let err = |source| StartupError::Bind { addr, source };
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .map_err(err)?;
+    // SO_REUSEADDR only lets a restart bind over connections of the last
+    // run still in TIME_WAIT; it never admits a second listener on Unix.
+    // (On Windows it would, and Windows needs it for nothing.)
+    #[cfg(unix)]
+    socket.set_reuse_address(true).map_err(err)?;
+    socket.set_nonblocking(true).map_err(err)?;
+    socket.bind(&addr.into()).map_err(err)?;
+    socket.listen(1024).map_err(err)?;
+    let listener: std::net::TcpListener = socket.into();
     let mut listeners = Vec::with_capacity(n);
-    let mut at = addr;
-    for _ in 0..n {
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(at),
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )
-        .map_err(err)?;
-        socket.set_reuse_address(true).map_err(err)?;
-        #[cfg(unix)]
-        socket.set_reuse_port(true).map_err(err)?;
-        socket.set_nonblocking(true).map_err(err)?;
-        socket.bind(&at.into()).map_err(err)?;
-        socket.listen(1024).map_err(err)?;
-        let listener: std::net::TcpListener = socket.into();
-        at = listener.local_addr().map_err(err)?;
-        listeners.push(listener);
+    for _ in 1..n {
+        listeners.push(listener.try_clone().map_err(err)?);
     }
+    listeners.push(listener);
     Ok(listeners)
 }
 
-/// One event loop: accepts on its listener and serves its connections
-/// until told to stop, then drains them (bounded).
-fn event_loop(
+/// What one event loop runs on.
+struct LoopParts {
+    index: usize,
+    /// This loop's handle on the listening socket.
     listener: std::net::TcpListener,
+    /// Connections other loops accepted and handed to this one.
+    inbox: mpsc::UnboundedReceiver<Handoff>,
+    spread: Arc<Spread>,
+    connections: Arc<Connections>,
     routes: warp::filters::BoxedFilter<(warp::reply::Response,)>,
-    slots: Arc<Semaphore>,
-    settings: &Settings,
-    mut stopped: watch::Receiver<bool>,
-) {
+    stopped: watch::Receiver<bool>,
+}
+
+/// What an event loop is woken for.
+enum Next {
+    Accepted(std::io::Result<(TcpStream, SocketAddr)>),
+    HandedOver(Handoff),
+}
+
+/// One event loop: accepts on its handle of the listening socket (keeping
+/// each connection or handing it to a less loaded loop) and serves its
+/// connections until told to stop, then drains them (bounded).
+fn event_loop(parts: LoopParts, settings: &Settings) {
+    let LoopParts {
+        index,
+        listener,
+        mut inbox,
+        spread,
+        connections,
+        routes,
+        stopped,
+    } = parts;
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -320,49 +364,79 @@ fn event_loop(
                 return;
             }
         };
-        let service = warp::service(routes);
+        let service = TowerToHyperService::new(warp::service(routes));
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(settings.header_timeout)
+            .max_header_size(MAX_HEADER_BYTES)
             .max_buf_size(MAX_HEADER_BYTES.max(8192))
             .max_headers(MAX_HEADERS);
-        let graceful = GracefulShutdown::new();
+        // Every connection task holds a clone of `drain`; `drained.closed()`
+        // resolves once the last one has ended.
+        let (drained, drain) = watch::channel(());
+        let mut stop = stopped.clone();
         loop {
-            // Hold back accepting while at the connection cap.
-            let permit = tokio::select! {
-                permit = slots.clone().acquire_owned() => match permit {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-                _ = stopped.changed() => break,
+            let next = tokio::select! {
+                accepted = listener.accept() => Next::Accepted(accepted),
+                Some(handoff) = inbox.recv() => Next::HandedOver(handoff),
+                _ = stop.wait_for(|stop| *stop) => break,
             };
-            let (stream, _peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(pair) => pair,
+            let (stream, admitted, load) = match next {
+                Next::Accepted(Err(e)) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+                Next::Accepted(Ok((stream, _peer))) => {
+                    // At the cap this makes room by closing an idle connection.
+                    let Some(admitted) = connections.admit(&mut stop).await else {
+                        break;
+                    };
+                    match keep_or_hand_over(stream, admitted, index, &spread) {
+                        Some(kept) => kept,
+                        None => continue,
+                    }
+                }
+                Next::HandedOver(handoff) => match TcpStream::from_std(handoff.stream) {
+                    Ok(stream) => (stream, handoff.admitted, handoff.load),
                     Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        tracing::debug!(error = %e, "cannot take a handed-over connection");
                         continue;
                     }
                 },
-                _ = stopped.changed() => break,
             };
             let _ = stream.set_nodelay(true);
-            let conn = http.serve_connection(
-                TokioIo::new(stream),
-                TowerToHyperService::new(service.clone()),
-            );
-            let conn = graceful.watch(conn);
+            let io = TokioIo::new(ConnIo::new(stream, settings.write_stall));
+            let conn = http.serve_connection(io, FrontDoor::new(service.clone(), admitted.state()));
+            let (mut stopped, drain) = (stopped.clone(), drain.clone());
             tokio::spawn(async move {
-                if let Err(e) = conn.await {
+                tokio::pin!(conn);
+                let ended = tokio::select! {
+                    ended = conn.as_mut() => Some(ended),
+                    _ = stopped.wait_for(|stop| *stop) => None,
+                    () = admitted.asked_to_close() => None,
+                };
+                // Asked to stop: finish the request in progress, if any,
+                // then close.
+                let ended = match ended {
+                    Some(ended) => ended,
+                    None => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = ended {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
-                drop(permit);
+                drop(admitted);
+                drop(load);
+                drop(drain);
             });
         }
         drop(listener);
         drop(service);
-        if tokio::time::timeout(settings.shutdown_grace, graceful.shutdown())
+        drop(drain);
+        if tokio::time::timeout(settings.shutdown_grace, drained.closed())
             .await
             .is_err()
         {
@@ -372,6 +446,35 @@ fn event_loop(
     // Streams still running on this loop's blocking pool get a moment to
     // see their client gone.
     runtime.shutdown_timeout(settings.shutdown_grace);
+}
+
+/// Keeps a connection loop `index` accepted, or hands it to a less loaded
+/// loop (`None`: handed over, or lost on the way).
+fn keep_or_hand_over(
+    stream: TcpStream,
+    admitted: Admitted,
+    index: usize,
+    spread: &Spread,
+) -> Option<(TcpStream, Admitted, Load)> {
+    let (to, load) = spread.place(index);
+    if to == index {
+        return Some((stream, admitted, load));
+    }
+    let stream = stream
+        .into_std()
+        .map_err(|e| tracing::debug!(error = %e, "cannot hand a connection over"))
+        .ok()?;
+    let handoff = Handoff {
+        stream,
+        admitted,
+        load,
+    };
+    // Err: that loop has stopped taking connections, so serve it here.
+    let back = spread.hand_to(to, handoff).err()?;
+    let stream = TcpStream::from_std(back.stream)
+        .map_err(|e| tracing::debug!(error = %e, "cannot take a connection back"))
+        .ok()?;
+    Some((stream, back.admitted, spread.claim(index)))
 }
 
 /// Opens the configured store off the async threads.

@@ -168,6 +168,10 @@ pub struct ServeArgs {
     /// Event loops serving connections (default: one per CPU core).
     #[arg(long, env = "ROLLCALL_WORKERS")]
     pub workers: Option<usize>,
+    /// A connection whose pending write makes no progress for this many
+    /// seconds (a client that stopped reading) is closed.
+    #[arg(long, env = "ROLLCALL_WRITE_STALL_SECS", default_value_t = 30)]
+    pub write_stall_secs: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -229,7 +233,9 @@ pub struct Settings {
     pub store: StoreOptions,
     /// Seconds a client has to send a request's headers.
     pub header_timeout: Duration,
-    /// Connections served at once; more wait in the accept queue.
+    /// Connections served at once; at the cap, the connection idle longest
+    /// is closed to make room (more wait in the accept queue only while
+    /// every connection is busy).
     pub max_connections: usize,
     /// Bytes of whole list bodies kept ready to send.
     pub cache_bytes: usize,
@@ -251,6 +257,9 @@ pub struct Settings {
     pub render_budget: usize,
     /// Event loops serving connections.
     pub workers: usize,
+    /// A connection whose pending write makes no progress for this long is
+    /// closed.
+    pub write_stall: Duration,
 }
 
 impl Settings {
@@ -288,6 +297,7 @@ impl Settings {
             body_files_budget: 2048 * 1024 * 1024,
             render_budget: 128 * 1024 * 1024,
             workers: std::thread::available_parallelism().map_or(1, usize::from),
+            write_stall: Duration::from_secs(30),
         }
     }
 
@@ -331,6 +341,7 @@ impl Settings {
         if let Some(n) = args.workers {
             s.workers = n.max(1);
         }
+        s.write_stall = Duration::from_secs(args.write_stall_secs.max(1));
         s
     }
 }

@@ -12,6 +12,8 @@
 //! - [`ingest`]: WorkOS events (webhooks, Events API pull), NDJSON
 //!   import/export; [`ingest::apply`] is the one place objects become writes.
 //! - [`app`]: building, binding and running the server with graceful shutdown.
+//! - [`net`]: the connection layer below warp — what hyper and warp would
+//!   otherwise decide alone about a connection.
 //! - [`config`], [`cli`], [`dev`]: settings, commands, the dev quickstart.
 
 pub mod api;
@@ -22,4 +24,5 @@ pub mod config;
 pub mod dev;
 pub mod ingest;
 pub mod model;
+pub mod net;
 pub mod store;

@@ -25,6 +25,8 @@ pub enum ApiError {
     NotFound,
     MethodNotAllowed,
     PayloadTooLarge,
+    /// The request head (request line and headers) is over the limit.
+    HeaderFieldsTooLarge,
     /// The storage is failing (disk full, I/O error); retry later.
     Unavailable,
     /// A bounded resource is exhausted (request bodies in flight, their
@@ -83,6 +85,12 @@ impl ApiError {
                 "PAYLOAD_TOO_LARGE",
                 "Request body is too large".into(),
             ),
+            Self::HeaderFieldsTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "REQUEST_HEADER_FIELDS_TOO_LARGE",
+                "REQUEST_HEADER_FIELDS_TOO_LARGE",
+                "Request header fields are too large".into(),
+            ),
             Self::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "SERVICE_UNAVAILABLE",
@@ -114,6 +122,29 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.parts().0
     }
+
+    /// The JSON body of this error, for code that writes responses itself
+    /// (the connection layer, below warp).
+    pub fn json_body(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.body()).unwrap_or_default()
+    }
+
+    fn body(&self) -> Body<'_> {
+        let (status, code, data_code, message) = self.parts();
+        let field = match self {
+            Self::Validation { field, .. } => Some(field.as_str()),
+            _ => None,
+        };
+        Body {
+            code,
+            status: status.as_u16(),
+            message,
+            data: Data {
+                code: data_code,
+                field,
+            },
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -133,21 +164,9 @@ struct Data<'a> {
 
 impl Reply for ApiError {
     fn into_response(self) -> Response {
-        let (status, code, data_code, message) = self.parts();
-        let field = match &self {
-            Self::Validation { field, .. } => Some(field.as_str()),
-            _ => None,
-        };
-        let body = Body {
-            code,
-            status: status.as_u16(),
-            message,
-            data: Data {
-                code: data_code,
-                field,
-            },
-        };
-        let mut resp = warp::reply::with_status(warp::reply::json(&body), status).into_response();
+        let status = self.status();
+        let mut resp =
+            warp::reply::with_status(warp::reply::json(&self.body()), status).into_response();
         resp.headers_mut().insert(
             warp::http::header::CACHE_CONTROL,
             warp::http::HeaderValue::from_static("no-store"),
