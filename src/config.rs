@@ -151,8 +151,8 @@ pub struct ServeArgs {
     /// Seconds a list request waits for a stream slot before a 503.
     #[arg(long, env = "ROLLCALL_STREAM_WAIT_SECS", default_value_t = 10)]
     pub stream_wait_secs: u64,
-    /// Slowest average read of a streamed list after its first 10 s, in
-    /// KiB/s (0: no minimum).
+    /// Slowest read of a streamed list, in KiB/s averaged over any 10 s
+    /// after the first 10 s (0: no minimum).
     #[arg(long, env = "ROLLCALL_MIN_STREAM_RATE_KIB", default_value_t = 128)]
     pub min_stream_rate_kib: u64,
     /// Disk for large list bodies kept in files, in MiB.
