@@ -1,4 +1,5 @@
-//! The `rollcall` commands: `serve`, `token`, `import`, `export`, `compact`. `main.rs`
+//! The `rollcall` commands: `serve`, `token`, `import`, `export`, `compact`,
+//! `migrate`. `main.rs`
 //! only parses the command line and calls [`run`].
 
 use std::fs::File;
@@ -40,6 +41,7 @@ pub fn run(command: Command, data: &Path) -> Result<(), CliError> {
         Command::Import(args) => import(data, &args),
         Command::Export(args) => export(data, &args),
         Command::Compact => compact(data),
+        Command::Migrate => migrate(data),
     }
 }
 
@@ -199,6 +201,28 @@ fn import(data: &Path, args: &ImportArgs) -> Result<(), CliError> {
         report.org_memberships,
         report.applied,
         report.unchanged
+    );
+    Ok(())
+}
+
+fn migrate(data: &Path) -> Result<(), CliError> {
+    let done = crate::ingest::migrate::migrate(data).map_err(|e| match e {
+        crate::ingest::migrate::MigrateError::Store(e) => held_elsewhere(e),
+        e => CliError::Other(e.to_string()),
+    })?;
+    let (tombstones, seen, held) = done.bookkeeping;
+    eprintln!(
+        "migrated {} from schema {} to {}: {} directories, {} users, {} groups; {} tombstones, {} seen event ids, {} held events carried over; the old file is kept as {}",
+        data.display(),
+        done.from_schema,
+        crate::store::SCHEMA_VERSION,
+        done.directories,
+        done.users,
+        done.groups,
+        tombstones,
+        seen,
+        held,
+        done.kept.display()
     );
     Ok(())
 }

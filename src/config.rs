@@ -56,6 +56,9 @@ pub enum Command {
     Export(ExportArgs),
     /// Give the space of freed pages back to the file system (server stopped).
     Compact,
+    /// Rebuild a database of an older schema into the current one (server
+    /// stopped; the old file is kept beside it).
+    Migrate,
 }
 
 /// How tokens are verified.

@@ -2,7 +2,10 @@
 //! groups — with typed ids and the exact JSON shape of the Char Directories API.
 //!
 //! This module owns the Char rendering (`to_json`): key order, nulls and
-//! RFC 3339 timestamps are decided here and nowhere else. It knows nothing of
+//! RFC 3339 timestamps are decided here and nowhere else. It also owns how a
+//! record's id and times derive from its source ([`derive_id`], CONTRACT.md
+//! "Determinism"): every instance computes the same answer from the same
+//! WorkOS data. It knows nothing of
 //! storage or HTTP; the `Serialize`/`Deserialize` derives exist for the store's
 //! codec, which wraps them in a versioned envelope.
 
@@ -19,7 +22,14 @@ macro_rules! typed_id {
         pub struct $name(pub Uuid);
 
         impl $name {
-            /// A fresh UUIDv7: ids sort in creation order.
+            /// The id a record with this source id and `created_at` gets
+            /// (see [`derive_id`]).
+            pub fn derive(source_id: &str, created_at: Timestamp) -> Self {
+                Self(derive_id(source_id, created_at, 0))
+            }
+
+            /// A fresh, random UUIDv7 — for tests and tools; records get
+            /// [`Self::derive`]d ids.
             pub fn new_v7() -> Self {
                 Self(Uuid::now_v7())
             }
@@ -63,6 +73,47 @@ typed_id!(
     /// Internal id of a directory-group record.
     DirectoryGroupId
 );
+
+/// The id of a record derived from its source object: a UUID in the
+/// version-7 layout whose millisecond field is the object's `created_at` and
+/// whose other 74 bits come from SHA-256 of the source id (`directory_…`,
+/// `directory_user_…`, `directory_group_…`). Ids therefore sort in the
+/// source's creation order, and every instance, rebuild and restore
+/// computes the same id for the same object.
+///
+/// `probe` is 0 but after a collision (two source ids of one directory with
+/// the same millisecond and the same 74 hash bits): the colliding record then
+/// takes the next probe, hashed as `<source id>#<probe>` (see
+/// `ingest::apply`).
+pub fn derive_id(source_id: &str, created_at: Timestamp, probe: u32) -> Uuid {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(source_id.as_bytes());
+    if probe > 0 {
+        hash.update(format!("#{probe}").as_bytes());
+    }
+    let digest = collide_in_tests(source_id, probe, hash.finalize().into());
+    let mut tail = [0u8; 10];
+    tail.copy_from_slice(&digest[..10]);
+    let millis = u64::try_from(created_at.as_millis()).unwrap_or(0) & ((1 << 48) - 1);
+    uuid::Builder::from_unix_timestamp_millis(millis, &tail).into_uuid()
+}
+
+/// Unit tests force collisions: a source id containing `COLLIDE` hashes to
+/// the same bits (per probe) as every other such id. Real builds never do.
+#[cfg(test)]
+fn collide_in_tests(source_id: &str, probe: u32, digest: [u8; 32]) -> [u8; 32] {
+    if source_id.contains("COLLIDE") && probe == 0 {
+        [0x5a; 32]
+    } else {
+        digest
+    }
+}
+
+#[cfg(not(test))]
+fn collide_in_tests(_: &str, _: u32, digest: [u8; 32]) -> [u8; 32] {
+    digest
+}
 
 /// A point in time, microseconds since the Unix epoch, always UTC.
 #[derive(
@@ -312,39 +363,91 @@ pub struct Provenance {
     pub updated_at: Timestamp,
 }
 
-/// What the ingestion rules need from every stored record: the WorkOS
-/// version it was written from, and rollcall's own `updated_at`.
+/// What the ingestion rules need from every stored record.
 pub trait Record: Clone + PartialEq {
-    /// WorkOS's `updated_at` of the object this record was written from.
+    /// WorkOS's `updated_at` of the object this record was written from:
+    /// an incoming version older than this changes nothing.
     fn source_version(&self) -> Timestamp;
-    /// rollcall's own "last changed" time.
-    fn updated_at(&self) -> Timestamp;
-    fn updated_at_mut(&mut self) -> &mut Timestamp;
-    /// Equal in everything a client or an export could see, timestamps aside.
-    fn same_content(&self, other: &Self) -> bool;
+    /// The source object's id (`directory_…`, `directory_user_…`,
+    /// `directory_group_…`).
+    fn source_id(&self) -> &str;
+    /// The source data only, canonically encoded: of two different versions
+    /// with the same `updated_at`, the one with the greater tiebreak wins, so
+    /// every instance keeps the same one whatever order they arrived in.
+    fn tiebreak(&self) -> Vec<u8>;
 }
 
-macro_rules! record {
-    ($t:ty) => {
-        impl Record for $t {
-            fn source_version(&self) -> Timestamp {
-                self.source.updated_at
-            }
-            fn updated_at(&self) -> Timestamp {
-                self.updated_at
-            }
-            fn updated_at_mut(&mut self) -> &mut Timestamp {
-                &mut self.updated_at
-            }
-            fn same_content(&self, other: &Self) -> bool {
-                <$t>::same_content(self, other)
-            }
-        }
-    };
+impl Record for Directory {
+    fn source_version(&self) -> Timestamp {
+        self.source.updated_at
+    }
+    fn source_id(&self) -> &str {
+        &self.workos_directory_id
+    }
+    fn tiebreak(&self) -> Vec<u8> {
+        to_vec(&(
+            &self.organization_id,
+            &self.name,
+            &self.workos_type,
+            &self.workos_state,
+            &self.domains,
+            self.source.created_at,
+        ))
+    }
 }
-record!(Directory);
-record!(DirectoryUser);
-record!(DirectoryGroup);
+
+impl Record for DirectoryUser {
+    fn source_version(&self) -> Timestamp {
+        self.source.updated_at
+    }
+    fn source_id(&self) -> &str {
+        &self.workos_directory_user_id
+    }
+    fn tiebreak(&self) -> Vec<u8> {
+        to_vec(&(
+            &self.email,
+            &self.emails,
+            &self.first_name,
+            &self.last_name,
+            &self.workos_state,
+            &self.raw_attributes,
+            &self.custom_attributes,
+            &self.idp_id,
+            self.source.created_at,
+        ))
+    }
+}
+
+impl Record for DirectoryGroup {
+    fn source_version(&self) -> Timestamp {
+        self.source.updated_at
+    }
+    fn source_id(&self) -> &str {
+        &self.workos_directory_group_id
+    }
+    fn tiebreak(&self) -> Vec<u8> {
+        to_vec(&(
+            &self.name,
+            &self.idp_id,
+            &self.raw_attributes,
+            self.mapped_role.map(MappedRole::as_str),
+            self.source.created_at,
+        ))
+    }
+}
+
+/// The digest of a set of rendered records that a list's ETag is made
+/// from: the sum (mod 2^128) of the first 16 bytes of each record's SHA-256.
+/// A sum is order-free and can be kept up to date on every write (add the
+/// new rendering, subtract the old), so it is the same on every instance
+/// that holds the same records, however they arrived.
+pub fn json_digest(json: &[u8]) -> u128 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(json);
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&digest[..16]);
+    u128::from_be_bytes(first)
+}
 
 /// A directory connection of an organization.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -363,27 +466,17 @@ pub struct Directory {
     pub updated_at: Timestamp,
     pub user_count: u64,
     pub group_count: u64,
-    /// Bumped by every write that touches the directory, its users or groups.
+    /// Bumped by every write that changes the directory, its users or
+    /// groups: what this instance's caches are keyed by (never served).
     pub revision: u64,
+    /// [`json_digest`]s of the users' and the groups' rendered records,
+    /// summed: what list ETags are made from (the same on every instance).
+    pub users_digest: u128,
+    pub groups_digest: u128,
     pub source: Provenance,
 }
 
 impl Directory {
-    /// Whether two versions differ in anything but timestamps, counts and
-    /// revision.
-    pub fn same_content(&self, other: &Self) -> bool {
-        let strip = |d: &Self| Self {
-            created_at: Timestamp(0),
-            updated_at: Timestamp(0),
-            user_count: 0,
-            group_count: 0,
-            revision: 0,
-            source: Provenance::default(),
-            ..d.clone()
-        };
-        strip(self) == strip(other)
-    }
-
     /// The Char `type`.
     pub fn kind(&self) -> String {
         char_directory_type(&self.workos_type)
@@ -462,19 +555,6 @@ impl DirectoryUser {
         email_key(&self.email)
     }
 
-    /// Whether two versions of a user differ in anything but timestamps
-    /// (rollcall's and WorkOS's) — an update that changes nothing visible
-    /// must not bump `updated_at`.
-    pub fn same_content(&self, other: &Self) -> bool {
-        let strip = |u: &Self| Self {
-            created_at: Timestamp(0),
-            updated_at: Timestamp(0),
-            source: Provenance::default(),
-            ..u.clone()
-        };
-        strip(self) == strip(other)
-    }
-
     /// The Char JSON object: exactly the 12 documented keys, in order.
     pub fn to_json(&self) -> Vec<u8> {
         #[derive(Serialize)]
@@ -525,17 +605,6 @@ pub struct DirectoryGroup {
 }
 
 impl DirectoryGroup {
-    /// Whether two versions differ in anything but timestamps.
-    pub fn same_content(&self, other: &Self) -> bool {
-        let strip = |g: &Self| Self {
-            created_at: Timestamp(0),
-            updated_at: Timestamp(0),
-            source: Provenance::default(),
-            ..g.clone()
-        };
-        strip(self) == strip(other)
-    }
-
     /// The Char JSON object.
     pub fn to_json(&self) -> Vec<u8> {
         #[derive(Serialize)]

@@ -232,7 +232,7 @@ async fn list(
     let kind = req.kind;
     let params = ListParams::parse(kind, &q)?;
     let plain = params == ListParams::default();
-    let tag = etag(dir_id, kind, dir.revision, &params);
+    let tag = etag(dir_id, kind, digest_of(&dir, kind), &params);
     if req
         .if_none_match
         .as_deref()
@@ -291,7 +291,7 @@ async fn list(
     };
     let mut resp = with_etag(
         json_response(body),
-        &etag(dir_id, kind, page.revision, &params),
+        &etag(dir_id, kind, page.digest, &params),
     );
     if let Some(last) = page.next {
         let link = format!(
@@ -369,7 +369,7 @@ async fn spooled(
     };
     match body {
         Ok(body) => {
-            let tag = etag(dir.id, kind, body.revision, params);
+            let tag = etag(dir.id, kind, body.digest, params);
             Ok(with_etag(stream_body(state, slot, body), &tag))
         }
         Err(SpoolError::NotFound) => Err(ApiError::NotFound),
@@ -380,7 +380,7 @@ async fn spooled(
         }),
         Err(e) => {
             tracing::warn!(error = %e, "streaming a list from a snapshot instead of a file");
-            let tag = etag(dir.id, kind, dir.revision, params);
+            let tag = etag(dir.id, kind, digest_of(dir, kind), params);
             let resp = stream_snapshot(state, slot, kind, dir.id, org.to_owned(), params.query());
             Ok(with_etag(resp, &tag))
         }
@@ -531,15 +531,25 @@ fn produce(
     Ok(())
 }
 
-/// A strong validator: the directory, the list, the directory's revision
-/// (bumped by every write that touches it) and the query that shaped the
-/// body — so a 304 can only ever confirm the very same resource.
-fn etag(dir: DirectoryId, kind: ListKind, revision: u64, params: &ListParams) -> String {
+/// The digest of a directory's list of `kind`: the same on every instance
+/// holding the same records.
+fn digest_of(d: &Directory, kind: ListKind) -> u128 {
+    match kind {
+        ListKind::Users => d.users_digest,
+        ListKind::Groups => d.groups_digest,
+    }
+}
+
+/// A strong validator: the directory, the list, the digest of its records
+/// (see [`crate::model::json_digest`]) and the query that shaped the body —
+/// so a 304 can only ever confirm the very same bytes, and two instances
+/// holding the same data give the same ETag.
+fn etag(dir: DirectoryId, kind: ListKind, digest: u128, params: &ListParams) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(dir.0.as_bytes());
     h.update(kind.segment().as_bytes());
-    h.update(revision.to_le_bytes());
+    h.update(digest.to_be_bytes());
     h.update(params.limit.unwrap_or(0).to_le_bytes());
     h.update(params.after.map_or([0; 16], |a| *a.as_bytes()));
     h.update(params.state.map_or("", UserState::as_str).as_bytes());
@@ -576,8 +586,10 @@ pub struct Page {
     pub body: Vec<u8>,
     /// When more records remain after a page: the id of its last record.
     pub next: Option<Uuid>,
-    /// The directory revision the body was read at.
+    /// The directory revision the body was read at (what caches key on).
     pub revision: u64,
+    /// The list's digest at that revision (what ETags are made of).
+    pub digest: u128,
 }
 
 /// Renders one list (or page) from one snapshot, into at most
@@ -650,5 +662,6 @@ pub fn render(
         body: out,
         next: if more { last } else { None },
         revision: directory.revision,
+        digest: digest_of(&directory, kind),
     }))
 }

@@ -72,6 +72,8 @@ pub struct BodyFile {
     file: File,
     /// The directory revision the body was rendered at.
     pub revision: u64,
+    /// The list's digest at that revision (what its ETag is made of).
+    pub digest: u128,
     progress: watch::Receiver<Progress>,
     /// Disk this body is counted for in the budget.
     reservation: Reservation,
@@ -355,26 +357,27 @@ impl BodyFiles {
                 progress_tx.send_modify(|p| p.state = BuildState::Failed);
             }
         });
-        let revision = revision.await.map_err(|_| {
+        let (revision, digest) = revision.await.map_err(|_| {
             SpoolError::Io(std::io::Error::other("the body builder stopped at start"))
         })??;
         Ok(BodyFile {
             file,
             revision,
+            digest,
             progress,
             reservation,
         })
     }
 }
 
-/// Renders the list into `file`: first tells `ready` the revision its
-/// snapshot reads (or why it cannot), then writes, reporting progress every
+/// Renders the list into `file`: first tells `ready` the revision and the
+/// list digest its snapshot reads (or why it cannot), then writes, reporting progress every
 /// [`FLUSH_BYTES`]. Returns the bytes and records written, or `None` when
 /// the build never started (the caller was told why through `ready`).
 fn build(
     job: &Job,
     file: File,
-    ready: oneshot::Sender<Result<u64, SpoolError>>,
+    ready: oneshot::Sender<Result<(u64, u128), SpoolError>>,
     progress: &watch::Sender<Progress>,
 ) -> Result<Option<(u64, u64)>, std::io::Error> {
     let opened = Instant::now();
@@ -385,8 +388,14 @@ fn build(
             return Ok(None);
         }
     };
-    let revision = match snapshot.directory(job.dir) {
-        Ok(Some(d)) if d.organization_id == job.org => d.revision,
+    let version = match snapshot.directory(job.dir) {
+        Ok(Some(d)) if d.organization_id == job.org => (
+            d.revision,
+            match job.kind {
+                ListKind::Users => d.users_digest,
+                ListKind::Groups => d.groups_digest,
+            },
+        ),
         Ok(_) => {
             let _ = ready.send(Err(SpoolError::NotFound));
             return Ok(None);
@@ -396,7 +405,7 @@ fn build(
             return Ok(None);
         }
     };
-    if ready.send(Ok(revision)).is_err() {
+    if ready.send(Ok(version)).is_err() {
         return Ok(None);
     }
     let mut out = std::io::BufWriter::with_capacity(FLUSH_BYTES, &file);

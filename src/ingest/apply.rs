@@ -1,13 +1,19 @@
 //! The one place where WorkOS objects become store writes — used by
-//! webhooks, pull mode and bulk import alike.
+//! webhooks, pull mode, backfill, reconcile and bulk import alike.
 //!
-//! Delivery is at-least-once and unordered, so application is:
+//! What is stored is a function of the WorkOS data alone (CONTRACT.md
+//! "Determinism"): a record's id derives from its WorkOS id and `created_at`
+//! ([`crate::model::derive_id`]), its times are WorkOS's, and every rule
+//! below decides the same way whatever order the data came in, so any
+//! number of instances fed by any paths answer alike. Delivery is
+//! at-least-once and unordered, so application is:
 //! - **idempotent**: a seen event id changes nothing ([`apply_event`]), and an
-//!   object identical to what is stored is not rewritten (no `updated_at` bump);
+//!   object identical to what is stored writes nothing;
 //! - **monotonic**: an object whose WorkOS `updated_at` is older than the
-//!   stored one changes nothing; a deletion leaves a tombstone so a late,
-//!   older update does not resurrect the object; memberships are ordered by
-//!   their event's time the same way;
+//!   stored one changes nothing (of two versions with the same `updated_at`
+//!   the one with the greater [`Record::tiebreak`] wins); a deletion leaves
+//!   a tombstone so a late, older update does not resurrect the object;
+//!   memberships are ordered by their event's time the same way;
 //! - **self-healing**: a `user_added` before its `user.created` creates the
 //!   user from the nested object;
 //! - **never dangling**: an event for a directory rollcall has never seen is
@@ -20,6 +26,9 @@
 //! - **linked within the organization only**: a directory user's `user_id`
 //!   is an AuthKit user with the same email who is an active member of the
 //!   directory's organization, never one of another organization.
+//!
+//! Directories, users and groups go through one generic [`upsert`] and
+//! [`delete`]; a [`Kind`] says what differs between them.
 
 use uuid::Uuid;
 
@@ -30,7 +39,7 @@ use super::workos::{
 use crate::model::{
     AuthkitUser, Directory, DirectoryGroup, DirectoryGroupId, DirectoryId, DirectoryUser,
     DirectoryUserId, MappedRole, OrgMembership, Provenance, Record, Timestamp, UserState,
-    email_key,
+    derive_id, email_key,
 };
 use crate::store::{StoreError, Tx};
 
@@ -56,25 +65,15 @@ pub enum Outcome {
     Conflict,
 }
 
-/// rollcall's own fields, carried by an import line so that an export
-/// re-imports to byte-identical API answers. Events carry none.
+/// What an import line may say beyond the WorkOS object: the group's role
+/// in Char, which WorkOS does not know. Everything else rollcall stores is
+/// derived from the WorkOS data.
 #[derive(Clone, Debug, Default)]
 pub struct Internal {
-    pub id: Option<Uuid>,
-    pub created_at: Option<Timestamp>,
-    pub updated_at: Option<Timestamp>,
-    /// `Some(None)` sets `user_id` to null explicitly.
-    pub user_id: Option<Option<String>>,
     pub mapped_role: Option<Option<MappedRole>>,
 }
 
-const NO_INTERNAL: &Internal = &Internal {
-    id: None,
-    created_at: None,
-    updated_at: None,
-    user_id: None,
-    mapped_role: None,
-};
+const NO_INTERNAL: &Internal = &Internal { mapped_role: None };
 
 /// Events of types rollcall does not apply, since start (reported in the log).
 static IGNORED_EVENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -110,17 +109,19 @@ fn apply_kind(
 ) -> Result<Outcome, StoreError> {
     let outcome = match kind {
         EventKind::DirectoryActivated(d) => {
-            upsert_directory(tx, d, d.updated_at.unwrap_or(at), NO_INTERNAL)?
+            upsert::<Directories>(tx, d, d.updated_at.unwrap_or(at), NO_INTERNAL)?
         }
         EventKind::DirectoryDeleted(d) => {
-            delete_directory(tx, d, deletion_version(d.updated_at, at))?
+            delete::<Directories>(tx, d, deletion_version(d.updated_at, at))?
         }
-        EventKind::UserUpserted(u) => upsert_user(tx, u, u.updated_at.unwrap_or(at), NO_INTERNAL)?,
-        EventKind::UserDeleted(u) => delete_user(tx, u, deletion_version(u.updated_at, at))?,
+        EventKind::UserUpserted(u) => {
+            upsert::<Users>(tx, u, u.updated_at.unwrap_or(at), NO_INTERNAL)?
+        }
+        EventKind::UserDeleted(u) => delete::<Users>(tx, u, deletion_version(u.updated_at, at))?,
         EventKind::GroupUpserted(g) => {
-            upsert_group(tx, g, g.updated_at.unwrap_or(at), NO_INTERNAL)?
+            upsert::<Groups>(tx, g, g.updated_at.unwrap_or(at), NO_INTERNAL)?
         }
-        EventKind::GroupDeleted(g) => delete_group(tx, g, deletion_version(g.updated_at, at))?,
+        EventKind::GroupDeleted(g) => delete::<Groups>(tx, g, deletion_version(g.updated_at, at))?,
         EventKind::MemberAdded { user, group, .. } => add_member(tx, user, group, at)?,
         EventKind::MemberRemoved { user, group, .. } => remove_member(tx, user, group, at)?,
         EventKind::AuthkitUserUpserted(u) => {
@@ -175,29 +176,534 @@ fn is_tombstoned(tx: &Tx<'_>, key: &str, version: Timestamp) -> Result<bool, Sto
     Ok(tx.tombstone(key)?.is_some_and(|t| t >= version))
 }
 
-/// Whether the stored record is newer than `version` (an incoming change
-/// of that version is then stale).
-fn stored_is_newer<T: Record>(existing: Option<&T>, version: Timestamp) -> bool {
-    existing.is_some_and(|old| old.source_version() > version)
-}
+// ---- one upsert and one delete for every kind --------------------------------
 
-/// Keeps the stored `updated_at` when only timestamps differ (an update
-/// that changes nothing visible must not look like a change); returns
-/// whether anything is left to write.
-fn settle<T: Record>(existing: Option<&T>, record: &mut T, internal: &Internal) -> bool {
-    let Some(old) = existing else {
-        return true;
-    };
-    if internal.updated_at.is_none() && old.same_content(record) {
-        *record.updated_at_mut() = old.updated_at();
+/// What differs between directories, users and groups on their way from a
+/// WorkOS object to a stored record.
+trait Kind {
+    /// The WorkOS object.
+    type Object;
+    type Record: Record;
+    /// Where a record lives and must stay: its directory (users, groups) or
+    /// its organization (directories).
+    type Scope: PartialEq;
+    /// The object kind, for logs.
+    const NAME: &'static str;
+    /// What a record under another scope is, for logs.
+    const ELSEWHERE: &'static str;
+
+    fn source_id(o: &Self::Object) -> &str;
+    fn created_at(o: &Self::Object) -> Option<Timestamp>;
+    fn existing(tx: &Tx<'_>, o: &Self::Object) -> Result<Option<Self::Record>, StoreError>;
+    /// The scope the object names, or why there is none
+    /// ([`Outcome::NoDirectory`], or [`Outcome::Stale`] for a directory
+    /// nobody knows the organization of).
+    fn scope(
+        tx: &mut Tx<'_>,
+        o: &Self::Object,
+        existing: Option<&Self::Record>,
+    ) -> Result<Result<Self::Scope, Outcome>, StoreError>;
+    fn scope_of(r: &Self::Record) -> Self::Scope;
+    fn id_of(r: &Self::Record) -> Uuid;
+    /// The record the object becomes, under `id`.
+    fn build(
+        tx: &Tx<'_>,
+        o: &Self::Object,
+        scope: &Self::Scope,
+        id: Uuid,
+        version: Timestamp,
+        existing: Option<&Self::Record>,
+        internal: &Internal,
+    ) -> Result<Self::Record, StoreError>;
+    /// The record stored under `id` in `scope`, if any (to detect a
+    /// collision of derived ids).
+    fn occupant(
+        tx: &Tx<'_>,
+        scope: &Self::Scope,
+        id: Uuid,
+    ) -> Result<Option<Self::Record>, StoreError>;
+    fn put(tx: &mut Tx<'_>, r: &Self::Record) -> Result<(), StoreError>;
+    fn remove(tx: &mut Tx<'_>, r: &Self::Record) -> Result<(), StoreError>;
+    /// Moves a record to another id (after a collision), memberships and
+    /// all; `false` when this kind cannot move (directories).
+    fn rekey(tx: &mut Tx<'_>, r: &Self::Record, id: Uuid) -> Result<bool, StoreError>;
+    /// After a record was created.
+    fn created(_tx: &mut Tx<'_>, _o: &Self::Object) -> Result<(), StoreError> {
+        Ok(())
     }
-    old != record
+    /// After a deletion was recorded (whether or not the record existed).
+    fn deleted(_tx: &mut Tx<'_>, _o: &Self::Object) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
-// ---- directories -----------------------------------------------------------
+/// Creates or updates the record of a WorkOS object, at WorkOS version
+/// `version` (its `updated_at`).
+///
+/// # Errors
+/// Storage failures.
+fn upsert<K: Kind>(
+    tx: &mut Tx<'_>,
+    o: &K::Object,
+    version: Timestamp,
+    internal: &Internal,
+) -> Result<Outcome, StoreError> {
+    let source_id = K::source_id(o);
+    let existing = K::existing(tx, o)?;
+    let scope = match K::scope(tx, o, existing.as_ref())? {
+        Ok(scope) => scope,
+        Err(outcome) => return Ok(outcome),
+    };
+    if existing
+        .as_ref()
+        .is_some_and(|old| K::scope_of(old) != scope)
+    {
+        return Ok(conflict(K::NAME, source_id, K::ELSEWHERE));
+    }
+    if is_tombstoned(tx, source_id, version)?
+        || existing
+            .as_ref()
+            .is_some_and(|old| old.source_version() > version)
+    {
+        return Ok(Outcome::Stale);
+    }
+    let id = match &existing {
+        Some(old) => K::id_of(old),
+        None => {
+            let created = K::created_at(o).unwrap_or(version);
+            place::<K>(tx, &scope, source_id, created)?
+        }
+    };
+    let record = K::build(tx, o, &scope, id, version, existing.as_ref(), internal)?;
+    if let Some(old) = &existing {
+        if *old == record {
+            return Ok(Outcome::Unchanged);
+        }
+        // Two different versions with the same updated_at: the same one
+        // wins on every instance, whichever arrived first.
+        if old.source_version() == version && old.tiebreak() > record.tiebreak() {
+            return Ok(Outcome::Stale);
+        }
+    }
+    K::put(tx, &record)?;
+    tx.clear_tombstone(source_id)?;
+    if existing.is_none() {
+        K::created(tx, o)?;
+    }
+    Ok(Outcome::Applied)
+}
 
-/// Creates or updates a directory from a WorkOS directory object; a new
-/// directory gets a new internal UUID, and the events held for it are applied.
+/// The id a new record gets: its derived id, unless another record of the
+/// same scope already holds it (a collision: same millisecond, same 74 hash
+/// bits). Then the smaller WorkOS id keeps the slot and the other takes its
+/// next probe — moved, if it was there first — so the outcome does not
+/// depend on arrival order. (Only if the smaller one is later deleted does
+/// the other keep its probe id until a rebuild; see the README.)
+fn place<K: Kind>(
+    tx: &mut Tx<'_>,
+    scope: &K::Scope,
+    source_id: &str,
+    created: Timestamp,
+) -> Result<Uuid, StoreError> {
+    let mut probe = 0u32;
+    loop {
+        let id = derive_id(source_id, created, probe);
+        let Some(other) = K::occupant(tx, scope, id)? else {
+            return Ok(id);
+        };
+        tracing::error!(
+            object = K::NAME,
+            workos_id = source_id,
+            holder = other.source_id(),
+            %id,
+            "two records derive the same id; the smaller WorkOS id keeps it"
+        );
+        if source_id < other.source_id() {
+            let moved = next_free::<K>(tx, scope, &other, probe + 1)?;
+            if K::rekey(tx, &other, moved)? {
+                return Ok(id);
+            }
+        }
+        probe += 1;
+    }
+}
+
+/// The first id of `r`'s probe sequence, from `probe` on, that nobody holds.
+fn next_free<K: Kind>(
+    tx: &Tx<'_>,
+    scope: &K::Scope,
+    r: &K::Record,
+    mut probe: u32,
+) -> Result<Uuid, StoreError> {
+    let created = Timestamp::from_millis(i64::try_from(uuid_millis(K::id_of(r))).unwrap_or(0));
+    loop {
+        let id = derive_id(r.source_id(), created, probe);
+        if K::occupant(tx, scope, id)?.is_none() {
+            return Ok(id);
+        }
+        probe += 1;
+    }
+}
+
+/// The millisecond field of a version-7 id.
+fn uuid_millis(id: Uuid) -> u64 {
+    (id.as_u128() >> 80) as u64
+}
+
+/// Deletes the record of a WorkOS object and remembers the deletion as of
+/// `version`.
+///
+/// # Errors
+/// Storage failures.
+fn delete<K: Kind>(
+    tx: &mut Tx<'_>,
+    o: &K::Object,
+    version: Timestamp,
+) -> Result<Outcome, StoreError> {
+    let source_id = K::source_id(o);
+    let existing = K::existing(tx, o)?;
+    let scope = match K::scope(tx, o, existing.as_ref())? {
+        Ok(scope) => Some(scope),
+        Err(Outcome::NoDirectory) => return Ok(Outcome::NoDirectory),
+        Err(_) => None,
+    };
+    if let (Some(old), Some(scope)) = (&existing, &scope)
+        && K::scope_of(old) != *scope
+    {
+        return Ok(conflict(K::NAME, source_id, K::ELSEWHERE));
+    }
+    if existing
+        .as_ref()
+        .is_some_and(|old| old.source_version() > version)
+    {
+        return Ok(Outcome::Stale);
+    }
+    tx.put_tombstone(source_id, version)?;
+    let outcome = match existing {
+        Some(old) => {
+            K::remove(tx, &old)?;
+            Outcome::Applied
+        }
+        None => Outcome::Unchanged,
+    };
+    K::deleted(tx, o)?;
+    Ok(outcome)
+}
+
+/// Directories: scoped by organization.
+struct Directories;
+
+impl Kind for Directories {
+    type Object = WorkosDirectory;
+    type Record = Directory;
+    type Scope = String;
+    const NAME: &'static str = "directory";
+    const ELSEWHERE: &'static str = "it belongs to another organization";
+
+    fn source_id(o: &WorkosDirectory) -> &str {
+        &o.id
+    }
+    fn created_at(o: &WorkosDirectory) -> Option<Timestamp> {
+        o.created_at
+    }
+    fn existing(tx: &Tx<'_>, o: &WorkosDirectory) -> Result<Option<Directory>, StoreError> {
+        tx.directory_by_workos(&o.id)
+    }
+    fn scope(
+        _tx: &mut Tx<'_>,
+        o: &WorkosDirectory,
+        existing: Option<&Directory>,
+    ) -> Result<Result<String, Outcome>, StoreError> {
+        // A deletion or an update may omit the organization; a directory
+        // nobody knows the organization of cannot be created.
+        Ok(o.organization_id
+            .clone()
+            .or_else(|| existing.map(|d| d.organization_id.clone()))
+            .ok_or(Outcome::Stale))
+    }
+    fn scope_of(r: &Directory) -> String {
+        r.organization_id.clone()
+    }
+    fn id_of(r: &Directory) -> Uuid {
+        r.id.0
+    }
+    fn build(
+        _tx: &Tx<'_>,
+        d: &WorkosDirectory,
+        organization: &String,
+        id: Uuid,
+        version: Timestamp,
+        existing: Option<&Directory>,
+        _internal: &Internal,
+    ) -> Result<Directory, StoreError> {
+        // Fixed when first stored, like the id (WorkOS never changes it).
+        let created = existing
+            .map(|o| o.created_at)
+            .or(d.created_at)
+            .unwrap_or(version);
+        Ok(Directory {
+            id: DirectoryId(id),
+            organization_id: organization.clone(),
+            workos_directory_id: d.id.clone(),
+            name: d.name.clone(),
+            workos_type: d.kind.clone(),
+            workos_state: d.state.clone(),
+            domains: d.domains.clone(),
+            created_at: created,
+            updated_at: version,
+            // Counts, revision and digests are the store's.
+            user_count: existing.map_or(0, |o| o.user_count),
+            group_count: existing.map_or(0, |o| o.group_count),
+            revision: existing.map_or(0, |o| o.revision),
+            users_digest: existing.map_or(0, |o| o.users_digest),
+            groups_digest: existing.map_or(0, |o| o.groups_digest),
+            source: Provenance {
+                created_at: created,
+                updated_at: version,
+            },
+        })
+    }
+    fn occupant(tx: &Tx<'_>, _org: &String, id: Uuid) -> Result<Option<Directory>, StoreError> {
+        tx.directory(DirectoryId(id))
+    }
+    fn put(tx: &mut Tx<'_>, r: &Directory) -> Result<(), StoreError> {
+        tx.put_directory(r)
+    }
+    fn remove(tx: &mut Tx<'_>, r: &Directory) -> Result<(), StoreError> {
+        tx.delete_directory(r.id).map(|_| ())
+    }
+    fn rekey(_tx: &mut Tx<'_>, _r: &Directory, _id: Uuid) -> Result<bool, StoreError> {
+        // Moving a directory would move every record in it; directories
+        // are few, and the newcomer takes the next probe instead.
+        Ok(false)
+    }
+    /// Applies the events held for the directory.
+    fn created(tx: &mut Tx<'_>, d: &WorkosDirectory) -> Result<(), StoreError> {
+        for raw in tx.take_parked_events(&d.id)? {
+            match Event::parse(&raw) {
+                Ok(event) => {
+                    apply_kind(tx, &event.kind, event.created_at, None)?;
+                }
+                Err(e) => tracing::warn!(error = %e, "dropping a held event that no longer parses"),
+            }
+        }
+        Ok(())
+    }
+    /// Drops the events held for a deleted directory.
+    fn deleted(tx: &mut Tx<'_>, d: &WorkosDirectory) -> Result<(), StoreError> {
+        let dropped = tx.take_parked_events(&d.id)?.len();
+        if dropped > 0 {
+            tracing::info!(workos_directory_id = %d.id, dropped, "dropped events held for a deleted directory");
+        }
+        Ok(())
+    }
+}
+
+/// The directory a user or group event names, by WorkOS id.
+fn directory_of(
+    tx: &mut Tx<'_>,
+    workos_id: &str,
+) -> Result<Result<DirectoryId, Outcome>, StoreError> {
+    Ok(tx
+        .directory_id_by_workos(workos_id)?
+        .ok_or(Outcome::NoDirectory))
+}
+
+/// Directory users: scoped by directory; linked to AuthKit users.
+struct Users;
+
+impl Kind for Users {
+    type Object = WorkosDirectoryUser;
+    type Record = DirectoryUser;
+    type Scope = DirectoryId;
+    const NAME: &'static str = "directory_user";
+    const ELSEWHERE: &'static str = "it belongs to another directory";
+
+    fn source_id(o: &WorkosDirectoryUser) -> &str {
+        &o.id
+    }
+    fn created_at(o: &WorkosDirectoryUser) -> Option<Timestamp> {
+        o.created_at
+    }
+    fn existing(tx: &Tx<'_>, o: &WorkosDirectoryUser) -> Result<Option<DirectoryUser>, StoreError> {
+        tx.user_by_workos(&o.id)
+    }
+    fn scope(
+        tx: &mut Tx<'_>,
+        o: &WorkosDirectoryUser,
+        _: Option<&DirectoryUser>,
+    ) -> Result<Result<DirectoryId, Outcome>, StoreError> {
+        directory_of(tx, &o.directory_id)
+    }
+    fn scope_of(r: &DirectoryUser) -> DirectoryId {
+        r.directory_id
+    }
+    fn id_of(r: &DirectoryUser) -> Uuid {
+        r.id.0
+    }
+    fn build(
+        tx: &Tx<'_>,
+        u: &WorkosDirectoryUser,
+        dir: &DirectoryId,
+        id: Uuid,
+        version: Timestamp,
+        existing: Option<&DirectoryUser>,
+        _internal: &Internal,
+    ) -> Result<DirectoryUser, StoreError> {
+        // Fixed when first stored, like the id (WorkOS never changes it).
+        let created = existing
+            .map(|o| o.created_at)
+            .or(u.created_at)
+            .unwrap_or(version);
+        let link = linked_user(tx, *dir, &u.email_key())?;
+        Ok(DirectoryUser {
+            id: DirectoryUserId(id),
+            directory_id: *dir,
+            updated_at: link.as_ref().map_or(version, |l| l.version.max(version)),
+            user_id: link.map(|l| l.user_id),
+            workos_directory_user_id: u.id.clone(),
+            email: u.email.clone(),
+            first_name: u.first_name.clone(),
+            last_name: u.last_name.clone(),
+            state: UserState::from_workos(&u.state),
+            raw_attributes: u.raw_attributes.clone(),
+            idp_id: u.idp_id.clone(),
+            created_at: created,
+            workos_state: u.state.clone(),
+            emails: u.emails.clone(),
+            custom_attributes: u.custom_attributes.clone(),
+            source: Provenance {
+                created_at: created,
+                updated_at: version,
+            },
+        })
+    }
+    fn occupant(
+        tx: &Tx<'_>,
+        dir: &DirectoryId,
+        id: Uuid,
+    ) -> Result<Option<DirectoryUser>, StoreError> {
+        tx.user(*dir, DirectoryUserId(id))
+    }
+    fn put(tx: &mut Tx<'_>, r: &DirectoryUser) -> Result<(), StoreError> {
+        tx.put_user(r)
+    }
+    fn remove(tx: &mut Tx<'_>, r: &DirectoryUser) -> Result<(), StoreError> {
+        tx.delete_user(r)
+    }
+    fn rekey(tx: &mut Tx<'_>, r: &DirectoryUser, id: Uuid) -> Result<bool, StoreError> {
+        let groups = tx.groups_of_member(r.id)?;
+        tx.delete_user(r)?;
+        let moved = DirectoryUser {
+            id: DirectoryUserId(id),
+            ..r.clone()
+        };
+        tx.put_user(&moved)?;
+        for (group, added) in groups {
+            tx.put_membership(group, moved.id, added)?;
+        }
+        Ok(true)
+    }
+}
+
+/// Directory groups: scoped by directory.
+struct Groups;
+
+impl Kind for Groups {
+    type Object = WorkosDirectoryGroup;
+    type Record = DirectoryGroup;
+    type Scope = DirectoryId;
+    const NAME: &'static str = "directory_group";
+    const ELSEWHERE: &'static str = "it belongs to another directory";
+
+    fn source_id(o: &WorkosDirectoryGroup) -> &str {
+        &o.id
+    }
+    fn created_at(o: &WorkosDirectoryGroup) -> Option<Timestamp> {
+        o.created_at
+    }
+    fn existing(
+        tx: &Tx<'_>,
+        o: &WorkosDirectoryGroup,
+    ) -> Result<Option<DirectoryGroup>, StoreError> {
+        tx.group_by_workos(&o.id)
+    }
+    fn scope(
+        tx: &mut Tx<'_>,
+        o: &WorkosDirectoryGroup,
+        _: Option<&DirectoryGroup>,
+    ) -> Result<Result<DirectoryId, Outcome>, StoreError> {
+        directory_of(tx, &o.directory_id)
+    }
+    fn scope_of(r: &DirectoryGroup) -> DirectoryId {
+        r.directory_id
+    }
+    fn id_of(r: &DirectoryGroup) -> Uuid {
+        r.id.0
+    }
+    fn build(
+        _tx: &Tx<'_>,
+        g: &WorkosDirectoryGroup,
+        dir: &DirectoryId,
+        id: Uuid,
+        version: Timestamp,
+        existing: Option<&DirectoryGroup>,
+        internal: &Internal,
+    ) -> Result<DirectoryGroup, StoreError> {
+        // Fixed when first stored, like the id (WorkOS never changes it).
+        let created = existing
+            .map(|o| o.created_at)
+            .or(g.created_at)
+            .unwrap_or(version);
+        Ok(DirectoryGroup {
+            id: DirectoryGroupId(id),
+            directory_id: *dir,
+            workos_directory_group_id: g.id.clone(),
+            name: g.name.clone(),
+            idp_id: g.idp_id.clone(),
+            raw_attributes: g.raw_attributes.clone(),
+            mapped_role: match internal.mapped_role {
+                Some(given) => given,
+                None => existing.and_then(|o| o.mapped_role),
+            },
+            created_at: created,
+            updated_at: version,
+            source: Provenance {
+                created_at: created,
+                updated_at: version,
+            },
+        })
+    }
+    fn occupant(
+        tx: &Tx<'_>,
+        dir: &DirectoryId,
+        id: Uuid,
+    ) -> Result<Option<DirectoryGroup>, StoreError> {
+        tx.group(*dir, DirectoryGroupId(id))
+    }
+    fn put(tx: &mut Tx<'_>, r: &DirectoryGroup) -> Result<(), StoreError> {
+        tx.put_group(r)
+    }
+    fn remove(tx: &mut Tx<'_>, r: &DirectoryGroup) -> Result<(), StoreError> {
+        tx.delete_group(r)
+    }
+    fn rekey(tx: &mut Tx<'_>, r: &DirectoryGroup, id: Uuid) -> Result<bool, StoreError> {
+        let members = tx.members_of_group(r.id)?;
+        tx.delete_group(r)?;
+        let moved = DirectoryGroup {
+            id: DirectoryGroupId(id),
+            ..r.clone()
+        };
+        tx.put_group(&moved)?;
+        for (user, added) in members {
+            tx.put_membership(moved.id, user, added)?;
+        }
+        Ok(true)
+    }
+}
+
+/// Creates or updates a directory from a WorkOS directory object; the
+/// events held for a new directory are applied.
 ///
 /// # Errors
 /// Storage failures.
@@ -207,77 +713,7 @@ pub fn upsert_directory(
     version: Timestamp,
     internal: &Internal,
 ) -> Result<Outcome, StoreError> {
-    if is_tombstoned(tx, &d.id, version)? {
-        return Ok(Outcome::Stale);
-    }
-    let existing = tx.directory_by_workos(&d.id)?;
-    if let (Some(old), Some(org)) = (&existing, &d.organization_id)
-        && old.organization_id != *org
-    {
-        return Ok(conflict(
-            "directory",
-            &d.id,
-            "it belongs to another organization",
-        ));
-    }
-    if stored_is_newer(existing.as_ref(), version) {
-        return Ok(Outcome::Stale);
-    }
-    let Some(organization_id) = d
-        .organization_id
-        .clone()
-        .or_else(|| existing.as_ref().map(|o| o.organization_id.clone()))
-    else {
-        return Ok(Outcome::Stale);
-    };
-    let mut record = Directory {
-        id: existing
-            .as_ref()
-            .map(|o| o.id)
-            .or(internal.id.map(DirectoryId))
-            .unwrap_or_else(DirectoryId::new_v7),
-        organization_id,
-        workos_directory_id: d.id.clone(),
-        name: d.name.clone(),
-        workos_type: d.kind.clone(),
-        workos_state: d.state.clone(),
-        domains: d.domains.clone(),
-        created_at: existing
-            .as_ref()
-            .map(|o| o.created_at)
-            .or(internal.created_at)
-            .unwrap_or(tx.now()),
-        updated_at: internal.updated_at.unwrap_or(tx.now()),
-        user_count: 0,
-        group_count: 0,
-        revision: 0,
-        source: Provenance {
-            created_at: d.created_at.unwrap_or(version),
-            updated_at: version,
-        },
-    };
-    if let Some(old) = &existing {
-        // Counts and revision are the store's; compare like with like.
-        record.user_count = old.user_count;
-        record.group_count = old.group_count;
-        record.revision = old.revision;
-    }
-    if !settle(existing.as_ref(), &mut record, internal) {
-        return Ok(Outcome::Unchanged);
-    }
-    tx.put_directory(&record)?;
-    tx.clear_tombstone(&d.id)?;
-    if existing.is_none() {
-        for raw in tx.take_parked_events(&d.id)? {
-            match Event::parse(&raw) {
-                Ok(event) => {
-                    apply_kind(tx, &event.kind, event.created_at, None)?;
-                }
-                Err(e) => tracing::warn!(error = %e, "dropping a held event that no longer parses"),
-            }
-        }
-    }
-    Ok(Outcome::Applied)
+    upsert::<Directories>(tx, d, version, internal)
 }
 
 /// Removes a directory with everything in it, and remembers the deletion.
@@ -289,36 +725,11 @@ pub fn delete_directory(
     d: &WorkosDirectory,
     version: Timestamp,
 ) -> Result<Outcome, StoreError> {
-    let existing = tx.directory_by_workos(&d.id)?;
-    if let (Some(old), Some(org)) = (&existing, &d.organization_id)
-        && old.organization_id != *org
-    {
-        return Ok(conflict(
-            "directory",
-            &d.id,
-            "it belongs to another organization",
-        ));
-    }
-    let existed = match existing {
-        Some(old) => tx.delete_directory(old.id)?,
-        None => false,
-    };
-    tx.put_tombstone(&d.id, version)?;
-    let dropped = tx.take_parked_events(&d.id)?.len();
-    if dropped > 0 {
-        tracing::info!(workos_directory_id = %d.id, dropped, "dropped events held for a deleted directory");
-    }
-    Ok(if existed {
-        Outcome::Applied
-    } else {
-        Outcome::Unchanged
-    })
+    delete::<Directories>(tx, d, version)
 }
 
-// ---- users -------------------------------------------------------------------
-
-/// Creates or updates a directory user by WorkOS id, keeping its internal
-/// UUID and `created_at`, and linking it to the AuthKit user with its email.
+/// Creates or updates a directory user, linking it to the AuthKit user with
+/// its email who is a member of the directory's organization.
 ///
 /// # Errors
 /// Storage failures.
@@ -328,59 +739,7 @@ pub fn upsert_user(
     version: Timestamp,
     internal: &Internal,
 ) -> Result<Outcome, StoreError> {
-    let Some(dir) = tx.directory_id_by_workos(&u.directory_id)? else {
-        return Ok(Outcome::NoDirectory);
-    };
-    let existing = tx.user_by_workos(&u.id)?;
-    if existing.as_ref().is_some_and(|o| o.directory_id != dir) {
-        return Ok(conflict(
-            "directory_user",
-            &u.id,
-            "it belongs to another directory",
-        ));
-    }
-    if is_tombstoned(tx, &u.id, version)? || stored_is_newer(existing.as_ref(), version) {
-        return Ok(Outcome::Stale);
-    }
-    let user_id = match &internal.user_id {
-        Some(given) => given.clone(),
-        None => linked_user(tx, dir, &u.email_key())?,
-    };
-    let mut record = DirectoryUser {
-        id: existing
-            .as_ref()
-            .map(|o| o.id)
-            .or(internal.id.map(DirectoryUserId))
-            .unwrap_or_else(DirectoryUserId::new_v7),
-        directory_id: dir,
-        user_id,
-        workos_directory_user_id: u.id.clone(),
-        email: u.email.clone(),
-        first_name: u.first_name.clone(),
-        last_name: u.last_name.clone(),
-        state: UserState::from_workos(&u.state),
-        raw_attributes: u.raw_attributes.clone(),
-        idp_id: u.idp_id.clone(),
-        created_at: existing
-            .as_ref()
-            .map(|o| o.created_at)
-            .or(internal.created_at)
-            .unwrap_or(tx.now()),
-        updated_at: internal.updated_at.unwrap_or(tx.now()),
-        workos_state: u.state.clone(),
-        emails: u.emails.clone(),
-        custom_attributes: u.custom_attributes.clone(),
-        source: Provenance {
-            created_at: u.created_at.unwrap_or(version),
-            updated_at: version,
-        },
-    };
-    if !settle(existing.as_ref(), &mut record, internal) {
-        return Ok(Outcome::Unchanged);
-    }
-    tx.put_user(&record)?;
-    tx.clear_tombstone(&u.id)?;
-    Ok(Outcome::Applied)
+    upsert::<Users>(tx, u, version, internal)
 }
 
 /// Deletes a directory user and remembers the deletion.
@@ -392,33 +751,10 @@ pub fn delete_user(
     u: &WorkosDirectoryUser,
     version: Timestamp,
 ) -> Result<Outcome, StoreError> {
-    let Some(dir) = tx.directory_id_by_workos(&u.directory_id)? else {
-        return Ok(Outcome::NoDirectory);
-    };
-    let existing = tx.user_by_workos(&u.id)?;
-    if existing.as_ref().is_some_and(|o| o.directory_id != dir) {
-        return Ok(conflict(
-            "directory_user",
-            &u.id,
-            "it belongs to another directory",
-        ));
-    }
-    if stored_is_newer(existing.as_ref(), version) {
-        return Ok(Outcome::Stale);
-    }
-    tx.put_tombstone(&u.id, version)?;
-    match existing {
-        Some(old) => {
-            tx.delete_user(&old)?;
-            Ok(Outcome::Applied)
-        }
-        None => Ok(Outcome::Unchanged),
-    }
+    delete::<Users>(tx, u, version)
 }
 
-// ---- groups and memberships ---------------------------------------------------
-
-/// Creates or updates a directory group by WorkOS id.
+/// Creates or updates a directory group.
 ///
 /// # Errors
 /// Storage failures.
@@ -428,52 +764,7 @@ pub fn upsert_group(
     version: Timestamp,
     internal: &Internal,
 ) -> Result<Outcome, StoreError> {
-    let Some(dir) = tx.directory_id_by_workos(&g.directory_id)? else {
-        return Ok(Outcome::NoDirectory);
-    };
-    let existing = tx.group_by_workos(&g.id)?;
-    if existing.as_ref().is_some_and(|o| o.directory_id != dir) {
-        return Ok(conflict(
-            "directory_group",
-            &g.id,
-            "it belongs to another directory",
-        ));
-    }
-    if is_tombstoned(tx, &g.id, version)? || stored_is_newer(existing.as_ref(), version) {
-        return Ok(Outcome::Stale);
-    }
-    let mut record = DirectoryGroup {
-        id: existing
-            .as_ref()
-            .map(|o| o.id)
-            .or(internal.id.map(DirectoryGroupId))
-            .unwrap_or_else(DirectoryGroupId::new_v7),
-        directory_id: dir,
-        workos_directory_group_id: g.id.clone(),
-        name: g.name.clone(),
-        idp_id: g.idp_id.clone(),
-        raw_attributes: g.raw_attributes.clone(),
-        mapped_role: match internal.mapped_role {
-            Some(given) => given,
-            None => existing.as_ref().and_then(|o| o.mapped_role),
-        },
-        created_at: existing
-            .as_ref()
-            .map(|o| o.created_at)
-            .or(internal.created_at)
-            .unwrap_or(tx.now()),
-        updated_at: internal.updated_at.unwrap_or(tx.now()),
-        source: Provenance {
-            created_at: g.created_at.unwrap_or(version),
-            updated_at: version,
-        },
-    };
-    if !settle(existing.as_ref(), &mut record, internal) {
-        return Ok(Outcome::Unchanged);
-    }
-    tx.put_group(&record)?;
-    tx.clear_tombstone(&g.id)?;
-    Ok(Outcome::Applied)
+    upsert::<Groups>(tx, g, version, internal)
 }
 
 /// Deletes a directory group (and its memberships) and remembers the deletion.
@@ -485,29 +776,10 @@ pub fn delete_group(
     g: &WorkosDirectoryGroup,
     version: Timestamp,
 ) -> Result<Outcome, StoreError> {
-    let Some(dir) = tx.directory_id_by_workos(&g.directory_id)? else {
-        return Ok(Outcome::NoDirectory);
-    };
-    let existing = tx.group_by_workos(&g.id)?;
-    if existing.as_ref().is_some_and(|o| o.directory_id != dir) {
-        return Ok(conflict(
-            "directory_group",
-            &g.id,
-            "it belongs to another directory",
-        ));
-    }
-    if stored_is_newer(existing.as_ref(), version) {
-        return Ok(Outcome::Stale);
-    }
-    tx.put_tombstone(&g.id, version)?;
-    match existing {
-        Some(old) => {
-            tx.delete_group(&old)?;
-            Ok(Outcome::Applied)
-        }
-        None => Ok(Outcome::Unchanged),
-    }
+    delete::<Groups>(tx, g, version)
 }
+
+// ---- memberships -----------------------------------------------------------------
 
 fn membership_key(group: &str, user: &str) -> String {
     format!("membership:{group}:{user}")
@@ -557,24 +829,36 @@ pub fn add_member(
         Ok(pair) => pair,
         Err(why) => return Ok(why),
     };
+    put_member(tx, &u, &g, at, changed)
+}
+
+/// Records that `u` is in `g` as of `at` (a membership, or a membership
+/// removal, that is newer wins); `changed` says whether the caller already
+/// changed something.
+fn put_member(
+    tx: &mut Tx<'_>,
+    u: &DirectoryUser,
+    g: &DirectoryGroup,
+    at: Timestamp,
+    changed: bool,
+) -> Result<Outcome, StoreError> {
+    let done = |applied: bool, otherwise: Outcome| {
+        Ok(if applied || changed {
+            Outcome::Applied
+        } else {
+            otherwise
+        })
+    };
     let key = membership_key(&g.workos_directory_group_id, &u.workos_directory_user_id);
     if is_tombstoned(tx, &key, at)? {
-        return Ok(if changed {
-            Outcome::Applied
-        } else {
-            Outcome::Stale
-        });
+        return done(false, Outcome::Stale);
     }
     if tx.membership(g.id, u.id)?.is_some_and(|t| t >= at) {
-        return Ok(if changed {
-            Outcome::Applied
-        } else {
-            Outcome::Unchanged
-        });
+        return done(false, Outcome::Unchanged);
     }
     tx.put_membership(g.id, u.id, at)?;
     tx.clear_tombstone(&key)?;
-    Ok(Outcome::Applied)
+    done(true, Outcome::Applied)
 }
 
 /// Removes a user from a group, and remembers the removal.
@@ -615,34 +899,80 @@ pub fn remove_member(
     })
 }
 
-// ---- AuthKit users (linking) ------------------------------------------------
-
-/// The AuthKit user a directory user of `dir` with this email is linked to
-/// (see [`Tx::linked_authkit_user`]).
-fn linked_user(tx: &Tx<'_>, dir: DirectoryId, key: &str) -> Result<Option<String>, StoreError> {
-    match tx.directory(dir)? {
-        Some(d) => tx.linked_authkit_user(key, &d.organization_id),
-        None => Ok(None),
+/// A membership listed by the WorkOS API (backfill, reconcile) or an import
+/// line: the user and group must already be stored in the directory.
+///
+/// # Errors
+/// Storage failures.
+pub fn list_member(
+    tx: &mut Tx<'_>,
+    directory: &str,
+    group: &str,
+    user: &str,
+    at: Timestamp,
+) -> Result<Outcome, StoreError> {
+    let Some(dir) = tx.directory_id_by_workos(directory)? else {
+        return Ok(Outcome::NoDirectory);
+    };
+    match (tx.user_by_workos(user)?, tx.group_by_workos(group)?) {
+        (Some(u), Some(g)) if u.directory_id == dir && g.directory_id == dir => {
+            put_member(tx, &u, &g, at, false)
+        }
+        (Some(u), _) if u.directory_id != dir => Ok(conflict(
+            "directory_user",
+            user,
+            "it belongs to another directory",
+        )),
+        (_, Some(g)) if g.directory_id != dir => Ok(conflict(
+            "directory_group",
+            group,
+            "it belongs to another directory",
+        )),
+        _ => Ok(Outcome::Stale),
     }
 }
 
+// ---- AuthKit users and organization memberships (linking) --------------------
+
+/// The AuthKit user a directory user is linked to, and the latest WorkOS
+/// time among the data that decided it (the AuthKit user and its
+/// membership): part of the directory user's `updated_at`.
+struct Link {
+    user_id: String,
+    version: Timestamp,
+}
+
+/// The link of a directory user of `dir` with this email (see
+/// [`Tx::linked_authkit_user`]).
+fn linked_user(tx: &Tx<'_>, dir: DirectoryId, key: &str) -> Result<Option<Link>, StoreError> {
+    let Some(d) = tx.directory(dir)? else {
+        return Ok(None);
+    };
+    let Some(membership) = tx.linked_authkit_user(key, &d.organization_id)? else {
+        return Ok(None);
+    };
+    let authkit = tx
+        .authkit_user(&membership.user_id)?
+        .map_or(Timestamp::MIN, |a| a.source.updated_at);
+    Ok(Some(Link {
+        version: membership.source.updated_at.max(authkit),
+        user_id: membership.user_id,
+    }))
+}
+
 /// Points every directory user with this email, in every directory, at the
-/// AuthKit user it is now linked to (or at nobody).
+/// AuthKit user it is now linked to (or at nobody), with the `updated_at`
+/// that follows.
 fn relink(tx: &mut Tx<'_>, key: &str) -> Result<(), StoreError> {
-    let mut targets: std::collections::HashMap<DirectoryId, Option<String>> =
-        std::collections::HashMap::new();
     for mut user in tx.users_with_email(key)? {
-        let target = match targets.get(&user.directory_id) {
-            Some(t) => t.clone(),
-            None => {
-                let t = linked_user(tx, user.directory_id, key)?;
-                targets.insert(user.directory_id, t.clone());
-                t
-            }
-        };
-        if user.user_id != target {
-            user.user_id = target;
-            user.updated_at = tx.now();
+        let link = linked_user(tx, user.directory_id, key)?;
+        let updated_at = link.as_ref().map_or(user.source.updated_at, |l| {
+            l.version.max(user.source.updated_at)
+        });
+        let user_id = link.map(|l| l.user_id);
+        if user.user_id != user_id || user.updated_at != updated_at {
+            user.user_id = user_id;
+            user.updated_at = updated_at;
             tx.put_user(&user)?;
         }
     }
@@ -658,7 +988,7 @@ fn relink_authkit_user(tx: &mut Tx<'_>, user_id: &str) -> Result<(), StoreError>
     Ok(())
 }
 
-/// Records an AuthKit user and links every directory user with its email.
+/// Records an AuthKit user and relinks every directory user with its email.
 ///
 /// # Errors
 /// Storage failures.
@@ -685,8 +1015,13 @@ pub fn upsert_authkit_user(
             updated_at: version,
         },
     };
-    if existing.as_ref() == Some(&record) {
-        return Ok(Outcome::Unchanged);
+    if let Some(old) = &existing {
+        if *old == record {
+            return Ok(Outcome::Unchanged);
+        }
+        if old.source.updated_at == version && old.email > record.email {
+            return Ok(Outcome::Stale);
+        }
     }
     tx.put_authkit_user(&record)?;
     tx.clear_tombstone(&u.id)?;
@@ -725,8 +1060,6 @@ pub fn delete_authkit_user(
     }
 }
 
-// ---- organization memberships (who may be linked) ---------------------------
-
 /// Records an AuthKit user's membership of an organization and relinks the
 /// directory users with that user's email.
 ///
@@ -757,8 +1090,14 @@ pub fn upsert_org_membership(
             updated_at: version,
         },
     };
-    if existing.as_ref() == Some(&record) {
-        return Ok(Outcome::Unchanged);
+    if let Some(old) = &existing {
+        if *old == record {
+            return Ok(Outcome::Unchanged);
+        }
+        if old.source.updated_at == version && (&old.id, &old.status) > (&record.id, &record.status)
+        {
+            return Ok(Outcome::Stale);
+        }
     }
     tx.put_org_membership(&record)?;
     tx.clear_tombstone(&m.id)?;
@@ -788,4 +1127,109 @@ pub fn delete_org_membership(
     }
     relink_authkit_user(tx, &m.user_id)?;
     Ok(Outcome::Applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Store, StoreOptions};
+
+    fn directory() -> WorkosDirectory {
+        WorkosDirectory {
+            id: "directory_1".into(),
+            organization_id: Some("org_1".into()),
+            name: "D".into(),
+            kind: "okta scim v2.0".into(),
+            state: "active".into(),
+            domains: vec![],
+            created_at: Some(Timestamp(1_000_000)),
+            updated_at: Some(Timestamp(1_000_000)),
+        }
+    }
+
+    fn user(id: &str) -> WorkosDirectoryUser {
+        WorkosDirectoryUser {
+            id: id.into(),
+            directory_id: "directory_1".into(),
+            email: format!("{id}@x.test"),
+            emails: vec![],
+            first_name: None,
+            last_name: None,
+            state: "active".into(),
+            raw_attributes: None,
+            custom_attributes: None,
+            idp_id: None,
+            created_at: Some(Timestamp(5_000_000)),
+            updated_at: Some(Timestamp(5_000_000)),
+        }
+    }
+
+    fn group() -> WorkosDirectoryGroup {
+        WorkosDirectoryGroup {
+            id: "directory_group_1".into(),
+            directory_id: "directory_1".into(),
+            name: "G".into(),
+            idp_id: None,
+            raw_attributes: None,
+            created_at: Some(Timestamp(2_000_000)),
+            updated_at: Some(Timestamp(2_000_000)),
+        }
+    }
+
+    /// Stores the users in `order` (the second one joining the group), and
+    /// returns each user's id and groups, and the directory's digest.
+    fn stored(order: [&str; 2]) -> (Vec<(String, Uuid, usize)>, u128, u64) {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = Store::open(&dir.path().join("c.redb"), StoreOptions::default()).unwrap();
+        let at = Timestamp(9_000_000);
+        store
+            .write(|tx| {
+                upsert_directory(tx, &directory(), at, NO_INTERNAL)?;
+                upsert_group(tx, &group(), at, NO_INTERNAL)?;
+                for id in order {
+                    assert_eq!(
+                        upsert_user(tx, &user(id), at, NO_INTERNAL)?,
+                        Outcome::Applied
+                    );
+                    add_member(tx, &user(id), &group(), at)?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        store
+            .write(|tx| {
+                let d = tx.directory_by_workos("directory_1")?.unwrap();
+                let mut users = Vec::new();
+                for id in ["directory_user_COLLIDE_a", "directory_user_COLLIDE_b"] {
+                    let u = tx.user_by_workos(id)?.unwrap();
+                    users.push((id.to_owned(), u.id.0, tx.groups_of_member(u.id)?.len()));
+                }
+                Ok::<_, StoreError>((users, d.users_digest, d.user_count))
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn colliding_ids_are_told_apart_the_same_way_in_any_order() {
+        let (a, b) = ("directory_user_COLLIDE_a", "directory_user_COLLIDE_b");
+        let created = Timestamp(5_000_000);
+        // The test build derives the same probe-0 id for every COLLIDE id.
+        assert_eq!(derive_id(a, created, 0), derive_id(b, created, 0));
+
+        let first = stored([b, a]);
+        let second = stored([a, b]);
+        assert_eq!(first, second, "the arrival order does not matter");
+        let (users, _, count) = first;
+        assert_eq!(count, 2, "both kept");
+        assert_eq!(
+            users[0],
+            (a.to_owned(), derive_id(a, created, 0), 1),
+            "the smaller WorkOS id keeps the derived id"
+        );
+        assert_eq!(
+            users[1],
+            (b.to_owned(), derive_id(b, created, 1), 1),
+            "the other takes its next probe, with its membership"
+        );
+    }
 }

@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod committer;
+pub mod migrate;
 pub mod ndjson;
 pub mod pull;
 pub mod signature;

@@ -319,19 +319,21 @@ fn apply_item(
     item: Item,
     report: &mut ImportReport,
 ) -> Result<Outcome, LineError> {
-    let now = tx.now();
     let outcome = match item {
         Item::Directory(d, internal) => {
             report.directories += 1;
-            apply::upsert_directory(tx, &d, d.updated_at.unwrap_or(now), &internal)?
+            let version = version_of(d.updated_at, d.created_at)?;
+            apply::upsert_directory(tx, &d, version, &internal)?
         }
         Item::User(u, internal) => {
             report.users += 1;
-            apply::upsert_user(tx, &u, u.updated_at.unwrap_or(now), &internal)?
+            let version = version_of(u.updated_at, u.created_at)?;
+            apply::upsert_user(tx, &u, version, &internal)?
         }
         Item::Group(g, internal) => {
             report.groups += 1;
-            apply::upsert_group(tx, &g, g.updated_at.unwrap_or(now), &internal)?
+            let version = version_of(g.updated_at, g.created_at)?;
+            apply::upsert_group(tx, &g, version, &internal)?
         }
         Item::Membership {
             directory_id,
@@ -340,21 +342,36 @@ fn apply_item(
             added_at,
         } => {
             report.memberships += 1;
-            import_membership(
-                tx,
-                &directory_id,
-                &group_id,
-                &user_id,
-                added_at.unwrap_or(now),
-            )?
+            // Without a time a membership is as old as can be: any event
+            // about it wins.
+            let at = added_at.unwrap_or(Timestamp::MIN);
+            match apply::list_member(tx, &directory_id, &group_id, &user_id, at)? {
+                Outcome::Stale if tx.user_by_workos(&user_id)?.is_none() => {
+                    return Err(FieldError::new(
+                        "directory_user_id",
+                        "names no user of this directory on an earlier line",
+                    )
+                    .into());
+                }
+                Outcome::Stale if tx.group_by_workos(&group_id)?.is_none() => {
+                    return Err(FieldError::new(
+                        "directory_group_id",
+                        "names no group of this directory on an earlier line",
+                    )
+                    .into());
+                }
+                other => other,
+            }
         }
         Item::AuthkitUser(u) => {
             report.authkit_users += 1;
-            apply::upsert_authkit_user(tx, &u, u.updated_at.unwrap_or(now))?
+            let version = version_of(u.updated_at, u.created_at)?;
+            apply::upsert_authkit_user(tx, &u, version)?
         }
         Item::OrgMembership(m) => {
             report.org_memberships += 1;
-            apply::upsert_org_membership(tx, &m, m.updated_at.unwrap_or(now))?
+            let version = version_of(m.updated_at, m.created_at)?;
+            apply::upsert_org_membership(tx, &m, version)?
         }
     };
     match outcome {
@@ -372,76 +389,26 @@ fn apply_item(
     }
 }
 
-fn import_membership(
-    tx: &mut Tx<'_>,
-    directory_id: &str,
-    group_id: &str,
-    user_id: &str,
-    added_at: Timestamp,
-) -> Result<Outcome, LineError> {
-    let Some(dir) = tx.directory_id_by_workos(directory_id)? else {
-        return Ok(Outcome::NoDirectory);
-    };
-    let user = tx
-        .user_by_workos(user_id)?
-        .filter(|u| u.directory_id == dir)
-        .ok_or_else(|| {
-            FieldError::new(
-                "directory_user_id",
-                "names no user of this directory on an earlier line",
-            )
-        })?;
-    let group = tx
-        .group_by_workos(group_id)?
-        .filter(|g| g.directory_id == dir)
-        .ok_or_else(|| {
-            FieldError::new(
-                "directory_group_id",
-                "names no group of this directory on an earlier line",
-            )
-        })?;
-    if tx
-        .membership(group.id, user.id)?
-        .is_some_and(|t| t >= added_at)
-    {
-        return Ok(Outcome::Unchanged);
-    }
-    tx.put_membership(group.id, user.id, added_at)?;
-    Ok(Outcome::Applied)
-}
-
 fn parse_internal(r: Option<&RawInternal<'_>>) -> Result<Internal, FieldError> {
-    let Some(r) = r else {
-        return Ok(Internal::default());
-    };
-    let id = match r.id.as_deref() {
-        None => None,
-        Some(s) => Some(
-            uuid::Uuid::try_parse(s)
-                .map_err(|_| FieldError::new("rollcall.id", "must be a UUID"))?,
-        ),
-    };
-    // Present as null means "explicitly none"; absent means "derive it".
-    let user_id = match &r.user_id {
-        None => None,
-        Some(None) => Some(None),
-        Some(Some(_)) => {
-            let v = r.user_id.clone().flatten();
-            Some(Some(
-                required_id(&v, "rollcall", "user_id", "user_")?.to_owned(),
-            ))
-        }
-    };
-    let mapped_role = match &r.mapped_role {
+    let mapped_role = match r.and_then(|r| r.mapped_role.as_ref()) {
         None => None,
         Some(v) => Some(parse_mapped_role(v, "rollcall")?),
     };
-    Ok(Internal {
-        id,
-        created_at: time(&r.created_at, "rollcall", "created_at")?,
-        updated_at: time(&r.updated_at, "rollcall", "updated_at")?,
-        user_id,
-        mapped_role,
+    Ok(Internal { mapped_role })
+}
+
+/// The WorkOS version of an imported object: its `updated_at`, else its
+/// `created_at` — never the time of the import, which would make the
+/// answers depend on when the file was imported.
+fn version_of(
+    updated_at: Option<Timestamp>,
+    created_at: Option<Timestamp>,
+) -> Result<Timestamp, FieldError> {
+    updated_at.or(created_at).ok_or_else(|| {
+        FieldError::new(
+            "updated_at",
+            "is required (or created_at): rollcall's ids and times derive from WorkOS's",
+        )
     })
 }
 

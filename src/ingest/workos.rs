@@ -180,17 +180,13 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
-/// rollcall's own fields on an import line (`"rollcall": {…}`).
+/// rollcall's own fields on an import line (`"rollcall": {…}`) that are
+/// not derived from the WorkOS data: a group's `mapped_role`, a membership's
+/// `added_at`. Anything else there (`id`, `created_at`, `updated_at`,
+/// `user_id`, written by export for people to read) is ignored: those are
+/// derived.
 #[derive(Deserialize, Default)]
 pub(crate) struct RawInternal<'a> {
-    #[serde(borrow)]
-    pub id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub created_at: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub updated_at: Option<Cow<'a, str>>,
-    #[serde(borrow, default, deserialize_with = "double_option")]
-    pub user_id: Option<Option<Cow<'a, str>>>,
     #[serde(borrow, default, deserialize_with = "double_option")]
     pub mapped_role: Option<Option<Cow<'a, str>>>,
     #[serde(borrow)]

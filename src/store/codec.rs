@@ -193,14 +193,66 @@ pub fn rendered_json(bytes: &[u8]) -> Result<(u8, &[u8]), CodecError> {
     split_rendered(bytes).map(|(tag, json, _)| (tag, json))
 }
 
-pub fn encode_directory(d: &Directory) -> Vec<u8> {
-    encode_plain(d)
+/// Directories are at format 2: format 1 (schema 1) had no list digests.
+const DIRECTORY_VERSION: u8 = 2;
+
+/// A directory as schema 1 wrote it, read only to migrate it.
+#[derive(Deserialize)]
+struct DirectoryV1 {
+    id: DirectoryId,
+    organization_id: String,
+    workos_directory_id: String,
+    name: String,
+    workos_type: String,
+    workos_state: String,
+    domains: Vec<String>,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    user_count: u64,
+    group_count: u64,
+    revision: u64,
+    source: Provenance,
 }
 
+pub fn encode_directory(d: &Directory) -> Vec<u8> {
+    let mut out = encode_plain(d);
+    out[0] = DIRECTORY_VERSION;
+    out
+}
+
+/// Reads format 2, and format 1 (without digests) for migration.
+///
 /// # Errors
-/// When the bytes are not a directory record of this format.
+/// When the bytes are not a directory record of either format.
 pub fn decode_directory(bytes: &[u8]) -> Result<Directory, CodecError> {
-    decode_plain(bytes)
+    let (&version, body) = bytes.split_first().ok_or(CodecError::Truncated)?;
+    let mut plain = Vec::with_capacity(bytes.len());
+    plain.push(FORMAT_VERSION);
+    plain.extend_from_slice(body);
+    match version {
+        DIRECTORY_VERSION => decode_plain(&plain),
+        FORMAT_VERSION => {
+            let d: DirectoryV1 = decode_plain(&plain)?;
+            Ok(Directory {
+                id: d.id,
+                organization_id: d.organization_id,
+                workos_directory_id: d.workos_directory_id,
+                name: d.name,
+                workos_type: d.workos_type,
+                workos_state: d.workos_state,
+                domains: d.domains,
+                created_at: d.created_at,
+                updated_at: d.updated_at,
+                user_count: d.user_count,
+                group_count: d.group_count,
+                revision: d.revision,
+                users_digest: 0,
+                groups_digest: 0,
+                source: d.source,
+            })
+        }
+        other => Err(CodecError::UnknownVersion(other)),
+    }
 }
 
 pub fn encode_user(u: &DirectoryUser) -> Vec<u8> {

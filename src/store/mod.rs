@@ -22,20 +22,25 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, TableDefinition};
 
 use directories::DirectoryMap;
 
 pub use codec::CodecError;
 pub use faults::StorageFaults;
-pub use snapshot::{ListQuery, Snapshot};
+pub use snapshot::{Bookkeeping, ListQuery, Snapshot};
 pub use tx::Tx;
 
 use crate::model::{Directory, DirectoryId, Timestamp};
 
 /// The on-disk schema this build writes. Bump it with a migration in
 /// [`Store::open`] whenever a table's key layout or value encoding changes.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// - 1: random UUIDv7 ids and rollcall's own clock (rollcall 0.1).
+/// - 2: ids and times derived from WorkOS's; list digests in directory
+///   records. A schema-1 file is refused with what to run (`rollcall
+///   migrate`).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// How long rollcall remembers things that only exist to make event delivery
 /// idempotent and monotonic.
@@ -110,6 +115,14 @@ pub enum StoreError {
         "the database file {path} was written by a newer rollcall (schema {found}; this build knows up to {known})"
     )]
     NewerSchema {
+        path: PathBuf,
+        found: u32,
+        known: u32,
+    },
+    #[error(
+        "the database file {path} uses schema {found} (ids and times of rollcall 0.1); this build needs schema {known}: run `rollcall --data {path} migrate` (the old file is kept beside it)"
+    )]
+    OldSchema {
         path: PathBuf,
         found: u32,
         known: u32,
@@ -209,6 +222,55 @@ impl Store {
         })
     }
 
+    /// Opens a database of an older schema to read it, and only that (a
+    /// migration exports it): nothing is written to the file. Returns the
+    /// store and the file's schema version.
+    ///
+    /// # Errors
+    /// As [`Store::open`] for a file that cannot be opened;
+    /// [`StoreError::NewerSchema`] for one of a newer build.
+    pub fn open_to_migrate(path: &Path) -> Result<(Self, u32), StoreError> {
+        let options = StoreOptions::default();
+        let db = open_database(path, &options)?;
+        let found = {
+            let txn = db.begin_read()?;
+            let meta = txn
+                .open_table(tables::META)
+                .map_err(|e| StoreError::NotADatabase {
+                    path: path.to_owned(),
+                    reason: e.to_string(),
+                })?;
+            meta.get(tables::META_SCHEMA_VERSION)?
+                .and_then(|v| v.value().try_into().ok().map(u32::from_le_bytes))
+                .ok_or_else(|| StoreError::NotADatabase {
+                    path: path.to_owned(),
+                    reason: "its schema version is unreadable".into(),
+                })?
+        };
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path: path.to_owned(),
+                found,
+                known: SCHEMA_VERSION,
+            });
+        }
+        let directories = DirectoryMap::load(load_directories(&db)?);
+        Ok((
+            Self {
+                handle: RwLock::new(Handle {
+                    db: Some(Arc::new(db)),
+                    poisoned: false,
+                    last_reopen: None,
+                }),
+                path: path.to_owned(),
+                created: false,
+                options,
+                directories,
+            },
+            found,
+        ))
+    }
+
     /// The database to use, reopening it first if an I/O error poisoned it.
     fn current(&self) -> Result<Arc<Database>, StoreError> {
         {
@@ -278,38 +340,48 @@ impl Store {
     /// Creates every table and records the schema version. Returns whether
     /// the database was new.
     fn init_schema(db: &Database, path: &Path) -> Result<bool, StoreError> {
-        let txn = db.begin_write()?;
-        let created;
-        {
-            let mut meta = txn.open_table(tables::META)?;
-            let found = meta
-                .get(tables::META_SCHEMA_VERSION)?
-                .map(|v| v.value().try_into().map(u32::from_le_bytes));
-            match found {
-                None => {
-                    created = true;
-                    meta.insert(
-                        tables::META_SCHEMA_VERSION,
-                        SCHEMA_VERSION.to_le_bytes().as_slice(),
-                    )?;
-                }
-                Some(Ok(found)) if found > SCHEMA_VERSION => {
-                    return Err(StoreError::NewerSchema {
-                        path: path.to_owned(),
-                        found,
-                        known: SCHEMA_VERSION,
-                    });
-                }
-                // Version 1 is the first schema: nothing to migrate yet.
-                Some(Ok(_)) => created = false,
-                Some(Err(_)) => {
-                    return Err(StoreError::NotADatabase {
-                        path: path.to_owned(),
-                        reason: "its schema version is unreadable".into(),
-                    });
-                }
+        // Read first: opening a database of the current schema writes
+        // nothing (a file only ever changes when its data does), and one of
+        // another schema is refused untouched.
+        let found = {
+            let txn = db.begin_read()?;
+            match txn.open_table(tables::META) {
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                meta => meta?
+                    .get(tables::META_SCHEMA_VERSION)?
+                    .map(|v| v.value().try_into().map(u32::from_le_bytes)),
+            }
+        };
+        match found {
+            None => {}
+            Some(Ok(found)) if found > SCHEMA_VERSION => {
+                return Err(StoreError::NewerSchema {
+                    path: path.to_owned(),
+                    found,
+                    known: SCHEMA_VERSION,
+                });
+            }
+            Some(Ok(found)) if found < SCHEMA_VERSION => {
+                return Err(StoreError::OldSchema {
+                    path: path.to_owned(),
+                    found,
+                    known: SCHEMA_VERSION,
+                });
+            }
+            // Every table was created with the schema version.
+            Some(Ok(_)) => return Ok(false),
+            Some(Err(_)) => {
+                return Err(StoreError::NotADatabase {
+                    path: path.to_owned(),
+                    reason: "its schema version is unreadable".into(),
+                });
             }
         }
+        let txn = db.begin_write()?;
+        txn.open_table(tables::META)?.insert(
+            tables::META_SCHEMA_VERSION,
+            SCHEMA_VERSION.to_le_bytes().as_slice(),
+        )?;
         fn create<K: redb::Key + 'static, V: redb::Value + 'static>(
             txn: &redb::WriteTransaction,
             def: TableDefinition<K, V>,
@@ -337,7 +409,7 @@ impl Store {
         create(&txn, tables::PARKED_EVENTS)?;
         create(&txn, tables::PARKED_BY_TIME)?;
         txn.commit()?;
-        Ok(created)
+        Ok(true)
     }
 
     /// Whether this open created the database.
@@ -381,8 +453,18 @@ impl Store {
                 let out = f(&mut tx)?;
                 (out, tx.finish().map_err(|e| keep(&mut failure, e))?)
             };
-            txn.commit().map_err(|e| keep(&mut failure, e.into()))?;
-            Ok((out, changes))
+            match changes {
+                Some(changes) => {
+                    txn.commit().map_err(|e| keep(&mut failure, e.into()))?;
+                    Ok((out, changes))
+                }
+                // Nothing was written: nothing to commit, nothing to sync,
+                // and the file stays exactly as it was.
+                None => {
+                    txn.abort().map_err(|e| keep(&mut failure, e.into()))?;
+                    Ok((out, Vec::new()))
+                }
+            }
         })
         .unwrap_or_else(|damage| {
             failure = Some(damage.clone());

@@ -386,7 +386,12 @@ impl Snapshot {
     /// # Errors
     /// On a storage or decoding failure.
     pub fn org_memberships(&self) -> Result<Vec<crate::model::OrgMembership>, StoreError> {
-        let table = self.txn.open_table(tables::ORG_MEMBERSHIPS)?;
+        // Files of schema 1 written before memberships were kept lack the
+        // table (read when migrating them).
+        let table = match self.txn.open_table(tables::ORG_MEMBERSHIPS) {
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            other => other?,
+        };
         let mut out = Vec::new();
         for entry in table.iter()? {
             let (_, v) = entry?;
@@ -404,5 +409,62 @@ impl Snapshot {
         Ok(meta
             .get(tables::META_EVENTS_CURSOR)?
             .map(|v| String::from_utf8_lossy(v.value()).into_owned()))
+    }
+}
+
+/// A held event: `(WorkOS directory id, sequence)` and `(held at, raw event)`.
+type ParkedEntry = ((String, u64), (i64, Vec<u8>));
+
+/// What makes event delivery idempotent and monotonic, keyed by WorkOS ids
+/// only (so it carries over to a rebuilt database unchanged): tombstones,
+/// seen event ids, held events, and the pull cursor.
+#[derive(Debug, Default)]
+pub struct Bookkeeping {
+    pub(super) tombstones: Vec<(String, (i64, i64))>,
+    pub(super) seen_events: Vec<(String, i64)>,
+    pub(super) parked: Vec<ParkedEntry>,
+    pub(super) cursor: Option<String>,
+    pub(super) parked_seq: Option<Vec<u8>>,
+}
+
+impl Bookkeeping {
+    /// Entries held: tombstones, seen events, held events.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        (
+            self.tombstones.len(),
+            self.seen_events.len(),
+            self.parked.len(),
+        )
+    }
+}
+
+impl Snapshot {
+    /// Every tombstone, seen event id and held event, and the pull cursor.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub fn bookkeeping(&self) -> Result<Bookkeeping, StoreError> {
+        let mut out = Bookkeeping::default();
+        for entry in self.txn.open_table(tables::TOMBSTONES)?.iter()? {
+            let (k, v) = entry?;
+            out.tombstones.push((k.value().to_owned(), v.value()));
+        }
+        for entry in self.txn.open_table(tables::SEEN_EVENTS)?.iter()? {
+            let (k, v) = entry?;
+            out.seen_events.push((k.value().to_owned(), v.value()));
+        }
+        for entry in self.txn.open_table(tables::PARKED_EVENTS)?.iter()? {
+            let (k, v) = entry?;
+            let ((dir, seq), (at, raw)) = (k.value(), v.value());
+            out.parked.push(((dir.to_owned(), seq), (at, raw.to_vec())));
+        }
+        let meta = self.txn.open_table(tables::META)?;
+        out.cursor = meta
+            .get(tables::META_EVENTS_CURSOR)?
+            .map(|v| String::from_utf8_lossy(v.value()).into_owned());
+        out.parked_seq = meta
+            .get(tables::META_PARKED_SEQ)?
+            .map(|v| v.value().to_vec());
+        Ok(out)
     }
 }

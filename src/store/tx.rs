@@ -19,16 +19,30 @@ use super::snapshot::{
 use super::{Retention, StoreError, codec, tables};
 use crate::model::{
     AuthkitUser, Directory, DirectoryGroup, DirectoryGroupId, DirectoryId, DirectoryUser,
-    DirectoryUserId, OrgMembership, Timestamp,
+    DirectoryUserId, OrgMembership, Timestamp, json_digest,
 };
 
 /// How many expired entries of each kind one transaction prunes at most.
 const PRUNE_BATCH: usize = 256;
 
+/// What a transaction changed in one directory, written to its record once
+/// at the end.
 #[derive(Default, Clone, Copy)]
 struct Delta {
     users: i64,
     groups: i64,
+    /// Added to the list digests (wrapping: a sum mod 2^128).
+    users_digest: u128,
+    groups_digest: u128,
+}
+
+impl Delta {
+    fn apply(&self, d: &mut Directory) {
+        d.user_count = d.user_count.saturating_add_signed(self.users);
+        d.group_count = d.group_count.saturating_add_signed(self.groups);
+        d.users_digest = d.users_digest.wrapping_add(self.users_digest);
+        d.groups_digest = d.groups_digest.wrapping_add(self.groups_digest);
+    }
 }
 
 /// One write transaction with typed, index-maintaining operations.
@@ -66,6 +80,10 @@ pub struct Tx<'t> {
     /// sorted when the index is next read or changed, or at the end: a bulk
     /// load then fills the index in key order instead of at random.
     pending_emails: Vec<(String, u128, u128)>,
+    /// Whether anything was written: a transaction that wrote nothing is
+    /// not committed, so a round that finds nothing to change leaves the
+    /// file as it was.
+    dirty: bool,
 }
 
 impl<'t> Tx<'t> {
@@ -101,6 +119,7 @@ impl<'t> Tx<'t> {
             changes: HashMap::new(),
             resolved: HashMap::new(),
             pending_emails: Vec::new(),
+            dirty: false,
         })
     }
 
@@ -110,6 +129,7 @@ impl<'t> Tx<'t> {
     }
 
     fn touch(&mut self, dir: DirectoryId) -> &mut Delta {
+        self.dirty = true;
         self.touched.entry(dir).or_default()
     }
 
@@ -124,8 +144,7 @@ impl<'t> Tx<'t> {
             return Ok(None);
         };
         if let Some(delta) = self.touched.get(&id) {
-            d.user_count = d.user_count.saturating_add_signed(delta.users);
-            d.group_count = d.group_count.saturating_add_signed(delta.groups);
+            delta.apply(&mut d);
         }
         Ok(Some(d))
     }
@@ -170,6 +189,8 @@ impl<'t> Tx<'t> {
                 record.user_count = old.user_count;
                 record.group_count = old.group_count;
                 record.revision = old.revision;
+                record.users_digest = old.users_digest;
+                record.groups_digest = old.groups_digest;
                 if old.organization_id != d.organization_id {
                     self.directories_by_org
                         .remove((old.organization_id.as_str(), d.id.as_u128()))?;
@@ -183,6 +204,8 @@ impl<'t> Tx<'t> {
                 record.user_count = 0;
                 record.group_count = 0;
                 record.revision = 0;
+                record.users_digest = 0;
+                record.groups_digest = 0;
             }
         }
         self.directories
@@ -206,6 +229,7 @@ impl<'t> Tx<'t> {
         let Some(old) = get_directory(&self.directories, id)? else {
             return Ok(false);
         };
+        self.dirty = true;
         self.flush_pending_emails()?;
         let dir = id.as_u128();
         let range = (dir, 0u128)..=(dir, u128::MAX);
@@ -253,6 +277,18 @@ impl<'t> Tx<'t> {
 
     // ---- users -------------------------------------------------------------
 
+    /// A user by internal ids.
+    ///
+    /// # Errors
+    /// On a storage or decoding failure.
+    pub fn user(
+        &self,
+        dir: DirectoryId,
+        id: DirectoryUserId,
+    ) -> Result<Option<DirectoryUser>, StoreError> {
+        get_user(&self.users, dir, id)
+    }
+
     /// A user by WorkOS id.
     ///
     /// # Errors
@@ -276,8 +312,17 @@ impl<'t> Tx<'t> {
     pub fn put_user(&mut self, u: &DirectoryUser) -> Result<(), StoreError> {
         let (dir, id) = (u.directory_id.as_u128(), u.id.as_u128());
         let email = u.email_key();
-        match get_user(&self.users, u.directory_id, u.id)? {
-            Some(old) => {
+        let encoded = codec::encode_user(u);
+        let digest = json_digest(codec::rendered_json(&encoded)?.1);
+        let old = match self.users.get((dir, id))? {
+            Some(v) => Some((
+                codec::decode_user(v.value())?,
+                json_digest(codec::rendered_json(v.value())?.1),
+            )),
+            None => None,
+        };
+        let delta = match old {
+            Some((old, old_digest)) => {
                 self.flush_pending_emails()?;
                 let old_email = old.email_key();
                 if old_email != email {
@@ -288,17 +333,19 @@ impl<'t> Tx<'t> {
                         .remove(old.workos_directory_user_id.as_str())?;
                 }
                 self.users_by_email.insert((email.as_str(), dir, id), ())?;
+                digest.wrapping_sub(old_digest)
             }
             None => {
                 self.touch(u.directory_id).users += 1;
                 self.pending_emails.push((email, dir, id));
+                digest
             }
-        }
-        self.users
-            .insert((dir, id), codec::encode_user(u).as_slice())?;
+        };
+        self.users.insert((dir, id), encoded.as_slice())?;
         self.users_by_workos
             .insert(u.workos_directory_user_id.as_str(), (dir, id))?;
-        self.touch(u.directory_id);
+        let touched = self.touch(u.directory_id);
+        touched.users_digest = touched.users_digest.wrapping_add(delta);
         Ok(())
     }
 
@@ -322,9 +369,13 @@ impl<'t> Tx<'t> {
     pub fn delete_user(&mut self, u: &DirectoryUser) -> Result<(), StoreError> {
         self.flush_pending_emails()?;
         let (dir, id) = (u.directory_id.as_u128(), u.id.as_u128());
-        if self.users.remove((dir, id))?.is_none() {
+        let Some(removed) = self.users.remove((dir, id))? else {
             return Ok(());
-        }
+        };
+        let digest = json_digest(codec::rendered_json(removed.value())?.1);
+        drop(removed);
+        let touched = self.touch(u.directory_id);
+        touched.users_digest = touched.users_digest.wrapping_sub(digest);
         self.users_by_workos
             .remove(u.workos_directory_user_id.as_str())?;
         self.users_by_email
@@ -366,6 +417,57 @@ impl<'t> Tx<'t> {
 
     // ---- groups and memberships -------------------------------------------
 
+    /// A group by internal ids.
+    ///
+    /// # Errors
+    /// On a storage or decoding failure.
+    pub fn group(
+        &self,
+        dir: DirectoryId,
+        id: DirectoryGroupId,
+    ) -> Result<Option<DirectoryGroup>, StoreError> {
+        get_group(&self.groups, dir, id)
+    }
+
+    /// The groups a user is in, with when each membership was added.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub fn groups_of_member(
+        &self,
+        user: DirectoryUserId,
+    ) -> Result<Vec<(DirectoryGroupId, Timestamp)>, StoreError> {
+        let u = user.as_u128();
+        let mut out = Vec::new();
+        for entry in self.groups_by_member.range((u, 0u128)..=(u, u128::MAX))? {
+            let g = entry?.0.value().1;
+            if let Some(added) = self.members_by_group.get((g, u))? {
+                out.push((DirectoryGroupId::from_u128(g), Timestamp(added.value())));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A group's members, with when each was added.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub fn members_of_group(
+        &self,
+        group: DirectoryGroupId,
+    ) -> Result<Vec<(DirectoryUserId, Timestamp)>, StoreError> {
+        let g = group.as_u128();
+        let mut out = Vec::new();
+        for entry in self.members_by_group.range((g, 0u128)..=(g, u128::MAX))? {
+            let (key, added) = entry?;
+            out.push((
+                DirectoryUserId::from_u128(key.value().1),
+                Timestamp(added.value()),
+            ));
+        }
+        Ok(out)
+    }
+
     /// A group by WorkOS id.
     ///
     /// # Errors
@@ -387,19 +489,33 @@ impl<'t> Tx<'t> {
     /// On a storage or decoding failure.
     pub fn put_group(&mut self, g: &DirectoryGroup) -> Result<(), StoreError> {
         let (dir, id) = (g.directory_id.as_u128(), g.id.as_u128());
-        match get_group(&self.groups, g.directory_id, g.id)? {
-            Some(old) if old.workos_directory_group_id != g.workos_directory_group_id => {
-                self.groups_by_workos
-                    .remove(old.workos_directory_group_id.as_str())?;
+        let encoded = codec::encode_group(g);
+        let digest = json_digest(codec::rendered_json(&encoded)?.1);
+        let old = match self.groups.get((dir, id))? {
+            Some(v) => Some((
+                codec::decode_group(v.value())?,
+                json_digest(codec::rendered_json(v.value())?.1),
+            )),
+            None => None,
+        };
+        let delta = match old {
+            Some((old, old_digest)) => {
+                if old.workos_directory_group_id != g.workos_directory_group_id {
+                    self.groups_by_workos
+                        .remove(old.workos_directory_group_id.as_str())?;
+                }
+                digest.wrapping_sub(old_digest)
             }
-            Some(_) => {}
-            None => self.touch(g.directory_id).groups += 1,
-        }
-        self.groups
-            .insert((dir, id), codec::encode_group(g).as_slice())?;
+            None => {
+                self.touch(g.directory_id).groups += 1;
+                digest
+            }
+        };
+        self.groups.insert((dir, id), encoded.as_slice())?;
         self.groups_by_workos
             .insert(g.workos_directory_group_id.as_str(), (dir, id))?;
-        self.touch(g.directory_id);
+        let touched = self.touch(g.directory_id);
+        touched.groups_digest = touched.groups_digest.wrapping_add(delta);
         Ok(())
     }
 
@@ -409,9 +525,13 @@ impl<'t> Tx<'t> {
     /// On a storage failure.
     pub fn delete_group(&mut self, g: &DirectoryGroup) -> Result<(), StoreError> {
         let (dir, id) = (g.directory_id.as_u128(), g.id.as_u128());
-        if self.groups.remove((dir, id))?.is_none() {
+        let Some(removed) = self.groups.remove((dir, id))? else {
             return Ok(());
-        }
+        };
+        let digest = json_digest(codec::rendered_json(removed.value())?.1);
+        drop(removed);
+        let touched = self.touch(g.directory_id);
+        touched.groups_digest = touched.groups_digest.wrapping_sub(digest);
         self.groups_by_workos
             .remove(g.workos_directory_group_id.as_str())?;
         let mut members = Vec::new();
@@ -452,6 +572,7 @@ impl<'t> Tx<'t> {
         version: Timestamp,
     ) -> Result<(), StoreError> {
         let (g, u) = (group.as_u128(), user.as_u128());
+        self.dirty = true;
         self.members_by_group.insert((g, u), version.0)?;
         self.groups_by_member.insert((u, g), ())?;
         Ok(())
@@ -468,7 +589,10 @@ impl<'t> Tx<'t> {
     ) -> Result<bool, StoreError> {
         let (g, u) = (group.as_u128(), user.as_u128());
         let existed = self.members_by_group.remove((g, u))?.is_some();
-        self.groups_by_member.remove((u, g))?;
+        if existed {
+            self.dirty = true;
+            self.groups_by_member.remove((u, g))?;
+        }
         Ok(existed)
     }
 
@@ -488,6 +612,7 @@ impl<'t> Tx<'t> {
     /// # Errors
     /// On a storage failure.
     pub fn put_tombstone(&mut self, key: &str, version: Timestamp) -> Result<(), StoreError> {
+        self.dirty = true;
         let old = self.tombstones.get(key)?.map(|v| v.value());
         let version = match old {
             Some((old_version, written)) => {
@@ -508,6 +633,7 @@ impl<'t> Tx<'t> {
     pub fn clear_tombstone(&mut self, key: &str) -> Result<(), StoreError> {
         let old = self.tombstones.remove(key)?.map(|v| v.value());
         if let Some((_, written)) = old {
+            self.dirty = true;
             self.tombstones_by_time.remove((written, key))?;
         }
         Ok(())
@@ -526,6 +652,7 @@ impl<'t> Tx<'t> {
     /// # Errors
     /// On a storage failure.
     pub fn mark_event_seen(&mut self, id: &str) -> Result<(), StoreError> {
+        self.dirty = true;
         if self.seen_events.insert(id, self.now.0)?.is_none() {
             self.seen_events_by_time.insert((self.now.0, id), ())?;
         }
@@ -537,6 +664,7 @@ impl<'t> Tx<'t> {
     /// # Errors
     /// On a storage failure.
     pub fn park_event(&mut self, workos_directory_id: &str, raw: &[u8]) -> Result<(), StoreError> {
+        self.dirty = true;
         let seq = self
             .meta
             .get(tables::META_PARKED_SEQ)?
@@ -567,6 +695,10 @@ impl<'t> Tx<'t> {
             let (parked_at, raw) = value.value();
             held.push((key.value().1, parked_at, raw.to_vec()));
         }
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.dirty = true;
         self.parked_events.retain_in(range, |_, _| false)?;
         for (seq, parked_at, _) in &held {
             self.parked_by_time
@@ -592,6 +724,7 @@ impl<'t> Tx<'t> {
     /// # Errors
     /// On a storage failure.
     pub fn set_events_cursor(&mut self, cursor: &str) -> Result<(), StoreError> {
+        self.dirty = true;
         self.meta
             .insert(tables::META_EVENTS_CURSOR, cursor.as_bytes())?;
         Ok(())
@@ -614,20 +747,21 @@ impl<'t> Tx<'t> {
     ///
     /// # Errors
     /// On a storage or decoding failure.
+    /// Returns the active membership that links them.
     pub fn linked_authkit_user(
         &self,
         email_key: &str,
         organization: &str,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<OrgMembership>, StoreError> {
         let range = (email_key, "")..=(email_key, "\u{10FFFF}");
         for entry in self.authkit_by_email.range(range)? {
             let (key, _) = entry?;
             let user = key.value().1;
-            if self
+            if let Some(m) = self
                 .org_membership(user, organization)?
-                .is_some_and(|m| m.is_active())
+                .filter(OrgMembership::is_active)
             {
-                return Ok(Some(user.to_owned()));
+                return Ok(Some(m));
             }
         }
         Ok(None)
@@ -653,6 +787,7 @@ impl<'t> Tx<'t> {
     /// # Errors
     /// On a storage failure.
     pub fn put_org_membership(&mut self, m: &OrgMembership) -> Result<(), StoreError> {
+        self.dirty = true;
         self.org_memberships.insert(
             (m.user_id.as_str(), m.organization_id.as_str()),
             codec::encode_org_membership(m).as_slice(),
@@ -669,7 +804,9 @@ impl<'t> Tx<'t> {
         user: &str,
         organization: &str,
     ) -> Result<bool, StoreError> {
-        Ok(self.org_memberships.remove((user, organization))?.is_some())
+        let existed = self.org_memberships.remove((user, organization))?.is_some();
+        self.dirty |= existed;
+        Ok(existed)
     }
 
     /// Inserts or replaces an AuthKit user and its email index entry.
@@ -677,6 +814,7 @@ impl<'t> Tx<'t> {
     /// # Errors
     /// On a storage or decoding failure.
     pub fn put_authkit_user(&mut self, u: &AuthkitUser) -> Result<(), StoreError> {
+        self.dirty = true;
         if let Some(old) = self.authkit_user(&u.id)? {
             let old_key = crate::model::email_key(&old.email);
             self.authkit_by_email
@@ -698,10 +836,45 @@ impl<'t> Tx<'t> {
         let Some(old) = self.authkit_user(id)? else {
             return Ok(None);
         };
+        self.dirty = true;
         self.authkit_users.remove(id)?;
         let key = crate::model::email_key(&old.email);
         self.authkit_by_email.remove((key.as_str(), id))?;
         Ok(Some(old))
+    }
+
+    /// Writes bookkeeping read from another database (a migration): the
+    /// tombstones, seen event ids, held events and pull cursor it had.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub fn restore_bookkeeping(
+        &mut self,
+        b: &super::snapshot::Bookkeeping,
+    ) -> Result<(), StoreError> {
+        self.dirty = true;
+        for (key, (version, written)) in &b.tombstones {
+            self.tombstones.insert(key.as_str(), (*version, *written))?;
+            self.tombstones_by_time
+                .insert((*written, key.as_str()), ())?;
+        }
+        for (id, seen) in &b.seen_events {
+            self.seen_events.insert(id.as_str(), *seen)?;
+            self.seen_events_by_time.insert((*seen, id.as_str()), ())?;
+        }
+        for ((dir, seq), (at, raw)) in &b.parked {
+            self.parked_events
+                .insert((dir.as_str(), *seq), (*at, raw.as_slice()))?;
+            self.parked_by_time.insert((*at, dir.as_str(), *seq), ())?;
+        }
+        if let Some(cursor) = &b.cursor {
+            self.meta
+                .insert(tables::META_EVENTS_CURSOR, cursor.as_bytes())?;
+        }
+        if let Some(seq) = &b.parked_seq {
+            self.meta.insert(tables::META_PARKED_SEQ, seq.as_slice())?;
+        }
+        Ok(())
     }
 
     // ---- end of transaction ------------------------------------------------
@@ -709,22 +882,27 @@ impl<'t> Tx<'t> {
     /// Writes accumulated counts and revisions, prunes a bounded batch of
     /// expired bookkeeping, and returns the final state of every directory
     /// the transaction changed.
-    pub(super) fn finish(mut self) -> Result<DirectoryChanges, StoreError> {
+    /// `None` when the transaction wrote nothing (it is then not committed).
+    pub(super) fn finish(mut self) -> Result<Option<DirectoryChanges>, StoreError> {
+        if !self.dirty {
+            return Ok(None);
+        }
         self.flush_pending_emails()?;
         let touched = std::mem::take(&mut self.touched);
         for (id, delta) in touched {
             let Some(mut d) = get_directory(&self.directories, id)? else {
                 continue;
             };
-            d.user_count = d.user_count.saturating_add_signed(delta.users);
-            d.group_count = d.group_count.saturating_add_signed(delta.groups);
+            delta.apply(&mut d);
             d.revision += 1;
             self.directories
                 .insert(id.as_u128(), codec::encode_directory(&d).as_slice())?;
             self.changes.insert(id, Some(d));
         }
         self.prune()?;
-        Ok(std::mem::take(&mut self.changes).into_iter().collect())
+        Ok(Some(
+            std::mem::take(&mut self.changes).into_iter().collect(),
+        ))
     }
 
     fn cutoff(&self, keep: std::time::Duration) -> i64 {

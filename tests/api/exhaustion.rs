@@ -281,13 +281,14 @@ fn import_directory(
     let store =
         rollcall::store::Store::open(data, rollcall::store::StoreOptions::default()).unwrap();
     let mut ndjson = format!(
-        "{{\"object\":\"directory\",\"id\":\"{workos_dir}\",\"organization_id\":\"{org}\",\"name\":\"Big\",\"type\":\"okta scim v2.0\",\"state\":\"active\"}}\n"
+        "{{\"object\":\"directory\",\"id\":\"{workos_dir}\",\"organization_id\":\"{org}\",\"name\":\"Big\",\"type\":\"okta scim v2.0\",\"state\":\"active\",\"created_at\":\"2026-01-01T00:00:00Z\"}}\n"
     );
     let blob = "x".repeat(blob);
     for i in 0..users {
         let state = if i % 3 == 0 { "inactive" } else { "active" };
         ndjson.push_str(&format!(
-            "{{\"object\":\"directory_user\",\"id\":\"directory_user_{workos_dir}_{i}\",\"directory_id\":\"{workos_dir}\",\"email\":\"u{i}@{workos_dir}.test\",\"state\":\"{state}\",\"raw_attributes\":{{\"blob\":\"{blob}\"}}}}\n"
+            "{{\"object\":\"directory_user\",\"id\":\"directory_user_{workos_dir}_{i}\",\"directory_id\":\"{workos_dir}\",\"email\":\"u{i}@{workos_dir}.test\",\"state\":\"{state}\",\"raw_attributes\":{{\"blob\":\"{blob}\"}},\"created_at\":\"{}\"}}\n",
+            created(i as i64)
         ));
     }
     rollcall::ingest::ndjson::import(&store, ndjson.as_bytes(), |_| {}).unwrap();

@@ -251,3 +251,81 @@ pub async fn directory_id(app: &TestApp, org: &str, workos_id: &str) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// The `created_at` of the `i`-th object of a generated NDJSON file: one
+/// second apart, so ids (derived from it) keep the file's order.
+pub fn created(i: i64) -> String {
+    crate::workos::t(i + 1)
+}
+
+/// One answer of a server, as a client sees it: what must be identical
+/// between instances holding the same data.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub path: String,
+    pub status: u16,
+    pub etag: Option<String>,
+    pub link: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// Every answer the API gives the organizations `orgs` at `base`: the
+/// directory list, each directory, its users and groups whole, filtered,
+/// and page by page following the `Link` headers.
+pub async fn every_answer(client: &reqwest::Client, base: &str, orgs: &[&str]) -> Vec<Answer> {
+    let mut out = Vec::new();
+    let get = |path: String, org: &str| {
+        let token = token_for(org);
+        async move {
+            let resp = client
+                .get(format!("{base}{path}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            let header = |name: &str| {
+                resp.headers()
+                    .get(name)
+                    .map(|v| v.to_str().unwrap().to_owned())
+            };
+            let (etag, link) = (header("etag"), header("link"));
+            Answer {
+                path,
+                status: resp.status().as_u16(),
+                etag,
+                link,
+                body: resp.bytes().await.unwrap().to_vec(),
+            }
+        }
+    };
+    for org in orgs {
+        let list = get("/api/directories".into(), org).await;
+        let dirs: Value = serde_json::from_slice(&list.body).unwrap();
+        out.push(list);
+        for d in dirs.as_array().unwrap() {
+            let id = d["id"].as_str().unwrap();
+            let mut paths = vec![
+                format!("/api/directories/{id}"),
+                format!("/api/directories/{id}/users"),
+                format!("/api/directories/{id}/groups"),
+                format!("/api/directories/{id}/users?state=active"),
+                format!("/api/directories/{id}/users?state=inactive"),
+            ];
+            for page in ["/users?limit=2", "/groups?limit=1"] {
+                let mut next = Some(format!("/api/directories/{id}{page}"));
+                while let Some(path) = next {
+                    let answer = get(path, org).await;
+                    next = answer
+                        .link
+                        .as_ref()
+                        .map(|l| l[l.find('<').unwrap() + 1..l.find('>').unwrap()].to_owned());
+                    out.push(answer);
+                }
+            }
+            for path in paths.drain(..) {
+                out.push(get(path, org).await);
+            }
+        }
+    }
+    out
+}

@@ -153,7 +153,7 @@ async fn a_bad_line_aborts_with_its_number_and_writes_nothing() {
     let dir = TempDir::new().unwrap();
     let settings = crate::helpers::settings(dir.path());
     let file = dir.path().join("bad.ndjson");
-    let good_dir = json!({"object": "directory", "id": "directory_X", "organization_id": ORG_A, "name": "X", "type": "okta scim v2.0", "state": "active", "domains": []});
+    let good_dir = json!({"object": "directory", "id": "directory_X", "organization_id": ORG_A, "name": "X", "type": "okta scim v2.0", "state": "active", "domains": [], "created_at": t(0)});
     let good_user = user("directory_X", "directory_user_1", "a@acme.test", 1);
     let cases = [
         (
@@ -166,7 +166,7 @@ async fn a_bad_line_aborts_with_its_number_and_writes_nothing() {
         ),
         ("{\"object\": \"spaceship\"}", "line 3: object"),
         (
-            "{\"object\": \"directory_user\", \"id\": \"directory_user_2\", \"directory_id\": \"directory_nowhere\", \"state\": \"active\"}",
+            "{\"object\": \"directory_user\", \"id\": \"directory_user_2\", \"directory_id\": \"directory_nowhere\", \"state\": \"active\", \"created_at\": \"2026-01-01T00:00:00Z\"}",
             "line 3: directory_id",
         ),
     ];

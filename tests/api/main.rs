@@ -7,6 +7,7 @@ mod workos;
 mod auth;
 mod caching;
 mod crash;
+mod determinism;
 mod directories;
 mod errors;
 mod exhaustion;

@@ -126,6 +126,8 @@ fn schemas_have_exactly_the_keys_the_server_writes() {
         user_count: 0,
         group_count: 0,
         revision: 0,
+        users_digest: 0,
+        groups_digest: 0,
         source: Provenance::default(),
     };
     for (name, bytes) in [

@@ -150,12 +150,13 @@ async fn a_client_that_stops_reading_a_streamed_list_is_dropped_and_others_proce
     let mut s = settings(dir.path());
     let store = Store::open(&s.data, StoreOptions::default()).unwrap();
     let mut ndjson = format!(
-        "{{\"object\":\"directory\",\"id\":\"directory_S\",\"organization_id\":\"{ORG_A}\",\"name\":\"S\",\"type\":\"okta scim v2.0\",\"state\":\"active\"}}\n"
+        "{{\"object\":\"directory\",\"id\":\"directory_S\",\"organization_id\":\"{ORG_A}\",\"name\":\"S\",\"type\":\"okta scim v2.0\",\"state\":\"active\",\"created_at\":\"2026-01-01T00:00:00Z\"}}\n"
     );
     let blob = "x".repeat(12_000);
     for i in 0..2000 {
         ndjson.push_str(&format!(
-            "{{\"object\":\"directory_user\",\"id\":\"directory_user_{i}\",\"directory_id\":\"directory_S\",\"email\":\"u{i}@acme.test\",\"state\":\"active\",\"raw_attributes\":{{\"blob\":\"{blob}\"}}}}\n"
+            "{{\"object\":\"directory_user\",\"id\":\"directory_user_{i}\",\"directory_id\":\"directory_S\",\"email\":\"u{i}@acme.test\",\"state\":\"active\",\"raw_attributes\":{{\"blob\":\"{blob}\"}},\"created_at\":\"{}\"}}\n",
+            created(i as i64)
         ));
     }
     rollcall::ingest::ndjson::import(&store, ndjson.as_bytes(), |_| {}).unwrap();
@@ -497,12 +498,13 @@ async fn a_client_that_stops_reading_an_in_memory_list_is_cut_off() {
     let mut s = settings(dir.path());
     let store = Store::open(&s.data, StoreOptions::default()).unwrap();
     let mut ndjson = format!(
-        "{{\"object\":\"directory\",\"id\":\"directory_M\",\"organization_id\":\"{ORG_A}\",\"name\":\"M\",\"type\":\"okta scim v2.0\",\"state\":\"active\"}}\n"
+        "{{\"object\":\"directory\",\"id\":\"directory_M\",\"organization_id\":\"{ORG_A}\",\"name\":\"M\",\"type\":\"okta scim v2.0\",\"state\":\"active\",\"created_at\":\"2026-01-01T00:00:00Z\"}}\n"
     );
     let blob = "y".repeat(10_000);
     for i in 0..1000 {
         ndjson.push_str(&format!(
-            "{{\"object\":\"directory_user\",\"id\":\"directory_user_{i}\",\"directory_id\":\"directory_M\",\"email\":\"u{i}@acme.test\",\"state\":\"active\",\"raw_attributes\":{{\"blob\":\"{blob}\"}}}}\n"
+            "{{\"object\":\"directory_user\",\"id\":\"directory_user_{i}\",\"directory_id\":\"directory_M\",\"email\":\"u{i}@acme.test\",\"state\":\"active\",\"raw_attributes\":{{\"blob\":\"{blob}\"}},\"created_at\":\"{}\"}}\n",
+            created(i as i64)
         ));
     }
     rollcall::ingest::ndjson::import(&store, ndjson.as_bytes(), |_| {}).unwrap();
