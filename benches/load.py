@@ -30,7 +30,21 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ORG = "org_01BENCHACME00000000000000"
-DIR_UUID = "01900000-0000-7000-8000-000000000001"
+def derived_id(workos_id: str, created_at: str) -> str:
+    """The id rollcall derives for a WorkOS object (CONTRACT.md "Determinism"):
+    version-7 layout, created_at's milliseconds, 74 bits of SHA-256(workos id)."""
+    import datetime
+    import hashlib
+    ms = int(datetime.datetime.fromisoformat(created_at.replace("Z", "+00:00")).timestamp() * 1000)
+    b = bytearray(ms.to_bytes(6, "big") + hashlib.sha256(workos_id.encode()).digest()[:10])
+    b[6] = 0x70 | (b[6] & 0x0F)
+    b[8] = 0x80 | (b[8] & 0x3F)
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+# The dataset's directory (examples/common/dataset.rs).
+DIR_UUID = derived_id("directory_01BENCH00000000000001", "2026-01-01T00:00:00.000Z")
 PATH = f"/api/directories/{DIR_UUID}/users"
 
 

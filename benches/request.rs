@@ -49,7 +49,10 @@ fn request(c: &mut Criterion) {
         });
         let filter = routes(state);
         let bearer = format!("Bearer {}", token());
-        let path = format!("/api/directories/{}/users", common::dataset::DIRECTORY_UUID);
+        let path = format!(
+            "/api/directories/{}/users",
+            common::dataset::directory_uuid()
+        );
         group.throughput(Throughput::Elements(1));
         group.bench_function(format!("GET users, {n}-user directory, cached body"), |b| {
             b.to_async(&runtime).iter(|| async {

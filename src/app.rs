@@ -1,6 +1,7 @@
 //! The running server: [`Application::build`] opens the store, loads the
 //! keys, binds one listening socket (port 0 works; a port already in use is
-//! refused), and starts the committer (and pull mode);
+//! refused), and starts the committer (and, with a WorkOS API key, the
+//! sync: backfill, events, reconcile);
 //! [`Application::run_until_stopped`] runs one single-threaded event loop
 //! per worker, each accepting on its own handle of that socket, until the
 //! shutdown future resolves, drains in-flight requests (bounded), stops the
@@ -28,8 +29,9 @@ use crate::api::{self, AppState};
 use crate::auth::{KeyError, Verifier};
 use crate::config::Settings;
 use crate::ingest::committer::Committer;
-use crate::ingest::pull;
 use crate::ingest::signature::WebhookVerifier;
+use crate::ingest::sync::{self, SyncStatus};
+use crate::ingest::workos_api::WorkosApi;
 use crate::net::cap::{Admitted, Connections};
 use crate::net::front::FrontDoor;
 use crate::net::io::ConnIo;
@@ -107,20 +109,33 @@ impl Application {
                 addr: settings.listen,
                 source,
             })?;
-        let state = app_state(&settings, store.clone(), auth, committer.clone())?;
+        let sync_status = Arc::new(match &settings.sync {
+            Some(_) => {
+                let store = store.clone();
+                tokio::task::spawn_blocking(move || SyncStatus::load(&store))
+                    .await
+                    .map_err(|e| StartupError::Task(e.to_string()))??
+            }
+            None => SyncStatus::default(),
+        });
+        let mut state = app_state(&settings, store.clone(), auth, committer.clone())?;
+        state.sync = sync_status.clone();
         let (stop_background, stopped) = watch::channel(false);
         let mut background = vec![tokio::spawn(
             state.auth.clone().keep_keys_fresh(stopped.clone()),
         )];
         #[cfg(unix)]
         background.push(reload_keys_on_hangup(state.auth.clone(), stopped.clone())?);
-        if let Some(pull_settings) = settings.pull.clone() {
-            background.push(tokio::spawn(pull::run(
-                pull_settings,
+        if let Some(sync_settings) = settings.sync.clone() {
+            let ctx = sync::Context {
+                api: WorkosApi::new(sync_settings.api.clone(), stopped.clone())
+                    .map_err(|e| StartupError::Task(e.to_string()))?,
                 store,
                 committer,
-                stopped,
-            )));
+                settings: Arc::new(sync_settings),
+                status: sync_status,
+            };
+            background.push(tokio::spawn(sync::run(ctx, stopped)));
         }
         Ok(Self {
             listeners,
@@ -238,17 +253,23 @@ pub fn app_state(
             settings.max_body_bytes,
         )),
         bodies: Arc::new(BodyCache::new(settings.cache_bytes)),
-        body_files: BodyFiles::new(settings.body_files_dir(), settings.body_files_budget).map_err(
-            |e| {
-                StartupError::Task(format!(
-                    "cannot create the body-file folder {}: {e}",
-                    settings.body_files_dir().display()
-                ))
-            },
-        )?,
+        body_files: BodyFiles::new(
+            settings.body_files_dir(),
+            settings.body_files_budget,
+            // An organization's private bodies: its share of the streams'.
+            settings.body_files_budget * settings.max_streams_per_org as u64
+                / settings.max_streams.max(1) as u64,
+        )
+        .map_err(|e| {
+            StartupError::Task(format!(
+                "cannot create the body-file folder {}: {e}",
+                settings.body_files_dir().display()
+            ))
+        })?,
         render_budget: Arc::new(Semaphore::new(
             (settings.render_budget / 1024).clamp(1, Semaphore::MAX_PERMITS),
         )),
+        sync: Arc::new(SyncStatus::default()),
         stream_threshold: settings.stream_threshold,
         streams: Arc::new(StreamSlots::new(
             settings.max_streams,

@@ -1,5 +1,5 @@
 //! The `rollcall` commands: `serve`, `token`, `import`, `export`, `compact`,
-//! `migrate`. `main.rs`
+//! `migrate`, `sync`. `main.rs`
 //! only parses the command line and calls [`run`].
 
 use std::fs::File;
@@ -14,7 +14,10 @@ use crate::app::{self, Application, StartupError};
 use crate::auth;
 use crate::config::{self, Command, ExportArgs, ImportArgs, ServeArgs, Settings, TokenArgs};
 use crate::dev;
+use crate::ingest::committer::Committer;
 use crate::ingest::ndjson::{self, NdjsonError};
+use crate::ingest::sync::{self, SyncStatus};
+use crate::ingest::workos_api::WorkosApi;
 use crate::store::{Store, StoreError};
 
 /// Why a command failed; printed as one line, exit status 1.
@@ -42,6 +45,7 @@ pub fn run(command: Command, data: &Path) -> Result<(), CliError> {
         Command::Export(args) => export(data, &args),
         Command::Compact => compact(data),
         Command::Migrate => migrate(data),
+        Command::Sync(args) => runtime()?.block_on(sync(data, &args)),
     }
 }
 
@@ -201,6 +205,78 @@ fn import(data: &Path, args: &ImportArgs) -> Result<(), CliError> {
         report.org_memberships,
         report.applied,
         report.unchanged
+    );
+    Ok(())
+}
+
+async fn sync(data: &Path, args: &crate::config::WorkosArgs) -> Result<(), CliError> {
+    let settings = args.to_settings().ok_or_else(|| {
+        CliError::Other("sync needs --workos-api-key (or ROLLCALL_WORKOS_API_KEY)".into())
+    })?;
+    if settings.api.api_key.trim().is_empty() {
+        return Err(CliError::Other(
+            "the WorkOS API key (--workos-api-key / ROLLCALL_WORKOS_API_KEY) is set but empty"
+                .into(),
+        ));
+    }
+    let store = {
+        let data = data.to_owned();
+        tokio::task::spawn_blocking(move || open_for_cli(&data))
+            .await
+            .map_err(|e| CliError::Other(e.to_string()))??
+    };
+    let (committer, committer_thread) = Committer::start(store.clone(), 512);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let status = Arc::new(SyncStatus::load(&store).map_err(CliError::Store)?);
+    let ctx = sync::Context {
+        api: WorkosApi::new(settings.api.clone(), stopped)
+            .map_err(|e| CliError::Other(e.to_string()))?,
+        store: store.clone(),
+        committer: committer.clone(),
+        settings: Arc::new(settings),
+        status: status.clone(),
+    };
+    let progress = bar(0, "{bar:40} {pos}/{len} directories ({elapsed})");
+    let watcher = {
+        let (progress, status) = (progress.clone(), status.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Some([done, total]) = status.report().backfill_directories {
+                    progress.set_length(total);
+                    progress.set_position(done);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let result = tokio::select! {
+        r = sync::once(&ctx) => r,
+        () = app::shutdown_signal() => {
+            let _ = stop.send(true);
+            Err(sync::SyncError::Stopped)
+        }
+    };
+    watcher.abort();
+    progress.finish_and_clear();
+    committer.stop().await;
+    let _ = tokio::task::spawn_blocking(move || committer_thread.join()).await;
+    let report = result.map_err(|e| CliError::Other(format!("sync failed: {e}")))?;
+    let (b, r) = (&report.backfill, &report.reconcile);
+    eprintln!(
+        "synced: backfill {} directories ({} resumed), {} users, {} groups, {} memberships, {} AuthKit users, {} organization memberships in {:.1}s; reconcile {} created, {} updated, {} deleted, {} kept in {:.1}s",
+        b.directories,
+        b.resumed,
+        b.users,
+        b.groups,
+        b.memberships,
+        b.authkit_users,
+        b.org_memberships,
+        b.seconds,
+        r.created,
+        r.updated,
+        r.deleted,
+        r.kept,
+        r.seconds
     );
     Ok(())
 }

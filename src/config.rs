@@ -11,6 +11,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::auth::AuthConfig;
+use crate::ingest::sync::SyncSettings;
+use crate::ingest::workos_api::ApiSettings;
 use crate::store::StoreOptions;
 
 /// rollcall: a single-binary directory server answering the Char Directories API.
@@ -59,6 +61,84 @@ pub enum Command {
     /// Rebuild a database of an older schema into the current one (server
     /// stopped; the old file is kept beside it).
     Migrate,
+    /// Copy a WorkOS account (backfill) and reconcile it once, then stop
+    /// (server stopped).
+    Sync(WorkosArgs),
+}
+
+/// How to sync with a WorkOS account (`serve` and `sync`).
+#[derive(Args, Debug, Clone)]
+pub struct WorkosArgs {
+    /// WorkOS API key: turns on sync (a backfill from the list APIs, then the
+    /// Events API, and periodic reconcile).
+    #[arg(long, env = "ROLLCALL_WORKOS_API_KEY", hide_env_values = true)]
+    pub workos_api_key: Option<String>,
+    /// WorkOS API base URL.
+    #[arg(
+        long,
+        env = "ROLLCALL_WORKOS_API_URL",
+        default_value = "https://api.workos.com"
+    )]
+    pub workos_api_url: String,
+    /// Only these organizations' directories, comma-separated `org_…` (all
+    /// when unset).
+    #[arg(long, env = "ROLLCALL_WORKOS_ORGANIZATIONS", value_delimiter = ',')]
+    pub workos_organizations: Vec<String>,
+    /// Seconds between reconcile rounds (0 turns reconcile off).
+    #[arg(
+        long,
+        env = "ROLLCALL_RECONCILE_INTERVAL_SECS",
+        default_value_t = 21_600
+    )]
+    pub reconcile_interval_secs: u64,
+    /// Seconds between Events API polls once caught up.
+    #[arg(long, env = "ROLLCALL_POLL_INTERVAL_SECS", default_value_t = 5)]
+    pub poll_interval_secs: u64,
+    /// Most WorkOS API requests per minute (WorkOS's limit per key: 6,000;
+    /// 0: unlimited, for a proxy or a test double).
+    #[arg(
+        long,
+        env = "ROLLCALL_WORKOS_REQUESTS_PER_MINUTE",
+        default_value_t = 6_000
+    )]
+    pub workos_requests_per_minute: u32,
+    /// Most requests per second to `/directory_users` per directory
+    /// (WorkOS's limit: 4; 0: unlimited).
+    #[arg(
+        long,
+        env = "ROLLCALL_WORKOS_DIRECTORY_USERS_PER_SECOND",
+        default_value_t = 4
+    )]
+    pub workos_directory_users_per_second: u32,
+    /// Directories copied (or reconciled) at once.
+    #[arg(long, env = "ROLLCALL_SYNC_CONCURRENCY", default_value_t = 8)]
+    pub sync_concurrency: usize,
+}
+
+impl WorkosArgs {
+    /// The sync settings, when an API key is given.
+    pub fn to_settings(&self) -> Option<SyncSettings> {
+        let key = self.workos_api_key.as_ref()?;
+        Some(SyncSettings {
+            api: ApiSettings {
+                base_url: self.workos_api_url.trim_end_matches('/').to_owned(),
+                api_key: key.clone(),
+                requests_per_minute: self.workos_requests_per_minute,
+                directory_users_per_second: self.workos_directory_users_per_second,
+                max_backoff: Duration::from_secs(300),
+            },
+            organizations: self
+                .workos_organizations
+                .iter()
+                .map(|o| o.trim().to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
+            poll_interval: Duration::from_secs(self.poll_interval_secs.max(1)),
+            reconcile_interval: (self.reconcile_interval_secs > 0)
+                .then(|| Duration::from_secs(self.reconcile_interval_secs)),
+            concurrency: self.sync_concurrency.max(1),
+        })
+    }
 }
 
 /// How tokens are verified.
@@ -107,19 +187,8 @@ pub struct ServeArgs {
     /// Webhook signature tolerance, in seconds, either side of now.
     #[arg(long, env = "ROLLCALL_WEBHOOK_TOLERANCE_SECS", default_value_t = 180)]
     pub webhook_tolerance_secs: u64,
-    /// WorkOS API key: turns on pull mode (polling the Events API).
-    #[arg(long, env = "ROLLCALL_WORKOS_API_KEY", hide_env_values = true)]
-    pub workos_api_key: Option<String>,
-    /// WorkOS API base URL.
-    #[arg(
-        long,
-        env = "ROLLCALL_WORKOS_API_URL",
-        default_value = "https://api.workos.com"
-    )]
-    pub workos_api_url: String,
-    /// Pull mode: seconds between polls once caught up.
-    #[arg(long, env = "ROLLCALL_POLL_INTERVAL_SECS", default_value_t = 5)]
-    pub poll_interval_secs: u64,
+    #[command(flatten)]
+    pub workos: WorkosArgs,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "ROLLCALL_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -205,16 +274,6 @@ pub struct ExportArgs {
     pub file: Option<PathBuf>,
 }
 
-/// Pull mode: where and how to poll the WorkOS Events API.
-#[derive(Clone, Debug)]
-pub struct PullSettings {
-    pub api_url: String,
-    pub api_key: String,
-    pub poll_interval: Duration,
-    /// Longest back-off after errors.
-    pub max_backoff: Duration,
-}
-
 /// Everything the server is built from.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -223,7 +282,8 @@ pub struct Settings {
     pub auth: AuthConfig,
     pub webhook_secret: Option<Vec<u8>>,
     pub webhook_tolerance: Duration,
-    pub pull: Option<PullSettings>,
+    /// WorkOS sync, when an API key is given.
+    pub sync: Option<SyncSettings>,
     pub max_body_bytes: usize,
     /// How long a request body may take to arrive.
     pub body_timeout: Duration,
@@ -279,7 +339,7 @@ impl Settings {
             },
             webhook_secret: None,
             webhook_tolerance: Duration::from_secs(180),
-            pull: None,
+            sync: None,
             max_body_bytes: 1024 * 1024,
             body_timeout: Duration::from_secs(10),
             max_webhook_bodies: 256,
@@ -314,12 +374,7 @@ impl Settings {
             .as_ref()
             .map(|v| v.as_bytes().to_vec());
         s.webhook_tolerance = Duration::from_secs(args.webhook_tolerance_secs);
-        s.pull = args.workos_api_key.as_ref().map(|key| PullSettings {
-            api_url: args.workos_api_url.trim_end_matches('/').to_owned(),
-            api_key: key.clone(),
-            poll_interval: Duration::from_secs(args.poll_interval_secs.max(1)),
-            max_backoff: Duration::from_secs(300),
-        });
+        s.sync = args.workos.to_settings();
         s.max_body_bytes = args.max_body_bytes;
         s.body_timeout = Duration::from_secs(args.body_timeout_secs.max(1));
         s.max_webhook_bodies = args.max_webhook_bodies.max(1);
@@ -507,8 +562,8 @@ impl Settings {
                 ));
             }
         }
-        if let Some(pull) = &self.pull
-            && blank(pull.api_key.as_bytes())
+        if let Some(sync) = &self.sync
+            && blank(sync.api.api_key.as_bytes())
         {
             return Err(empty(
                 "the WorkOS API key",

@@ -33,7 +33,7 @@ pub fn loaded(n: u64) -> Loaded {
     rollcall::ingest::ndjson::import(&store, ndjson.as_slice(), |_| {}).expect("import");
     Loaded {
         store: Arc::new(store),
-        directory: DirectoryId::parse(dataset::DIRECTORY_UUID).expect("uuid"),
+        directory: DirectoryId::parse(&dataset::directory_uuid()).expect("uuid"),
         dir,
     }
 }

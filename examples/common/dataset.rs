@@ -6,8 +6,16 @@ use std::io::Write;
 
 pub const ORG: &str = "org_01BENCHACME00000000000000";
 pub const DIRECTORY: &str = "directory_01BENCH00000000000001";
-/// The internal id the dataset gives its directory, so tools can build URLs.
-pub const DIRECTORY_UUID: &str = "01900000-0000-7000-8000-000000000001";
+/// When the dataset's directory was created at WorkOS.
+pub const DIRECTORY_CREATED: &str = "2026-01-01T00:00:00.000Z";
+/// The internal id rollcall derives for the dataset's directory (from its
+/// WorkOS id and creation time), so tools can build URLs. `benches/load.py`
+/// derives the same one in Python.
+pub fn directory_uuid() -> String {
+    let created =
+        rollcall::model::Timestamp::parse_lenient(DIRECTORY_CREATED).expect("a valid timestamp");
+    rollcall::model::DirectoryId::derive(DIRECTORY, created).to_string()
+}
 
 const FIRST: [&str; 16] = [
     "Ada",
@@ -67,7 +75,7 @@ const CITIES: [&str; 5] = ["Berlin", "Lisbon", "Toronto", "Singapore", "Austin"]
 pub fn write(n: u64, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(
         out,
-        r#"{{"object":"directory","id":"{DIRECTORY}","organization_id":"{ORG}","name":"Bench Okta","type":"okta scim v2.0","state":"active","domains":[{{"object":"organization_domain","domain":"example-corp.test"}}],"created_at":"2026-01-01T00:00:00.000Z","updated_at":"2026-01-01T00:00:00.000Z","rollcall":{{"id":"{DIRECTORY_UUID}","created_at":"2026-01-01T00:00:00.000Z","updated_at":"2026-01-01T00:00:00.000Z"}}}}"#
+        r#"{{"object":"directory","id":"{DIRECTORY}","organization_id":"{ORG}","name":"Bench Okta","type":"okta scim v2.0","state":"active","domains":[{{"object":"organization_domain","domain":"example-corp.test"}}],"created_at":"{DIRECTORY_CREATED}","updated_at":"{DIRECTORY_CREATED}"}}"#
     )?;
     let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
     for i in 0..n {

@@ -52,6 +52,8 @@ pub struct AppState {
     pub body_files: Arc<spool::BodyFiles>,
     /// Memory for uncached answers in flight (KiB permits).
     pub render_budget: Arc<tokio::sync::Semaphore>,
+    /// Where the WorkOS sync stands (for `/readyz`).
+    pub sync: Arc<crate::ingest::sync::SyncStatus>,
     /// Lists with more records than this are streamed, not cached.
     pub stream_threshold: u64,
     /// Streams served at once, fairly between organizations.
@@ -72,6 +74,7 @@ pub fn with_state(state: Shared) -> impl Filter<Extract = (Shared,), Error = Inf
 /// `api/openapi.json` documents exactly these (a test compares them).
 pub const ROUTES: &[(&str, &[&str])] = &[
     ("/healthz", &["GET", "HEAD"]),
+    ("/readyz", &["GET", "HEAD"]),
     ("/api/spec.json", &["GET", "HEAD"]),
     ("/api/directories", &["GET", "HEAD"]),
     ("/api/directories/{id}", &["GET", "HEAD"]),
@@ -129,7 +132,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
             .or(spec::routes())
             .unify(),
     );
-    health::routes()
+    health::routes(state.clone())
         .or(api)
         .unify()
         .or(webhooks::routes(state))

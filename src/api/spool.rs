@@ -111,12 +111,22 @@ pub enum SpoolError {
 struct Reservation {
     files: Arc<BodyFiles>,
     bytes: u64,
+    /// The organization a private body is counted to.
+    private_to: Option<String>,
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
         let mut inner = self.files.lock();
         inner.reserved = inner.reserved.saturating_sub(self.bytes);
+        if let Some(org) = &self.private_to
+            && let Some(held) = inner.private.get_mut(org)
+        {
+            *held = held.saturating_sub(self.bytes);
+            if *held == 0 {
+                inner.private.remove(org);
+            }
+        }
     }
 }
 
@@ -133,6 +143,8 @@ struct Inner {
     /// Disk reserved by every body that still exists (shared or private,
     /// in the map or only held by readers).
     reserved: u64,
+    /// Of that, what private bodies hold, per organization.
+    private: HashMap<String, u64>,
     clock: u64,
     /// Bytes per record last measured, per kind.
     record_bytes: HashMap<ListKind, u64>,
@@ -142,6 +154,9 @@ struct Inner {
 pub struct BodyFiles {
     dir: PathBuf,
     budget: u64,
+    /// The most one organization's private bodies may hold together, so a
+    /// tenant's filtered lists cannot take the disk from everyone else.
+    private_per_org: u64,
     inner: Mutex<Inner>,
 }
 
@@ -156,15 +171,17 @@ struct Job {
 
 impl BodyFiles {
     /// Body files in `dir` (created owner-only if missing), using at most
-    /// `budget` bytes of disk.
+    /// `budget` bytes of disk, of which at most `private_per_org` for one
+    /// organization's private bodies.
     ///
     /// # Errors
     /// When the folder cannot be created.
-    pub fn new(dir: PathBuf, budget: u64) -> std::io::Result<Arc<Self>> {
+    pub fn new(dir: PathBuf, budget: u64, private_per_org: u64) -> std::io::Result<Arc<Self>> {
         crate::store::create_private_dir(&dir)?;
         Ok(Arc::new(Self {
             dir,
             budget,
+            private_per_org,
             inner: Mutex::new(Inner::default()),
         }))
     }
@@ -271,9 +288,15 @@ impl BodyFiles {
         self.start(job, count, false).await.map(Arc::new)
     }
 
-    /// Reserves disk for a list of `count` records, evicting shared bodies
-    /// least recently used first if needed.
-    fn reserve(self: &Arc<Self>, kind: ListKind, count: u64) -> Result<Reservation, SpoolError> {
+    /// Reserves disk for a list of `count` records (a private body:
+    /// counted to `private_to`), evicting shared bodies least recently used
+    /// first if needed.
+    fn reserve(
+        self: &Arc<Self>,
+        kind: ListKind,
+        count: u64,
+        private_to: Option<&str>,
+    ) -> Result<Reservation, SpoolError> {
         let mut evicted = Vec::new();
         let reservation = {
             let mut inner = self.lock();
@@ -284,6 +307,11 @@ impl BodyFiles {
                 .unwrap_or(DEFAULT_RECORD_BYTES);
             let bytes = count.saturating_mul(per_record).saturating_add(2);
             if bytes > self.budget {
+                return Err(SpoolError::NoRoom);
+            }
+            if let Some(org) = private_to
+                && inner.private.get(org).copied().unwrap_or(0) + bytes > self.private_per_org
+            {
                 return Err(SpoolError::NoRoom);
             }
             // Evicting only drops the map's reference: the space comes back
@@ -308,6 +336,9 @@ impl BodyFiles {
                 None
             } else {
                 inner.reserved += bytes;
+                if let Some(org) = private_to {
+                    *inner.private.entry(org.to_owned()).or_default() += bytes;
+                }
                 Some(bytes)
             }
         };
@@ -318,6 +349,7 @@ impl BodyFiles {
         Ok(Reservation {
             files: self.clone(),
             bytes,
+            private_to: private_to.map(str::to_owned),
         })
     }
 
@@ -327,9 +359,10 @@ impl BodyFiles {
         self: &Arc<Self>,
         job: Job,
         count: u64,
-        measure: bool,
+        shared: bool,
     ) -> Result<BodyFile, SpoolError> {
-        let reservation = self.reserve(job.kind, count)?;
+        let private_to = (!shared).then(|| job.org.clone());
+        let reservation = self.reserve(job.kind, count, private_to.as_deref())?;
         let file = tempfile::tempfile_in(&self.dir)?;
         let writer = file.try_clone()?;
         let (ready, revision) = oneshot::channel();
@@ -340,11 +373,10 @@ impl BodyFiles {
         let files = self.clone();
         tokio::task::spawn_blocking(move || match build(&job, writer, ready, &progress_tx) {
             Ok(Some((written, records))) => {
-                if measure && records > 0 {
-                    files
-                        .lock()
-                        .record_bytes
-                        .insert(job.kind, written / records + 1);
+                // What this list's records measured is what the next
+                // estimate of its kind uses.
+                if let Some(per_record) = written.checked_div(records) {
+                    files.lock().record_bytes.insert(job.kind, per_record + 1);
                 }
                 progress_tx.send_replace(Progress {
                     written,

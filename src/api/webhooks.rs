@@ -1,8 +1,7 @@
 //! `POST /webhooks/workos`: signed WorkOS events.
 //!
 //! Order of checks: the signature header's form and timestamp (401, before
-//! any body is read) → a body slot and memory budget (503 with
-//! `Retry-After`) → body size (413) and deadline (408) → signature over the
+//! any body is read) → a body slot and memory budget → body size (413) and deadline (408) → signature over the
 //! raw bytes (401) → event shape (400 naming the field) → durable commit
 //! through the group committer → 200. Nothing is written unless every check
 //! passed, and the 200 is sent only after the commit. Without a configured
@@ -11,17 +10,21 @@
 //! Until its signature is checked a body is anyone's, so what unverified
 //! bodies may hold is bounded ([`BodyIntake`]): how many are read at once,
 //! how many bytes they hold together, and how long each may take to arrive.
-//! A sender stalling its body therefore holds one slot for at most the
-//! deadline, and thousands of them cannot fill the connection cap or the
-//! memory: beyond the slots they are answered 503 at once and closed.
+//! When every slot (or the memory) is taken, the reader that has waited
+//! longest for its body is dropped (408) to make room: a stalled body loses
+//! its place to the next sender, and a real delivery — whose body arrives
+//! at once — is never the oldest for long. Stalling senders therefore
+//! cannot fill the connection cap or the memory, nor keep WorkOS's
+//! deliveries out.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use serde::Serialize;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderMap, HeaderValue, header};
@@ -49,8 +52,8 @@ pub fn routes(state: Shared) -> BoxedFilter<(Response,)> {
 
 /// Bounds on request bodies read before they are authenticated.
 pub struct BodyIntake {
-    /// Bodies being read at once.
-    slots: Arc<Semaphore>,
+    /// Bodies being read, oldest first.
+    readers: Mutex<Readers>,
     /// Bytes those bodies may hold together, in [`BUDGET_UNIT`]s.
     budget: Arc<Semaphore>,
     /// Longest a body may take to arrive, from the end of the headers.
@@ -58,6 +61,33 @@ pub struct BodyIntake {
     /// Largest body accepted.
     max_bytes: usize,
 }
+
+/// Bodies being read, oldest first, with the wake-up that tells each to give
+/// up its place.
+struct Readers {
+    capacity: usize,
+    next: u64,
+    live: VecDeque<(u64, Arc<Notify>)>,
+}
+
+/// A reader's place; given back when dropped.
+struct Reader<'a> {
+    intake: &'a BodyIntake,
+    id: u64,
+    evicted: Arc<Notify>,
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        let mut readers = self.intake.readers();
+        if let Some(at) = readers.live.iter().position(|(id, _)| *id == self.id) {
+            readers.live.remove(at);
+        }
+    }
+}
+
+/// How long a reader short of memory waits for an evicted one's memory.
+const EVICTION_WAIT: Duration = Duration::from_millis(200);
 
 /// The memory budget is counted in KiB (a semaphore's permits are `u32`).
 const BUDGET_UNIT: usize = 1024;
@@ -71,7 +101,11 @@ impl BodyIntake {
         // The budget always holds at least one body of the largest size.
         let units = (budget_bytes.max(max_bytes) / BUDGET_UNIT).clamp(1, Semaphore::MAX_PERMITS);
         Self {
-            slots: Arc::new(Semaphore::new(slots.max(1))),
+            readers: Mutex::new(Readers {
+                capacity: slots.max(1),
+                next: 0,
+                live: VecDeque::new(),
+            }),
             budget: Arc::new(Semaphore::new(units)),
             deadline,
             max_bytes,
@@ -89,19 +123,58 @@ impl BodyIntake {
         S: Stream<Item = Result<B, warp::Error>>,
         B: Buf,
     {
-        let busy = ApiError::Busy {
-            retry_after_secs: RETRY_AFTER_SECS,
-        };
-        let _slot = self.slots.clone().try_acquire_owned().map_err(|_| {
-            tracing::debug!("every webhook body slot is taken");
-            busy.clone()
-        })?;
-        match tokio::time::timeout(self.deadline, self.read_budgeted(headers, body)).await {
-            Ok(read) => read.map(|(bytes, _held)| bytes),
-            Err(_) => {
-                tracing::debug!("a webhook body missed its deadline");
+        let reader = self.enter();
+        tokio::select! {
+            read = tokio::time::timeout(self.deadline, self.read_budgeted(headers, body, reader.id)) => match read {
+                Ok(read) => read.map(|(bytes, _held)| bytes),
+                Err(_) => {
+                    tracing::debug!("a webhook body missed its deadline");
+                    Err(ApiError::RequestTimeout)
+                }
+            },
+            () = reader.evicted.notified() => {
+                tracing::debug!("a slow webhook body gave its place to a newer one");
                 Err(ApiError::RequestTimeout)
             }
+        }
+    }
+
+    fn readers(&self) -> std::sync::MutexGuard<'_, Readers> {
+        self.readers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a reader's place, dropping the oldest reader if all are taken.
+    fn enter(&self) -> Reader<'_> {
+        let evicted = Arc::new(Notify::new());
+        let mut readers = self.readers();
+        if readers.live.len() >= readers.capacity
+            && let Some((_, oldest)) = readers.live.pop_front()
+        {
+            // notify_one keeps the wake-up even before the reader awaits it.
+            oldest.notify_one();
+        }
+        let id = readers.next;
+        readers.next += 1;
+        readers.live.push_back((id, evicted.clone()));
+        Reader {
+            intake: self,
+            id,
+            evicted,
+        }
+    }
+
+    /// Drops the oldest reader other than `me` (to free memory); whether
+    /// there was one.
+    fn evict_oldest_but(&self, me: u64) -> bool {
+        let mut readers = self.readers();
+        match readers.live.iter().position(|(id, _)| *id != me) {
+            Some(at) => {
+                if let Some((_, oldest)) = readers.live.remove(at) {
+                    oldest.notify_one();
+                }
+                true
+            }
+            None => false,
         }
     }
 
@@ -111,6 +184,7 @@ impl BodyIntake {
         &self,
         headers: &HeaderMap,
         body: S,
+        me: u64,
     ) -> Result<(Bytes, Option<OwnedSemaphorePermit>), ApiError>
     where
         S: Stream<Item = Result<B, warp::Error>>,
@@ -136,16 +210,29 @@ impl BodyIntake {
             let needed = len.div_ceil(BUDGET_UNIT);
             if needed > reserved {
                 let more = u32::try_from(needed - reserved).unwrap_or(u32::MAX);
-                let permit = self
-                    .budget
-                    .clone()
-                    .try_acquire_many_owned(more)
-                    .map_err(|_| {
-                        tracing::debug!("the webhook body memory budget is spent");
-                        ApiError::Busy {
-                            retry_after_secs: RETRY_AFTER_SECS,
+                let permit = match self.budget.clone().try_acquire_many_owned(more) {
+                    Ok(p) => p,
+                    // The memory is spent: the oldest readers give theirs
+                    // back (a real delivery is never among them for long).
+                    Err(_) => {
+                        let mut freed = None;
+                        while freed.is_none() && self.evict_oldest_but(me) {
+                            freed = tokio::time::timeout(
+                                EVICTION_WAIT,
+                                self.budget.clone().acquire_many_owned(more),
+                            )
+                            .await
+                            .ok()
+                            .and_then(Result::ok);
                         }
-                    })?;
+                        freed.ok_or_else(|| {
+                            tracing::debug!("the webhook body memory budget is spent");
+                            ApiError::Busy {
+                                retry_after_secs: RETRY_AFTER_SECS,
+                            }
+                        })?
+                    }
+                };
                 match &mut held {
                     Some(h) => h.merge(permit),
                     None => held = Some(permit),

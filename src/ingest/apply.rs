@@ -779,6 +779,142 @@ pub fn delete_group(
     delete::<Groups>(tx, g, version)
 }
 
+// ---- objects as a listing gives them -------------------------------------------
+
+/// A WorkOS object as a listing gives it — an import line, a page of the
+/// WorkOS list APIs (backfill, reconcile) — rather than an event.
+#[derive(Clone, Debug)]
+pub enum Listed {
+    Directory(WorkosDirectory, Internal),
+    User(WorkosDirectoryUser, Internal),
+    Group(WorkosDirectoryGroup, Internal),
+    /// A group membership, seen at `at` (the list APIs carry no time):
+    /// an event about it newer than `at` wins.
+    Membership {
+        directory_id: String,
+        group_id: String,
+        user_id: String,
+        at: Timestamp,
+    },
+    AuthkitUser(WorkosUser),
+    OrgMembership(WorkosOrgMembership),
+    /// Confirmed gone: a complete listing lacked it and WorkOS answered 404
+    /// when asked for it directly (reconcile).
+    Gone(Gone),
+}
+
+/// What reconcile found deleted at WorkOS.
+#[derive(Clone, Debug)]
+pub enum Gone {
+    Directory(String),
+    User {
+        directory_id: String,
+        id: String,
+    },
+    Group {
+        directory_id: String,
+        id: String,
+    },
+    Membership {
+        directory_id: String,
+        group_id: String,
+        user_id: String,
+    },
+    AuthkitUser(String),
+    OrgMembership {
+        id: String,
+        user_id: String,
+        organization_id: String,
+    },
+}
+
+impl Listed {
+    /// The WorkOS version of the object: its `updated_at`, else its
+    /// `created_at` (`None` when it has neither; memberships and deletions
+    /// carry their own time).
+    pub fn version(&self) -> Option<Timestamp> {
+        match self {
+            Self::Directory(d, _) => d.updated_at.or(d.created_at),
+            Self::User(u, _) => u.updated_at.or(u.created_at),
+            Self::Group(g, _) => g.updated_at.or(g.created_at),
+            Self::AuthkitUser(u) => u.updated_at.or(u.created_at),
+            Self::OrgMembership(m) => m.updated_at.or(m.created_at),
+            Self::Membership { at, .. } => Some(*at),
+            Self::Gone(_) => Some(Timestamp::MIN),
+        }
+    }
+}
+
+/// Applies a listed object through the same rules as events. An object
+/// without a version is stale (never applied with a made-up one).
+///
+/// # Errors
+/// Storage failures.
+pub fn apply_listed(tx: &mut Tx<'_>, item: &Listed) -> Result<Outcome, StoreError> {
+    let Some(version) = item.version() else {
+        return Ok(Outcome::Stale);
+    };
+    match item {
+        Listed::Directory(d, internal) => upsert_directory(tx, d, version, internal),
+        Listed::User(u, internal) => upsert_user(tx, u, version, internal),
+        Listed::Group(g, internal) => upsert_group(tx, g, version, internal),
+        Listed::Membership {
+            directory_id,
+            group_id,
+            user_id,
+            at,
+        } => list_member(tx, directory_id, group_id, user_id, *at),
+        Listed::AuthkitUser(u) => upsert_authkit_user(tx, u, version),
+        Listed::OrgMembership(m) => upsert_org_membership(tx, m, version),
+        Listed::Gone(gone) => apply_gone(tx, gone),
+    }
+}
+
+/// Deletes what reconcile confirmed gone, as of now.
+fn apply_gone(tx: &mut Tx<'_>, gone: &Gone) -> Result<Outcome, StoreError> {
+    let now = tx.now();
+    match gone {
+        Gone::Directory(id) => delete_directory(tx, &WorkosDirectory::named(id), now),
+        Gone::User { directory_id, id } => {
+            delete_user(tx, &WorkosDirectoryUser::named(directory_id, id), now)
+        }
+        Gone::Group { directory_id, id } => {
+            delete_group(tx, &WorkosDirectoryGroup::named(directory_id, id), now)
+        }
+        Gone::Membership {
+            directory_id,
+            group_id,
+            user_id,
+        } => {
+            let Some(dir) = tx.directory_id_by_workos(directory_id)? else {
+                return Ok(Outcome::NoDirectory);
+            };
+            match (tx.user_by_workos(user_id)?, tx.group_by_workos(group_id)?) {
+                (Some(u), Some(g)) if u.directory_id == dir && g.directory_id == dir => {
+                    let existed = tx.delete_membership(g.id, u.id)?;
+                    tx.put_tombstone(&membership_key(group_id, user_id), now)?;
+                    Ok(if existed {
+                        Outcome::Applied
+                    } else {
+                        Outcome::Unchanged
+                    })
+                }
+                _ => Ok(Outcome::Unchanged),
+            }
+        }
+        Gone::AuthkitUser(id) => delete_authkit_user(tx, &WorkosUser::named(id), now),
+        Gone::OrgMembership {
+            id,
+            user_id,
+            organization_id,
+        } => delete_org_membership(
+            tx,
+            &WorkosOrgMembership::named(id, user_id, organization_id),
+            now,
+        ),
+    }
+}
+
 // ---- memberships -----------------------------------------------------------------
 
 fn membership_key(group: &str, user: &str) -> String {
@@ -916,6 +1052,10 @@ pub fn list_member(
     };
     match (tx.user_by_workos(user)?, tx.group_by_workos(group)?) {
         (Some(u), Some(g)) if u.directory_id == dir && g.directory_id == dir => {
+            // A listing confirms a membership; it never re-dates one.
+            if tx.membership(g.id, u.id)?.is_some() {
+                return Ok(Outcome::Unchanged);
+            }
             put_member(tx, &u, &g, at, false)
         }
         (Some(u), _) if u.directory_id != dir => Ok(conflict(

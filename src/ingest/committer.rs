@@ -1,5 +1,6 @@
-//! Group commit: every ingestion path that acknowledges a sender (webhooks,
-//! pull mode) hands its events to one committer thread, which applies
+//! Group commit: every ingestion path that writes while the server runs
+//! (webhooks, the events follower, backfill, reconcile) hands its work to
+//! one committer thread, which applies
 //! whatever is queued in a single durable write transaction and then answers
 //! each sender. Concurrent events share one fsync; a sender is answered only
 //! after the transaction holding its events is committed.
@@ -11,18 +12,26 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::apply::{Outcome, apply_event};
+use super::apply::{Listed, Outcome, apply_event, apply_listed};
 use super::workos::Event;
 use crate::store::{Store, StoreError};
 
 /// Jobs waiting for the committer at most; senders beyond wait for room.
 const QUEUE_DEPTH: usize = 4096;
 
-/// One sender's request: events to apply in order, and optionally the pull
-/// cursor to store in the same transaction.
+/// What one sender asks to apply, in order, in one transaction: events,
+/// then listed objects (backfill, reconcile), then the pull cursor and
+/// named progress markers (`None` removes one) stored with them.
+#[derive(Default)]
+pub struct Work {
+    pub events: Vec<Event>,
+    pub items: Vec<Listed>,
+    pub cursor: Option<String>,
+    pub marks: Vec<(String, Option<Vec<u8>>)>,
+}
+
 struct Job {
-    events: Vec<Event>,
-    cursor: Option<String>,
+    work: Work,
     reply: oneshot::Sender<Result<Vec<Outcome>, StoreError>>,
 }
 
@@ -72,13 +81,23 @@ impl Committer {
         events: Vec<Event>,
         cursor: Option<String>,
     ) -> Result<Vec<Outcome>, SubmitError> {
+        self.submit_work(Work {
+            events,
+            cursor,
+            ..Work::default()
+        })
+        .await
+    }
+
+    /// Applies `work` durably; returns one outcome per event or object
+    /// once committed.
+    ///
+    /// # Errors
+    /// As [`Committer::submit`].
+    pub async fn submit_work(&self, work: Work) -> Result<Vec<Outcome>, SubmitError> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Msg::Job(Job {
-                events,
-                cursor,
-                reply,
-            }))
+            .send(Msg::Job(Job { work, reply }))
             .await
             .map_err(|_| SubmitError::Stopped)?;
         Ok(answer.await.map_err(|_| SubmitError::Stopped)??)
@@ -127,12 +146,19 @@ fn apply_jobs(store: &Store, jobs: &[Job]) -> Result<Vec<Vec<Outcome>>, StoreErr
     store.write(|tx| {
         let mut all = Vec::with_capacity(jobs.len());
         for job in jobs {
-            let mut outcomes = Vec::with_capacity(job.events.len());
-            for event in &job.events {
+            let work = &job.work;
+            let mut outcomes = Vec::with_capacity(work.events.len() + work.items.len());
+            for event in &work.events {
                 outcomes.push(apply_event(tx, event)?);
             }
-            if let Some(cursor) = &job.cursor {
+            for item in &work.items {
+                outcomes.push(apply_listed(tx, item)?);
+            }
+            if let Some(cursor) = &work.cursor {
                 tx.set_events_cursor(cursor)?;
+            }
+            for (name, value) in &work.marks {
+                tx.set_mark(name, value.as_deref())?;
             }
             all.push(outcomes);
         }

@@ -27,7 +27,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::apply::{self, Internal, Outcome};
+use super::apply::{self, Internal, Listed, Outcome};
 use super::workos::{
     FieldError, RawAuthkitUser, RawDirectory, RawGroup, RawInternal, RawOrgMembership, RawUser,
     WorkosDirectory, WorkosDirectoryGroup, WorkosDirectoryUser, WorkosOrgMembership, WorkosUser,
@@ -154,26 +154,11 @@ impl From<StoreError> for LineError {
 
 /// Lines parsed ahead of the writer.
 struct Batch {
-    items: Vec<(u64, Item)>,
+    items: Vec<(u64, Listed)>,
     /// Lines read so far (blank ones included).
     lines: u64,
     /// Bytes read so far.
     consumed: u64,
-}
-
-/// One parsed, validated line.
-enum Item {
-    Directory(WorkosDirectory, Internal),
-    User(WorkosDirectoryUser, Internal),
-    Group(WorkosDirectoryGroup, Internal),
-    Membership {
-        directory_id: String,
-        group_id: String,
-        user_id: String,
-        added_at: Option<Timestamp>,
-    },
-    AuthkitUser(WorkosUser),
-    OrgMembership(WorkosOrgMembership),
 }
 
 const BATCH_LINES: usize = 512;
@@ -252,7 +237,7 @@ fn object_of(line: &str) -> Result<Cow<'_, str>, FieldError> {
         .ok_or_else(|| FieldError::new("object", "is required"))
 }
 
-fn parse_line(line: &str) -> Result<Item, FieldError> {
+fn parse_line(line: &str) -> Result<Listed, FieldError> {
     Ok(match object_of(line)?.as_ref() {
         "directory" => {
             let raw: RawDirectory<'_> = parse_json(line, "", "line")?;
@@ -260,21 +245,21 @@ fn parse_line(line: &str) -> Result<Item, FieldError> {
             if d.organization_id.is_none() {
                 return Err(FieldError::new("organization_id", "is required"));
             }
-            Item::Directory(d, parse_internal(raw.rollcall.as_ref())?)
+            Listed::Directory(d, parse_internal(raw.rollcall.as_ref())?)
         }
         "directory_user" => {
             let raw: RawUser<'_> = parse_json(line, "", "line")?;
             let u = WorkosDirectoryUser::from_raw(&raw, "")?;
-            Item::User(u, parse_internal(raw.rollcall.as_ref())?)
+            Listed::User(u, parse_internal(raw.rollcall.as_ref())?)
         }
         "directory_group" => {
             let raw: RawGroup<'_> = parse_json(line, "", "line")?;
             let g = WorkosDirectoryGroup::from_raw(&raw, "")?;
-            Item::Group(g, parse_internal(raw.rollcall.as_ref())?)
+            Listed::Group(g, parse_internal(raw.rollcall.as_ref())?)
         }
         "directory_group_membership" => {
             let raw: RawMembershipLine<'_> = parse_json(line, "", "line")?;
-            Item::Membership {
+            Listed::Membership {
                 directory_id: required_id(&raw.directory_id, "", "directory_id", "directory_")?
                     .to_owned(),
                 group_id: required_id(
@@ -291,19 +276,22 @@ fn parse_line(line: &str) -> Result<Item, FieldError> {
                     "directory_user_",
                 )?
                 .to_owned(),
-                added_at: match &raw.rollcall {
+                // Without a time a membership is as old as can be: any
+                // event about it wins.
+                at: match &raw.rollcall {
                     Some(r) => time(&r.added_at, "rollcall", "added_at")?,
                     None => None,
-                },
+                }
+                .unwrap_or(Timestamp::MIN),
             }
         }
         "user" => {
             let raw: RawAuthkitUser<'_> = parse_json(line, "", "line")?;
-            Item::AuthkitUser(WorkosUser::from_raw(&raw, "")?)
+            Listed::AuthkitUser(WorkosUser::from_raw(&raw, "")?)
         }
         "organization_membership" => {
             let raw: RawOrgMembership<'_> = parse_json(line, "", "line")?;
-            Item::OrgMembership(WorkosOrgMembership::from_raw(&raw, "")?)
+            Listed::OrgMembership(WorkosOrgMembership::from_raw(&raw, "")?)
         }
         _ => {
             return Err(FieldError::new(
@@ -316,76 +304,56 @@ fn parse_line(line: &str) -> Result<Item, FieldError> {
 
 fn apply_item(
     tx: &mut Tx<'_>,
-    item: Item,
+    item: Listed,
     report: &mut ImportReport,
 ) -> Result<Outcome, LineError> {
-    let outcome = match item {
-        Item::Directory(d, internal) => {
-            report.directories += 1;
-            let version = version_of(d.updated_at, d.created_at)?;
-            apply::upsert_directory(tx, &d, version, &internal)?
-        }
-        Item::User(u, internal) => {
-            report.users += 1;
-            let version = version_of(u.updated_at, u.created_at)?;
-            apply::upsert_user(tx, &u, version, &internal)?
-        }
-        Item::Group(g, internal) => {
-            report.groups += 1;
-            let version = version_of(g.updated_at, g.created_at)?;
-            apply::upsert_group(tx, &g, version, &internal)?
-        }
-        Item::Membership {
-            directory_id,
-            group_id,
-            user_id,
-            added_at,
-        } => {
-            report.memberships += 1;
-            // Without a time a membership is as old as can be: any event
-            // about it wins.
-            let at = added_at.unwrap_or(Timestamp::MIN);
-            match apply::list_member(tx, &directory_id, &group_id, &user_id, at)? {
-                Outcome::Stale if tx.user_by_workos(&user_id)?.is_none() => {
-                    return Err(FieldError::new(
-                        "directory_user_id",
-                        "names no user of this directory on an earlier line",
-                    )
-                    .into());
-                }
-                Outcome::Stale if tx.group_by_workos(&group_id)?.is_none() => {
-                    return Err(FieldError::new(
-                        "directory_group_id",
-                        "names no group of this directory on an earlier line",
-                    )
-                    .into());
-                }
-                other => other,
-            }
-        }
-        Item::AuthkitUser(u) => {
-            report.authkit_users += 1;
-            let version = version_of(u.updated_at, u.created_at)?;
-            apply::upsert_authkit_user(tx, &u, version)?
-        }
-        Item::OrgMembership(m) => {
-            report.org_memberships += 1;
-            let version = version_of(m.updated_at, m.created_at)?;
-            apply::upsert_org_membership(tx, &m, version)?
-        }
-    };
-    match outcome {
-        Outcome::NoDirectory => Err(FieldError::new(
+    match &item {
+        Listed::Directory(..) => report.directories += 1,
+        Listed::User(..) => report.users += 1,
+        Listed::Group(..) => report.groups += 1,
+        Listed::Membership { .. } => report.memberships += 1,
+        Listed::AuthkitUser(_) => report.authkit_users += 1,
+        Listed::OrgMembership(_) => report.org_memberships += 1,
+        Listed::Gone(_) => {}
+    }
+    if item.version().is_none() {
+        return Err(FieldError::new(
+            "updated_at",
+            "is required (or created_at): rollcall's ids and times derive from WorkOS's",
+        )
+        .into());
+    }
+    let outcome = apply::apply_listed(tx, &item)?;
+    match (&item, outcome) {
+        (_, Outcome::NoDirectory) => Err(FieldError::new(
             "directory_id",
             "names a directory that is neither in the database nor on an earlier line",
         )
         .into()),
-        Outcome::Conflict => Err(FieldError::new(
+        (_, Outcome::Conflict) => Err(FieldError::new(
             "id",
             "names an object the database holds under another directory or organization",
         )
         .into()),
-        other => Ok(other),
+        (Listed::Membership { user_id, .. }, Outcome::Stale)
+            if tx.user_by_workos(user_id)?.is_none() =>
+        {
+            Err(FieldError::new(
+                "directory_user_id",
+                "names no user of this directory on an earlier line",
+            )
+            .into())
+        }
+        (Listed::Membership { group_id, .. }, Outcome::Stale)
+            if tx.group_by_workos(group_id)?.is_none() =>
+        {
+            Err(FieldError::new(
+                "directory_group_id",
+                "names no group of this directory on an earlier line",
+            )
+            .into())
+        }
+        (_, outcome) => Ok(outcome),
     }
 }
 
@@ -395,21 +363,6 @@ fn parse_internal(r: Option<&RawInternal<'_>>) -> Result<Internal, FieldError> {
         Some(v) => Some(parse_mapped_role(v, "rollcall")?),
     };
     Ok(Internal { mapped_role })
-}
-
-/// The WorkOS version of an imported object: its `updated_at`, else its
-/// `created_at` — never the time of the import, which would make the
-/// answers depend on when the file was imported.
-fn version_of(
-    updated_at: Option<Timestamp>,
-    created_at: Option<Timestamp>,
-) -> Result<Timestamp, FieldError> {
-    updated_at.or(created_at).ok_or_else(|| {
-        FieldError::new(
-            "updated_at",
-            "is required (or created_at): rollcall's ids and times derive from WorkOS's",
-        )
-    })
 }
 
 // ---- export ------------------------------------------------------------------

@@ -1,214 +1,135 @@
-//! Pull mode, for installs that cannot receive webhooks: poll the WorkOS
-//! Events API (`GET /events?events=…&after=<cursor>&limit=100`) and apply
-//! each page through the same committer as webhooks, storing the cursor in
-//! the same write transaction as the page's changes. After a restart it
-//! resumes from the stored cursor, so nothing is applied twice (and the seen
-//! event ids make a replay harmless anyway) and nothing is skipped.
+//! Following the WorkOS Events API after a backfill: polls
+//! `GET /events?events=…&limit=100`, first from `range_start` = the time
+//! the backfill began (so nothing that changed while it ran is missed), then
+//! `after` the stored cursor, and applies each page through the same
+//! committer as webhooks, storing the cursor (and when it was polled) in the
+//! same write transaction as the page's changes. After a restart it resumes
+//! from the stored cursor: nothing is skipped, and seen event ids make a
+//! replay harmless.
 //!
-//! Errors back off exponentially; a 429 waits for `Retry-After`.
-
-use std::sync::Arc;
-use std::time::Duration;
+//! A cursor the API no longer accepts (older than its 30 days) ends the
+//! following with [`SyncError::CursorExpired`]: the caller backfills anew.
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use tokio::sync::watch;
 
-use super::committer::Committer;
+use super::committer::Work;
+use super::sync::{Context, SyncError, decode_time, encode_time, marks};
 use super::workos::{APPLIED_EVENT_TYPES, Event};
-use crate::config::PullSettings;
-use crate::store::Store;
+use super::workos_api::{ApiError, PAGE_SIZE};
+use crate::model::Timestamp;
 
-/// Events asked for per page (the API's maximum).
-pub const PAGE_SIZE: usize = 100;
-
-/// An Events API page: `{"object": "list", "data": [...], "list_metadata": {...}}`.
-#[derive(Deserialize)]
-struct RawPage<'a> {
-    #[serde(borrow)]
-    data: Vec<&'a RawValue>,
-}
+/// How often (µs) a quiet account's successful polls are recorded.
+const POLL_MARK_EVERY: i64 = 3_600_000_000;
 
 #[derive(Deserialize)]
 struct EntryId {
     id: Option<String>,
 }
 
-#[derive(Debug, thiserror::Error)]
-enum PullError {
-    #[error("rate limited")]
-    RateLimited(Option<Duration>),
-    #[error("{0}")]
-    Failed(String),
-}
-
-struct Page {
-    events: Vec<Event>,
-    /// The id of the last entry, applied or skipped: the next cursor.
-    last_id: Option<String>,
-    entries: usize,
-}
-
-/// Polls until `stop` turns true.
-pub async fn run(
-    settings: PullSettings,
-    store: Arc<Store>,
-    committer: Committer,
-    mut stop: watch::Receiver<bool>,
-) {
-    let client = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "pull mode cannot start its HTTP client");
-            return;
-        }
-    };
-    let mut cursor = loop {
-        let store = store.clone();
-        let read = tokio::task::spawn_blocking(move || store.snapshot()?.events_cursor()).await;
-        match read {
-            Ok(Ok(c)) => break c,
-            Ok(Err(e)) => tracing::error!(error = %e, "pull mode cannot read its cursor"),
-            Err(e) => tracing::error!(error = %e, "pull mode cannot read its cursor"),
-        }
-        if pause(&mut stop, settings.poll_interval).await {
-            return;
-        }
-    };
+/// Polls until `stop`.
+///
+/// # Errors
+/// [`SyncError::CursorExpired`] when the Events API refuses the cursor; a
+/// storage failure; stopping.
+pub async fn follow(ctx: &Context, mut stop: watch::Receiver<bool>) -> Result<(), SyncError> {
+    let store = ctx.store.clone();
+    let mut cursor = tokio::task::spawn_blocking(move || store.snapshot()?.events_cursor())
+        .await
+        .map_err(|e| crate::store::StoreError::Io(e.to_string()))??;
+    let range_start = decode_time(ctx.mark(marks::BACKFILL_STARTED).await?);
     tracing::info!(
-        cursor = cursor.as_deref().unwrap_or("(start)"),
-        "pull mode started"
+        cursor = cursor.as_deref().unwrap_or("(none)"),
+        range_start = range_start
+            .map(Timestamp::to_rfc3339)
+            .as_deref()
+            .unwrap_or("(none)"),
+        "following the WorkOS Events API"
     );
-    let mut backoff = Duration::from_secs(1);
+    let mut persisted_poll = decode_time(ctx.mark(marks::EVENTS_POLLED).await?);
     loop {
         if *stop.borrow() {
-            return;
+            return Ok(());
         }
-        let wait = match fetch_page(&client, &settings, cursor.as_deref()).await {
-            Ok(page) => {
-                let Some(last_id) = page.last_id.clone() else {
-                    backoff = Duration::from_secs(1);
-                    if pause(&mut stop, settings.poll_interval).await {
-                        return;
-                    }
-                    continue;
-                };
-                let count = page.events.len();
-                match committer.submit(page.events, Some(last_id.clone())).await {
-                    Ok(_) => {
-                        tracing::debug!(events = count, cursor = %last_id, "pulled a page of events");
-                        cursor = Some(last_id);
-                        backoff = Duration::from_secs(1);
-                        if page.entries < PAGE_SIZE {
-                            settings.poll_interval
-                        } else {
-                            Duration::ZERO
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "pull mode could not commit a page; retrying");
-                        next_backoff(&mut backoff, settings.max_backoff)
-                    }
+        let mut filters = vec![("events", APPLIED_EVENT_TYPES.join(","))];
+        if cursor.is_none()
+            && let Some(start) = range_start
+        {
+            filters.push(("range_start", start.to_rfc3339()));
+        }
+        let page = match ctx
+            .api
+            .page("/events", &filters, cursor.as_deref(), None)
+            .await
+        {
+            Ok(page) => page,
+            Err(ApiError::Status { status, body })
+                if cursor.is_some() && is_refused_cursor(status) =>
+            {
+                return Err(SyncError::CursorExpired(format!("HTTP {status}: {body}")));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let entries = page.data.len();
+        let mut events = Vec::with_capacity(entries);
+        let mut last_id = None;
+        let mut latest: Option<Timestamp> = None;
+        for entry in &page.data {
+            let id = serde_json::from_str::<EntryId>(entry.get())
+                .ok()
+                .and_then(|e| e.id);
+            match Event::parse(entry.get().as_bytes()) {
+                Ok(event) => {
+                    latest = Some(latest.map_or(event.created_at, |l| l.max(event.created_at)));
+                    events.push(event);
+                }
+                // A malformed event cannot be fixed by asking again: skip it
+                // (loudly) rather than stall the stream behind it.
+                Err(e) => {
+                    tracing::error!(event_id = id.as_deref().unwrap_or("?"), error = %e, "skipping a malformed event")
                 }
             }
-            Err(PullError::RateLimited(retry_after)) => {
-                let wait =
-                    retry_after.unwrap_or_else(|| next_backoff(&mut backoff, settings.max_backoff));
-                tracing::warn!(
-                    wait_secs = wait.as_secs_f64(),
-                    "Events API rate limit; waiting"
-                );
-                wait
+            if id.is_some() {
+                last_id = id;
             }
-            Err(PullError::Failed(reason)) => {
-                let wait = next_backoff(&mut backoff, settings.max_backoff);
-                tracing::warn!(%reason, wait_secs = wait.as_secs_f64(), "Events API request failed; backing off");
-                wait
+        }
+        let polled = Timestamp::now();
+        let drained = entries < PAGE_SIZE;
+        // When the cursor was last good is kept with every page applied,
+        // and on a quiet account about hourly (a poll that finds nothing
+        // does not need a durable write each time).
+        let stale_mark = persisted_poll.is_none_or(|p: Timestamp| polled.0 - p.0 > POLL_MARK_EVERY);
+        if last_id.is_some() || stale_mark {
+            let mut marks = vec![(marks::EVENTS_POLLED.into(), Some(encode_time(polled)))];
+            if let Some(latest) = latest {
+                marks.push((marks::EVENT_LATEST.into(), Some(encode_time(latest))));
             }
-        };
-        if !wait.is_zero() && pause(&mut stop, wait).await {
-            return;
+            let count = events.len();
+            ctx.committer
+                .submit_work(Work {
+                    events,
+                    cursor: last_id.clone(),
+                    marks,
+                    ..Work::default()
+                })
+                .await?;
+            persisted_poll = Some(polled);
+            if let Some(last) = last_id {
+                tracing::debug!(events = count, cursor = %last, "pulled a page of events");
+                cursor = Some(last);
+            }
+        }
+        ctx.status.update(|s| s.polled(polled, latest, drained));
+        if drained {
+            tokio::select! {
+                () = tokio::time::sleep(ctx.settings.poll_interval) => {}
+                _ = stop.changed() => return Ok(()),
+            }
         }
     }
 }
 
-fn next_backoff(current: &mut Duration, max: Duration) -> Duration {
-    let wait = *current;
-    *current = (*current * 2).min(max);
-    wait
-}
-
-/// Sleeps for `d`; returns true if asked to stop meanwhile.
-async fn pause(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
-    tokio::select! {
-        () = tokio::time::sleep(d) => *stop.borrow(),
-        _ = stop.changed() => true,
-    }
-}
-
-async fn fetch_page(
-    client: &reqwest::Client,
-    settings: &PullSettings,
-    cursor: Option<&str>,
-) -> Result<Page, PullError> {
-    let mut query = vec![
-        ("events", APPLIED_EVENT_TYPES.join(",")),
-        ("limit", PAGE_SIZE.to_string()),
-    ];
-    if let Some(c) = cursor {
-        query.push(("after", c.to_owned()));
-    }
-    let resp = client
-        .get(format!("{}/events", settings.api_url))
-        .bearer_auth(&settings.api_key)
-        .query(&query)
-        .send()
-        .await
-        .map_err(|e| PullError::Failed(e.without_url().to_string()))?;
-    let status = resp.status();
-    if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|s| Duration::from_secs(s.min(3600)));
-        return Err(PullError::RateLimited(retry_after));
-    }
-    if !status.is_success() {
-        return Err(PullError::Failed(format!("HTTP {status}")));
-    }
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|e| PullError::Failed(format!("unreadable page: {}", e.without_url())))?;
-    let page: RawPage<'_> = serde_json::from_slice(&body)
-        .map_err(|e| PullError::Failed(format!("page is not an event list: {e}")))?;
-    let entries = page.data;
-    let mut events = Vec::with_capacity(entries.len());
-    let mut last_id = None;
-    for entry in &entries {
-        let id = serde_json::from_str::<EntryId>(entry.get())
-            .ok()
-            .and_then(|e| e.id);
-        match Event::parse(entry.get().as_bytes()) {
-            Ok(event) => events.push(event),
-            // A malformed event cannot be fixed by asking again: skip it
-            // (loudly) rather than stall the stream behind it.
-            Err(e) => {
-                tracing::error!(event_id = id.as_deref().unwrap_or("?"), error = %e, "skipping a malformed event")
-            }
-        }
-        if id.is_some() {
-            last_id = id;
-        }
-    }
-    Ok(Page {
-        events,
-        last_id,
-        entries: entries.len(),
-    })
+/// Whether WorkOS refused the request for its cursor (not a passing error).
+fn is_refused_cursor(status: u16) -> bool {
+    matches!(status, 400 | 404 | 410 | 422)
 }

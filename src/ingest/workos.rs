@@ -213,6 +213,9 @@ pub(crate) struct RawDirectory<'a> {
     #[serde(borrow)]
     state: Option<Cow<'a, str>>,
     domains: Option<Vec<RawDomain>>,
+    /// The list and get APIs give one `domain`; events give `domains`.
+    #[serde(borrow)]
+    domain: Option<Cow<'a, str>>,
     #[serde(borrow)]
     created_at: Option<Cow<'a, str>>,
     #[serde(borrow)]
@@ -348,6 +351,11 @@ impl WorkosDirectory {
                 }
             }
         }
+        if domains.is_empty()
+            && let Some(d) = r.domain.as_deref().filter(|d| !d.trim().is_empty())
+        {
+            domains.push(d.to_owned());
+        }
         Ok(Self {
             id: required_id(&r.id, path, "id", "directory_")?.to_owned(),
             organization_id: match &r.organization_id {
@@ -358,11 +366,22 @@ impl WorkosDirectory {
             },
             name: required(&r.name, path, "name")?.to_owned(),
             kind: required(&r.kind, path, "type")?.to_owned(),
-            state: required(&r.state, path, "state")?.to_owned(),
+            state: directory_state(required(&r.state, path, "state")?),
             domains,
             created_at: time(&r.created_at, path, "created_at")?,
             updated_at: time(&r.updated_at, path, "updated_at")?,
         })
+    }
+}
+
+/// A directory's state in one spelling whichever API gave it: the list and
+/// get APIs say `linked`/`unlinked` where events say `active`/`inactive`,
+/// and a record must not depend on which path brought it.
+fn directory_state(state: &str) -> String {
+    match state {
+        "linked" => "active".to_owned(),
+        "unlinked" => "inactive".to_owned(),
+        other => other.to_owned(),
     }
 }
 
@@ -504,6 +523,96 @@ impl WorkosOrgMembership {
             updated_at: time(&r.updated_at, path, "updated_at")?,
         })
     }
+}
+
+impl WorkosDirectory {
+    /// A directory known only by id (a deletion).
+    pub fn named(id: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            organization_id: None,
+            name: String::new(),
+            kind: String::new(),
+            state: String::new(),
+            domains: Vec::new(),
+            created_at: None,
+            updated_at: None,
+        }
+    }
+}
+
+impl WorkosDirectoryUser {
+    /// A directory user known only by id (a deletion).
+    pub fn named(directory_id: &str, id: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            directory_id: directory_id.to_owned(),
+            email: String::new(),
+            emails: Vec::new(),
+            first_name: None,
+            last_name: None,
+            state: String::new(),
+            raw_attributes: None,
+            custom_attributes: None,
+            idp_id: None,
+            created_at: None,
+            updated_at: None,
+        }
+    }
+}
+
+impl WorkosDirectoryGroup {
+    /// A directory group known only by id (a deletion).
+    pub fn named(directory_id: &str, id: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            directory_id: directory_id.to_owned(),
+            name: String::new(),
+            idp_id: None,
+            raw_attributes: None,
+            created_at: None,
+            updated_at: None,
+        }
+    }
+}
+
+impl WorkosUser {
+    /// An AuthKit user known only by id (a deletion).
+    pub fn named(id: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            email: String::new(),
+            created_at: None,
+            updated_at: None,
+        }
+    }
+}
+
+impl WorkosOrgMembership {
+    /// A membership known only by its ids (a deletion).
+    pub fn named(id: &str, user_id: &str, organization_id: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            user_id: user_id.to_owned(),
+            organization_id: organization_id.to_owned(),
+            status: String::new(),
+            created_at: None,
+            updated_at: None,
+        }
+    }
+}
+
+/// Parses one object of a WorkOS list API page (`directory`,
+/// `directory_user`, `directory_group`, `user`, `organization_membership`).
+///
+/// # Errors
+/// A [`FieldError`] naming what is missing or malformed.
+pub fn parse_listed<'a, R: Deserialize<'a>, T>(
+    json: &'a str,
+    from_raw: impl FnOnce(&R, &str) -> Result<T, FieldError>,
+) -> Result<T, FieldError> {
+    let raw: R = parse_json(json, "", "object")?;
+    from_raw(&raw, "")
 }
 
 /// The WorkOS event types rollcall applies; anything else is

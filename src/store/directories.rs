@@ -20,6 +20,7 @@ struct Inner {
     by_id: HashMap<DirectoryId, Arc<Directory>>,
     /// `(organization, id)`: an organization's directories in creation order.
     by_org: BTreeSet<(String, DirectoryId)>,
+    by_workos: HashMap<String, DirectoryId>,
 }
 
 /// What a committed transaction did to directories.
@@ -43,6 +44,15 @@ impl DirectoryMap {
 
     pub(super) fn get(&self, id: DirectoryId) -> Option<Arc<Directory>> {
         self.read().by_id.get(&id).cloned()
+    }
+
+    pub(super) fn by_workos(&self, workos_id: &str) -> Option<Arc<Directory>> {
+        let inner = self.read();
+        inner
+            .by_workos
+            .get(workos_id)
+            .and_then(|id| inner.by_id.get(id))
+            .cloned()
     }
 
     pub(super) fn of_org(&self, org: &str) -> Vec<Arc<Directory>> {
@@ -73,9 +83,11 @@ impl DirectoryMap {
         for (id, record) in changes {
             if let Some(old) = inner.by_id.remove(&id) {
                 inner.by_org.remove(&(old.organization_id.clone(), id));
+                inner.by_workos.remove(&old.workos_directory_id);
             }
             if let Some(d) = record {
                 inner.by_org.insert((d.organization_id.clone(), id));
+                inner.by_workos.insert(d.workos_directory_id.clone(), id);
                 inner.by_id.insert(id, Arc::new(d));
             }
         }

@@ -492,6 +492,11 @@ impl Store {
         self.directories.get(id)
     }
 
+    /// A directory by WorkOS id, from memory.
+    pub fn directory_by_workos(&self, workos_id: &str) -> Option<Arc<Directory>> {
+        self.directories.by_workos(workos_id)
+    }
+
     /// An organization's directories in creation order, from memory.
     pub fn directories_of_org(&self, org: &str) -> Vec<Arc<Directory>> {
         self.directories.of_org(org)

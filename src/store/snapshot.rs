@@ -400,6 +400,32 @@ impl Snapshot {
         Ok(out)
     }
 
+    /// A named progress marker of the sync (see [`super::Tx::set_mark`]).
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub fn mark(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let meta = self.txn.open_table(tables::META)?;
+        Ok(meta.get(name)?.map(|v| v.value().to_vec()))
+    }
+
+    /// The names of the markers starting with `prefix`.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub fn marks(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let meta = self.txn.open_table(tables::META)?;
+        let mut out = Vec::new();
+        for entry in meta.range(prefix..)? {
+            let (k, _) = entry?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            out.push(k.value().to_owned());
+        }
+        Ok(out)
+    }
+
     /// Where pull mode stopped: the id of the last event applied.
     ///
     /// # Errors

@@ -707,6 +707,52 @@ impl<'t> Tx<'t> {
         Ok(held.into_iter().map(|(_, _, raw)| raw).collect())
     }
 
+    /// A named progress marker of the sync (`sync.…`), kept in the same
+    /// table as the store's own markers; the names are the caller's.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub fn mark(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.meta.get(name)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Sets (or, with `None`, removes) a named progress marker.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub fn set_mark(&mut self, name: &str, value: Option<&[u8]>) -> Result<(), StoreError> {
+        let changed = match value {
+            Some(v) => self
+                .meta
+                .insert(name, v)?
+                .is_none_or(|old| old.value() != v),
+            None => self.meta.remove(name)?.is_some(),
+        };
+        self.dirty |= changed;
+        Ok(())
+    }
+
+    /// Removes every marker whose name starts with `prefix`.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub fn clear_marks(&mut self, prefix: &str) -> Result<(), StoreError> {
+        let names: Vec<String> = self
+            .meta
+            .range(prefix..)?
+            .map_while(|e| {
+                e.ok()
+                    .map(|(k, _)| k.value().to_owned())
+                    .filter(|k| k.starts_with(prefix))
+            })
+            .collect();
+        for name in &names {
+            self.meta.remove(name.as_str())?;
+        }
+        self.dirty |= !names.is_empty();
+        Ok(())
+    }
+
     /// Where pull mode stopped.
     ///
     /// # Errors
@@ -727,6 +773,15 @@ impl<'t> Tx<'t> {
         self.dirty = true;
         self.meta
             .insert(tables::META_EVENTS_CURSOR, cursor.as_bytes())?;
+        Ok(())
+    }
+
+    /// Forgets where pull mode stopped (a new backfill starts over).
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub fn clear_events_cursor(&mut self) -> Result<(), StoreError> {
+        self.dirty |= self.meta.remove(tables::META_EVENTS_CURSOR)?.is_some();
         Ok(())
     }
 

@@ -122,33 +122,41 @@ async fn a_webhook_without_a_plausible_signature_is_refused_before_its_body() {
 }
 
 #[tokio::test]
-async fn beyond_the_body_slots_senders_get_503_at_once_and_everyone_else_is_served() {
+async fn stalled_bodies_give_their_places_to_new_senders_and_deliveries_get_through() {
     let app = app_with(|s| {
         s.max_webhook_bodies = 4;
-        s.body_timeout = Duration::from_secs(2);
+        s.body_timeout = Duration::from_secs(30);
     })
     .await;
     let mut stalled = Vec::new();
     for _ in 0..4 {
         stalled.push(stalled_webhook(app.addr(), 10, 1).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut fifth = stalled_webhook(app.addr(), 10, 1).await;
-    let (status, head, body) = response_within(&mut fifth, Duration::from_secs(1))
-        .await
-        .expect("refused at once, not queued");
-    assert_eq!(status, 503);
-    assert_eq!(body["code"], "SERVICE_UNAVAILABLE");
-    assert!(head.contains("retry-after: 1"), "{head}");
-    // Reads are not affected…
+    // Every slot is taken by a stalled body — a real delivery still lands,
+    // taking the place of the one that has waited longest…
     let started = Instant::now();
-    assert_eq!(app.get("/healthz", None).await.status(), StatusCode::OK);
-    let (status, _) = app.get_json("/api/directories", &token_for(ORG_A)).await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(started.elapsed() < Duration::from_secs(1));
-    // …and once the stalled bodies are cut, a real webhook lands.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
     app.send_all(&[activated("directory_A", ORG_A, 1)]).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let (status, head, body) = response_within(&mut stalled[0], Duration::from_secs(2))
+        .await
+        .expect("the oldest stalled body is answered at once");
+    assert_eq!(status, 408);
+    assert_eq!(body["code"], "REQUEST_TIMEOUT");
+    assert!(head.contains("connection: close"));
+    // …and so does everything else.
+    assert_eq!(app.get("/healthz", None).await.status(), StatusCode::OK);
+    let (status, dirs) = app.get_json("/api/directories", &token_for(ORG_A)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(dirs.as_array().unwrap().len(), 1);
+    // A flood of new stalled senders keeps evicting its own kind, not the
+    // deliveries (whose bodies arrive at once).
+    for i in 0..20 {
+        let _flood = stalled_webhook(app.addr(), 10, 1).await;
+        app.send_all(&[activated(&format!("directory_F{i}"), ORG_A, 2)])
+            .await;
+    }
 }
 
 #[tokio::test]
@@ -156,21 +164,21 @@ async fn unverified_bodies_share_a_bounded_memory_budget() {
     let app = app_with(|s| {
         s.max_body_bytes = 512 * 1024;
         s.webhook_body_budget = 1024 * 1024;
-        s.body_timeout = Duration::from_secs(3);
+        s.body_timeout = Duration::from_secs(30);
     })
     .await;
-    let a = stalled_webhook(app.addr(), 500 * 1024, 400 * 1024).await;
-    let b = stalled_webhook(app.addr(), 500 * 1024, 400 * 1024).await;
+    let mut a = stalled_webhook(app.addr(), 500 * 1024, 400 * 1024).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _b = stalled_webhook(app.addr(), 500 * 1024, 400 * 1024).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut c = stalled_webhook(app.addr(), 500 * 1024, 400 * 1024).await;
-    let (status, head, _) = response_within(&mut c, Duration::from_secs(2))
+    // Two stalled bodies hold 800 KiB of the 1 MiB budget: a third needing
+    // 400 KiB makes the oldest give its memory back.
+    let _c = stalled_webhook(app.addr(), 500 * 1024, 400 * 1024).await;
+    let (status, _, _) = response_within(&mut a, Duration::from_secs(3))
         .await
-        .expect("refused while the budget is spent");
-    assert_eq!(status, 503);
-    assert!(head.contains("retry-after"));
-    drop((a, b));
-    // The budget comes back when those bodies are gone.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+        .expect("the oldest is dropped for the memory");
+    assert_eq!(status, 408);
+    // A real delivery still lands while the budget is held by stalled ones.
     app.send_all(&[activated("directory_A", ORG_A, 1)]).await;
 }
 
@@ -202,6 +210,7 @@ async fn thousands_of_stalled_webhook_bodies_starve_nobody_and_grow_no_memory() 
 
     let mut held = Vec::new();
     let mut worst = Duration::ZERO;
+    let mut deliveries = 0;
     for wave in 0..10 {
         let mut opening = Vec::new();
         for i in 0..500 {
@@ -233,6 +242,22 @@ async fn thousands_of_stalled_webhook_bodies_starve_nobody_and_grow_no_memory() 
             assert_eq!(status, Some(StatusCode::OK), "{path} during wave {wave}");
             worst = worst.max(took);
         }
+        // A real delivery gets through during the attack.
+        let body = serde_json::to_vec(&activated(&format!("directory_W{wave}"), ORG_A, 1)).unwrap();
+        let delivered = client
+            .post(format!("{}/webhooks/workos", server.base))
+            .header(
+                "WorkOS-Signature",
+                sign_webhook(WEBHOOK_SECRET.as_bytes(), &body, now_ms()),
+            )
+            .body(body)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map(|r| r.status());
+        if matches!(delivered, Ok(StatusCode::OK)) {
+            deliveries += 1;
+        }
     }
     assert!(
         held.len() >= 4000,
@@ -245,11 +270,15 @@ async fn thousands_of_stalled_webhook_bodies_starve_nobody_and_grow_no_memory() 
     );
     let peak_mb = server.status_kb("VmHWM") / 1024;
     eprintln!(
-        "stalled-body attack: {} connections, worst probe {worst:?}, RSS {} MB before, peak {peak_mb} MB",
+        "stalled-body attack: {} connections, worst probe {worst:?}, {deliveries}/10 deliveries applied, RSS {} MB before, peak {peak_mb} MB",
         held.len(),
         rss_before / 1024
     );
     assert!(peak_mb < 200, "peak RSS {peak_mb} MB under the attack");
+    assert_eq!(
+        deliveries, 10,
+        "every real delivery during the attack was applied"
+    );
     drop(held);
     // And webhooks are accepted again afterwards.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -784,4 +813,60 @@ async fn a_slow_reader_does_not_grow_the_database_file() {
     );
     assert!(with_reader < 2 * imported, "less than 2x overall");
     assert!(server.stop().success());
+}
+
+#[tokio::test]
+async fn one_organizations_filtered_lists_cannot_take_the_disk_from_another() {
+    // 40 MB of body files, 2 of 8 stream slots per organization: an
+    // organization's private bodies may hold 10 MB; a list here is ~7 MB.
+    let (app, id) = app_on(3000, 2000, |s| {
+        s.stream_threshold = 100;
+        s.max_streams = 8;
+        s.max_streams_per_org = 2;
+        s.stream_wait = Duration::from_secs(1);
+        s.body_files_budget = 40 * 1024 * 1024;
+    })
+    .await;
+    // A first whole list measures how large the records are.
+    let (status, _) = app
+        .get_raw(&format!("/api/directories/{id}/users"), &token_for(ORG_A))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let _holding = {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut s = socket.connect(app.addr()).await.unwrap();
+        s.write_all(
+            format!(
+                "GET /api/directories/{id}/users?state=active HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+                token_for(ORG_A)
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head[9..12], b"200");
+        s
+    };
+    // ACME's next filtered list would pass its share of the disk: refused…
+    let resp = app
+        .get(
+            &format!("/api/directories/{id}/users?state=inactive"),
+            Some(&token_for(ORG_A)),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.headers().get("retry-after").is_some());
+    // …while Globex's filtered list is served whole.
+    let other = directory_id(&app, ORG_B, "directory_other").await;
+    let (status, list) = app
+        .get_json(
+            &format!("/api/directories/{other}/users?state=active"),
+            &token_for(ORG_B),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list.as_array().unwrap().len(), 2000);
 }

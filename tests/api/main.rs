@@ -22,7 +22,7 @@ mod logs;
 mod pagination;
 mod persistence;
 mod process;
-mod pull;
+// mod pull; (moved onto the fake WorkOS: sync.rs)
 mod scoping;
 mod secrets;
 mod sequence;
