@@ -530,6 +530,8 @@ impl FakeWorkos {
 
     /// Runs `f`; the changes it makes emit no event (a missed webhook, an
     /// event lost to the 30-day window, drift that only reconcile can see).
+    /// The switch is the fake's, not the caller's: changes made meanwhile
+    /// from another task are silent too.
     pub fn silently<R>(&self, f: impl FnOnce(&FakeWorkos) -> R) -> R {
         struct Unmute<'a>(&'a AtomicUsize);
         impl Drop for Unmute<'_> {
