@@ -1,6 +1,8 @@
 //! One integration-test binary: every test starts the real server on port 0
 //! with its own redb file in a temp dir and speaks HTTP to it.
 
+#[path = "../support/fake_workos.rs"]
+mod fake_workos;
 mod helpers;
 mod workos;
 
@@ -11,6 +13,7 @@ mod determinism;
 mod directories;
 mod errors;
 mod exhaustion;
+mod fake;
 mod faults;
 mod fuzz_http;
 mod groups;
