@@ -261,9 +261,18 @@ async fn sync(data: &Path, args: &crate::config::WorkosArgs) -> Result<(), CliEr
     committer.stop().await;
     let _ = tokio::task::spawn_blocking(move || committer_thread.join()).await;
     let report = result.map_err(|e| CliError::Other(format!("sync failed: {e}")))?;
-    let (b, r) = (&report.backfill, &report.reconcile);
+    let b = &report.backfill;
+    let reconciled = report.reconcile.as_ref().map_or_else(
+        || "no reconcile needed after a first backfill".to_owned(),
+        |r| {
+            format!(
+                "reconcile {} created, {} updated, {} deleted, {} kept in {:.1}s",
+                r.created, r.updated, r.deleted, r.kept, r.seconds
+            )
+        },
+    );
     eprintln!(
-        "synced: backfill {} directories ({} resumed), {} users, {} groups, {} memberships, {} AuthKit users, {} organization memberships in {:.1}s; reconcile {} created, {} updated, {} deleted, {} kept in {:.1}s",
+        "synced: backfill {} directories ({} resumed), {} users, {} groups, {} memberships, {} AuthKit users, {} organization memberships in {:.1}s; {reconciled}",
         b.directories,
         b.resumed,
         b.users,
@@ -272,11 +281,6 @@ async fn sync(data: &Path, args: &crate::config::WorkosArgs) -> Result<(), CliEr
         b.authkit_users,
         b.org_memberships,
         b.seconds,
-        r.created,
-        r.updated,
-        r.deleted,
-        r.kept,
-        r.seconds
     );
     Ok(())
 }

@@ -184,11 +184,19 @@ pub async fn round(ctx: &Context) -> Result<ReconcileReport, SyncError> {
         "reconcile round"
     );
     let json = serde_json::to_vec(&report).unwrap_or_default();
-    // Written only if the round changed something, or the last report
-    // differs in its counts: a no-change round leaves the file alone.
+    // The report is written only if the round changed something: a
+    // no-change round leaves the file alone. A complete round pays any
+    // repair owed after a gap in the events (removing an absent mark
+    // writes nothing either).
+    let mut done = Vec::new();
     if total.created + total.updated + total.deleted > 0 {
-        ctx.submit(Vec::new(), vec![(marks::RECONCILE_LAST.into(), Some(json))])
-            .await?;
+        done.push((marks::RECONCILE_LAST.into(), Some(json)));
+    }
+    if report.complete {
+        done.push((marks::REPAIR_OWED.into(), None));
+    }
+    if !done.is_empty() {
+        ctx.submit(Vec::new(), done).await?;
     }
     ctx.status.update(|s| s.reconciled(report.clone()));
     Ok(report)

@@ -80,6 +80,10 @@ pub(crate) mod marks {
     pub const EVENTS_POLLED: &str = "sync.events.polled_at";
     pub const EVENT_LATEST: &str = "sync.events.latest_at";
     pub const RECONCILE_LAST: &str = "sync.reconcile.last";
+    /// Set when a backfill starts over after a gap in the events (the
+    /// server was away longer than the Events API keeps them): a backfill
+    /// cannot see deletions, so a complete reconcile round is owed.
+    pub const REPAIR_OWED: &str = "sync.backfill.repair_owed";
 }
 
 pub(crate) fn encode_time(t: Timestamp) -> Vec<u8> {
@@ -318,13 +322,18 @@ async fn needs_backfill(ctx: &Context) -> Result<Option<&'static str>, SyncError
 }
 
 /// Forgets a completed backfill (and the cursor it led to), so the next
-/// round copies everything again.
+/// round copies everything again, and owes a reconcile round for what it
+/// cannot see (deletions while the events were not followed).
 async fn restart_backfill(ctx: &Context) -> Result<(), SyncError> {
     ctx.submit(
         Vec::new(),
         vec![
             (marks::BACKFILL_COMPLETED.into(), None),
             (marks::BACKFILL_STARTED.into(), None),
+            (
+                marks::REPAIR_OWED.into(),
+                Some(encode_time(Timestamp::now())),
+            ),
         ],
     )
     .await?;
@@ -358,6 +367,12 @@ pub async fn run(ctx: Context, mut stop: watch::Receiver<bool>) {
                     restart_backfill(&ctx).await?;
                 }
                 backfill::backfill(&ctx).await?;
+            }
+            if ctx.mark(marks::REPAIR_OWED).await?.is_some() {
+                tracing::info!(
+                    "reconciling: deletions during the gap in events are not in a backfill"
+                );
+                reconcile::round(&ctx).await?;
             }
             if reconciler.is_none()
                 && let Some(every) = ctx.settings.reconcile_interval
@@ -400,25 +415,34 @@ pub async fn run(ctx: Context, mut stop: watch::Receiver<bool>) {
 #[derive(Debug, Clone)]
 pub struct SyncReport {
     pub backfill: backfill::BackfillReport,
-    pub reconcile: ReconcileReport,
+    /// `None` when a first backfill has just copied everything (there is
+    /// nothing yet to repair).
+    pub reconcile: Option<ReconcileReport>,
 }
 
 /// `rollcall sync`: a backfill (resumed, or anew if none completed or the
-/// cursor expired) and one reconcile round, then stop.
+/// cursor expired), then a reconcile round unless a first backfill has
+/// just listed everything.
 ///
 /// # Errors
 /// The first failure.
 pub async fn once(ctx: &Context) -> Result<SyncReport, SyncError> {
-    let backfill = match needs_backfill(ctx).await? {
+    let (backfill, first) = match needs_backfill(ctx).await? {
         Some(_) => {
-            if decode_time(ctx.mark(marks::BACKFILL_COMPLETED).await?).is_some() {
+            let again = decode_time(ctx.mark(marks::BACKFILL_COMPLETED).await?).is_some();
+            if again {
                 restart_backfill(ctx).await?;
             }
-            backfill::backfill(ctx).await?
+            (backfill::backfill(ctx).await?, !again)
         }
-        None => backfill::BackfillReport::default(),
+        None => (backfill::BackfillReport::default(), false),
     };
-    let reconcile = reconcile::round(ctx).await?;
+    let owed = ctx.mark(marks::REPAIR_OWED).await?.is_some();
+    let reconcile = if first && !owed {
+        None
+    } else {
+        Some(reconcile::round(ctx).await?)
+    };
     Ok(SyncReport {
         backfill,
         reconcile,

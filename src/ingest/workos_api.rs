@@ -104,11 +104,21 @@ struct Pace {
 }
 
 impl Pace {
+    /// `count` requests per `period`, kept 5% under: requests leave
+    /// evenly spaced but arrive with jitter, and two arriving closer than
+    /// planned must not make a window count one too many.
     fn per(count: u32, period: Duration) -> Option<Self> {
         (count > 0).then(|| Self {
-            interval: period / count,
+            interval: period.mul_f64(1.05) / count,
             next: Mutex::new(None),
         })
+    }
+
+    fn unlimited() -> Self {
+        Self {
+            interval: Duration::ZERO,
+            next: Mutex::new(None),
+        }
     }
 
     /// Reserves the next slot; returns how long to wait for it.
@@ -198,13 +208,13 @@ impl WorkosApi {
         {
             let pace = {
                 let mut map = self.per_directory.lock().unwrap_or_else(|p| p.into_inner());
+                let rate = self.settings.directory_users_per_second;
                 map.entry(dir.to_owned())
                     .or_insert_with(|| {
-                        Arc::new(Pace {
-                            interval: Duration::from_secs(1)
-                                / self.settings.directory_users_per_second,
-                            next: Mutex::new(None),
-                        })
+                        Arc::new(
+                            Pace::per(rate, Duration::from_secs(1))
+                                .unwrap_or_else(Pace::unlimited),
+                        )
                     })
                     .clone()
             };
@@ -229,7 +239,7 @@ impl WorkosApi {
         directory: Option<&str>,
     ) -> Result<Option<bytes::Bytes>, ApiError> {
         let url = format!("{}{path}", self.settings.base_url);
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff = Duration::from_secs(1).min(self.settings.max_backoff);
         let mut failures = 0;
         loop {
             self.wait_turn(directory).await?;
@@ -376,7 +386,7 @@ mod tests {
         let pace = Pace::per(4, Duration::from_secs(1)).unwrap();
         let waits: Vec<Duration> = (0..4).map(|_| pace.reserve()).collect();
         assert_eq!(waits[0], Duration::ZERO);
-        assert!(waits[3] > Duration::from_millis(700) && waits[3] <= Duration::from_millis(750));
+        assert!(waits[3] > Duration::from_millis(750) && waits[3] <= Duration::from_millis(800));
         assert!(
             Pace::per(0, Duration::from_secs(1)).is_none(),
             "0 is unlimited"

@@ -4,7 +4,6 @@
 //! cleanly, every acknowledged event must be fully there, nothing may be
 //! half-applied, and the pull cursor must never point past unapplied events.
 
-use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,10 +13,10 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rollcall::store::{ListQuery, Store, StoreOptions};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tempfile::TempDir;
-use warp::Filter;
 
+use crate::fake_workos::{FakeOptions, FakeWorkos};
 use crate::helpers::*;
 use crate::workos::*;
 
@@ -233,62 +232,46 @@ async fn acknowledged_events_survive_sigkill_and_deletions_are_all_or_nothing() 
     assert!(total_acked > 0, "the senders got acknowledgements");
 }
 
-/// An Events API that serves a fixed list of events, pages of `limit`.
-async fn events_api(events: Arc<Vec<Value>>) -> String {
-    let route = warp::path!("events")
-        .and(warp::query::<HashMap<String, String>>())
-        .map(move |q: HashMap<String, String>| {
-            let start = match q.get("after") {
-                None => 0,
-                Some(a) => events
-                    .iter()
-                    .position(|e| e["id"] == a.as_str())
-                    .map_or(events.len(), |i| i + 1),
-            };
-            let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(10);
-            let page: Vec<&Value> = events.iter().skip(start).take(limit).collect();
-            warp::reply::json(&json!({"object": "list", "data": page, "list_metadata": {}}))
-        });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(warp::serve(route).incoming(listener).run());
-    format!("http://{addr}")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pull_cursor_never_points_past_unapplied_events_across_sigkills() {
-    let mut events = vec![activated("directory_P", ORG_A, 0)];
-    for i in 0..3000 {
-        let u = user(
-            "directory_P",
-            &format!("directory_user_p{i:05}"),
-            &format!("p{i}@acme.test"),
-            1,
-        );
-        events.push(user_event("created", u, 1));
-    }
-    let events = Arc::new(events);
-    let url = events_api(events.clone()).await;
+    let fake = FakeWorkos::start(FakeOptions::default()).await;
+    let org = fake.create_organization("Acme");
+    let directory = fake.create_directory(&org, "Acme Okta", |_| {});
     let dir = TempDir::new().unwrap();
     let (data, jwks) = (dir.path().join("pull.redb"), jwks_file(dir.path()));
+    let url = fake.base_url();
+    let args = [
+        "--workos-api-key",
+        fake.api_key(),
+        "--workos-api-url",
+        &url,
+        "--poll-interval-secs",
+        "1",
+        "--reconcile-interval-secs",
+        "0",
+    ];
+    // The backfill copies the (empty) directory; from then on the users
+    // arrive only as events, so the cursor alone decides what is applied.
+    let port = free_port();
+    let mut child = start(&data, &jwks, port, &args);
+    wait_ready(&format!("http://127.0.0.1:{port}")).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for i in 0..3000 {
+        fake.create_user(&directory.id, &format!("p{i}@acme.test"), |_| {});
+    }
+    let events = fake.events();
+    assert_eq!(
+        events.len(),
+        3001,
+        "the activation, then one event per user"
+    );
     let mut rng = StdRng::seed_from_u64(11);
     let mut applied = 0;
 
     for round in 0..ROUNDS + 1 {
         let port = free_port();
-        let mut child = start(
-            &data,
-            &jwks,
-            port,
-            &[
-                "--workos-api-key",
-                "sk_test",
-                "--workos-api-url",
-                &url,
-                "--poll-interval-secs",
-                "1",
-            ],
-        );
+        let mut child = start(&data, &jwks, port, &args);
         wait_healthy(port).await;
         if round == ROUNDS {
             // The last round runs until everything is in (however loaded
@@ -297,7 +280,7 @@ async fn the_pull_cursor_never_points_past_unapplied_events_across_sigkills() {
             for _ in 0..600 {
                 let dirs: Value = client
                     .get(format!("http://127.0.0.1:{port}/api/directories"))
-                    .bearer_auth(token_for(ORG_A))
+                    .bearer_auth(token_for(&org))
                     .send()
                     .await
                     .unwrap()

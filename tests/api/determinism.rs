@@ -11,27 +11,10 @@ use std::sync::Arc;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
 use crate::helpers::*;
 use crate::workos::*;
-
-/// The contract's derivation, written out independently of the server: a
-/// version-7 UUID with `created_at`'s milliseconds and 74 bits of
-/// SHA-256(WorkOS id) (10 bytes, then version and variant overwrite 6 bits).
-fn expected_id(workos_id: &str, created_at: &str) -> String {
-    let ms = chrono::DateTime::parse_from_rfc3339(created_at)
-        .unwrap()
-        .timestamp_millis() as u64;
-    let h = Sha256::digest(workos_id.as_bytes());
-    let mut b = [0u8; 16];
-    b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
-    b[6..].copy_from_slice(&h[..10]);
-    b[6] = 0x70 | (b[6] & 0x0f);
-    b[8] = 0x80 | (b[8] & 0x3f);
-    uuid::Uuid::from_bytes(b).hyphenated().to_string()
-}
 
 /// Two organizations with users, groups, memberships, AuthKit users and
 /// their organization memberships, updates, a suspension, deletions — and
@@ -104,7 +87,7 @@ async fn ids_and_times_are_the_workos_ones() {
     let (_, dirs) = app.get_json("/api/directories", &token).await;
     let dir = &dirs[0];
     assert_eq!(dir["workos_directory_id"], "directory_A");
-    assert_eq!(dir["id"], expected_id("directory_A", &t(1)));
+    assert_eq!(dir["id"], derived_id("directory_A", &t(1)));
     assert_eq!(
         (&dir["created_at"], &dir["updated_at"]),
         (&json!(t(1)), &json!(t(1)))
@@ -126,7 +109,7 @@ async fn ids_and_times_are_the_workos_ones() {
             .clone()
     };
     let ada = by_id("directory_user_ada");
-    assert_eq!(ada["id"], expected_id("directory_user_ada", &t(10)));
+    assert_eq!(ada["id"], derived_id("directory_user_ada", &t(10)));
     assert_eq!(ada["directory_id"], dir["id"]);
     assert_eq!(ada["created_at"], t(10));
     // Renamed at 31, linked to an AuthKit user created at 40 whose
@@ -134,7 +117,7 @@ async fn ids_and_times_are_the_workos_ones() {
     assert_eq!(ada["user_id"], "user_ada");
     assert_eq!(ada["updated_at"], t(41));
     let bob = by_id("directory_user_bob");
-    assert_eq!(bob["id"], expected_id("directory_user_bob", &t(11)));
+    assert_eq!(bob["id"], derived_id("directory_user_bob", &t(11)));
     assert_eq!(
         (&bob["updated_at"], &bob["state"]),
         (&json!(t(30)), &json!("inactive"))
@@ -280,7 +263,7 @@ async fn a_schema_1_database_is_refused_then_migrated_keeping_its_bookkeeping() 
         .await;
     assert_eq!(
         dirs[0]["id"],
-        expected_id("directory_01V1ACME", "2026-01-01T00:00:02Z")
+        derived_id("directory_01V1ACME", "2026-01-01T00:00:02Z")
     );
     assert_eq!(
         dirs[0]["user_count"], 7,
@@ -290,7 +273,7 @@ async fn a_schema_1_database_is_refused_then_migrated_keeping_its_bookkeeping() 
     let (_, users) = app.get_json(&users_path, &token_for("org_01V1ACME")).await;
     assert_eq!(
         users[0]["id"],
-        expected_id(
+        derived_id(
             "directory_user_directory_01V1ACME_0",
             "2026-01-01T00:00:10Z"
         )

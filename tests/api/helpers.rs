@@ -1,9 +1,10 @@
 //! spawn_app(): a real rollcall on an ephemeral port with a fresh redb file in
 //! a temp dir, plus token minting and signed webhook delivery.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
@@ -269,6 +270,30 @@ pub struct Answer {
     pub body: Vec<u8>,
 }
 
+/// Asserts two servers gave the same answers, naming the first that differs
+/// (bodies as text) instead of dumping every byte of both.
+pub fn assert_same_answers(one: &[Answer], two: &[Answer], what: &str) {
+    for (a, b) in one.iter().zip(two) {
+        assert!(
+            a == b,
+            "{what}: answers differ\n{} {} {:?}\n{}\n---\n{} {} {:?}\n{}",
+            a.path,
+            a.status,
+            a.etag,
+            String::from_utf8_lossy(&a.body),
+            b.path,
+            b.status,
+            b.etag,
+            String::from_utf8_lossy(&b.body),
+        );
+    }
+    assert_eq!(
+        one.len(),
+        two.len(),
+        "{what}: a different number of answers"
+    );
+}
+
 /// Every answer the API gives the organizations `orgs` at `base`: the
 /// directory list, each directory, its users and groups whole, filtered,
 /// and page by page following the `Link` headers.
@@ -328,4 +353,49 @@ pub async fn every_answer(client: &reqwest::Client, base: &str, orgs: &[&str]) -
         }
     }
     out
+}
+
+/// The contract's derivation, written out independently of the server: a
+/// version-7 UUID with `created_at`'s milliseconds and 74 bits of
+/// SHA-256(WorkOS id) (10 bytes, then version and variant overwrite 6 bits).
+pub fn derived_id(workos_id: &str, created_at: &str) -> String {
+    let ms = chrono::DateTime::parse_from_rfc3339(created_at)
+        .unwrap()
+        .timestamp_millis() as u64;
+    let h = <sha2::Sha256 as sha2::Digest>::digest(workos_id.as_bytes());
+    let mut b = [0u8; 16];
+    b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    b[6..].copy_from_slice(&h[..10]);
+    b[6] = 0x70 | (b[6] & 0x0f);
+    b[8] = 0x80 | (b[8] & 0x3f);
+    uuid::Uuid::from_bytes(b).hyphenated().to_string()
+}
+
+/// Polls `check` until it holds or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn ready(base: &str) -> (StatusCode, Value) {
+    let resp = reqwest::get(format!("{base}/readyz")).await.unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+pub async fn wait_ready(base: &str) {
+    eventually(Duration::from_secs(60), "ready", || async {
+        // Refused connections too: a process may still be starting.
+        reqwest::get(format!("{base}/readyz"))
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::OK)
+    })
+    .await;
 }

@@ -25,12 +25,12 @@ mod logs;
 mod pagination;
 mod persistence;
 mod process;
-// mod pull; (moved onto the fake WorkOS: sync.rs)
 mod scoping;
 mod secrets;
 mod sequence;
 mod spec;
 mod startup;
+mod sync;
 mod transport;
 mod users;
 mod webhooks;

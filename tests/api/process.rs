@@ -93,6 +93,12 @@ impl Process {
             .unwrap_or_else(|| panic!("no {field} in {status}"))
     }
 
+    /// Kills the server with SIGKILL, mid-whatever it was doing.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Stops the server with SIGTERM and waits for it.
     pub fn stop(mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill").arg(self.pid().to_string()).status();
