@@ -135,7 +135,7 @@ impl Application {
                 settings: Arc::new(sync_settings),
                 status: sync_status,
             };
-            background.push(tokio::spawn(sync::run(ctx, stopped)));
+            background.push(spawn_sync(ctx, stopped)?);
         }
         Ok(Self {
             listeners,
@@ -357,6 +357,42 @@ enum Next {
 /// One event loop: accepts on its handle of the listening socket (keeping
 /// each connection or handing it to a less loaded loop) and serves its
 /// connections until told to stop, then drains them (bounded).
+/// Runs sync on a thread of its own, below the event loops' priority:
+/// fetching and parsing WorkOS pages (a backfill, a reconcile round) must
+/// never hold up a read. The task returned ends when sync has stopped.
+fn spawn_sync(
+    ctx: sync::Context,
+    stopped: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, StartupError> {
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("rollcall-sync".into())
+        .spawn(move || {
+            lower_priority();
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(sync::run(ctx, stopped)),
+                Err(e) => tracing::error!(error = %e, "cannot start the sync runtime"),
+            }
+            let _ = done.send(());
+        })
+        .map_err(|e| StartupError::Task(e.to_string()))?;
+    Ok(tokio::spawn(async move {
+        let _ = finished.await;
+    }))
+}
+
+/// Lowers the calling thread's scheduling priority (nice 10); the threads
+/// it starts inherit it. Best effort: a refusal only costs read latency.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10) {
+        tracing::debug!(error = %e, "cannot lower the sync thread's priority");
+    }
+}
+
 fn event_loop(parts: LoopParts, settings: &Settings) {
     let LoopParts {
         index,

@@ -41,7 +41,7 @@ use crate::model::{
     DirectoryUserId, MappedRole, OrgMembership, Provenance, Record, Timestamp, UserState,
     derive_id, email_key,
 };
-use crate::store::{StoreError, Tx};
+use crate::store::{Snapshot, Store, StoreError, Tx};
 
 /// What applying one event or object did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -512,6 +512,38 @@ fn directory_of(
 /// Directory users: scoped by directory; linked to AuthKit users.
 struct Users;
 
+/// The record a directory user is stored as.
+fn user_record(
+    u: &WorkosDirectoryUser,
+    dir: DirectoryId,
+    id: Uuid,
+    version: Timestamp,
+    created: Timestamp,
+    link: Option<Link>,
+) -> DirectoryUser {
+    DirectoryUser {
+        id: DirectoryUserId(id),
+        directory_id: dir,
+        updated_at: link.as_ref().map_or(version, |l| l.version.max(version)),
+        user_id: link.map(|l| l.user_id),
+        workos_directory_user_id: u.id.clone(),
+        email: u.email.clone(),
+        first_name: u.first_name.clone(),
+        last_name: u.last_name.clone(),
+        state: UserState::from_workos(&u.state),
+        raw_attributes: u.raw_attributes.clone(),
+        idp_id: u.idp_id.clone(),
+        created_at: created,
+        workos_state: u.state.clone(),
+        emails: u.emails.clone(),
+        custom_attributes: u.custom_attributes.clone(),
+        source: Provenance {
+            created_at: created,
+            updated_at: version,
+        },
+    }
+}
+
 impl Kind for Users {
     type Object = WorkosDirectoryUser;
     type Record = DirectoryUser;
@@ -556,27 +588,7 @@ impl Kind for Users {
             .or(u.created_at)
             .unwrap_or(version);
         let link = linked_user(tx, *dir, &u.email_key())?;
-        Ok(DirectoryUser {
-            id: DirectoryUserId(id),
-            directory_id: *dir,
-            updated_at: link.as_ref().map_or(version, |l| l.version.max(version)),
-            user_id: link.map(|l| l.user_id),
-            workos_directory_user_id: u.id.clone(),
-            email: u.email.clone(),
-            first_name: u.first_name.clone(),
-            last_name: u.last_name.clone(),
-            state: UserState::from_workos(&u.state),
-            raw_attributes: u.raw_attributes.clone(),
-            idp_id: u.idp_id.clone(),
-            created_at: created,
-            workos_state: u.state.clone(),
-            emails: u.emails.clone(),
-            custom_attributes: u.custom_attributes.clone(),
-            source: Provenance {
-                created_at: created,
-                updated_at: version,
-            },
-        })
+        Ok(user_record(u, *dir, id, version, created, link))
     }
     fn occupant(
         tx: &Tx<'_>,
@@ -608,6 +620,40 @@ impl Kind for Users {
 
 /// Directory groups: scoped by directory.
 struct Groups;
+
+/// The record a group is stored as.
+fn group_record(
+    g: &WorkosDirectoryGroup,
+    dir: DirectoryId,
+    id: Uuid,
+    version: Timestamp,
+    existing: Option<&DirectoryGroup>,
+    internal: &Internal,
+) -> DirectoryGroup {
+    // Fixed when first stored, like the id (WorkOS never changes it).
+    let created = existing
+        .map(|o| o.created_at)
+        .or(g.created_at)
+        .unwrap_or(version);
+    DirectoryGroup {
+        id: DirectoryGroupId(id),
+        directory_id: dir,
+        workos_directory_group_id: g.id.clone(),
+        name: g.name.clone(),
+        idp_id: g.idp_id.clone(),
+        raw_attributes: g.raw_attributes.clone(),
+        mapped_role: match internal.mapped_role {
+            Some(given) => given,
+            None => existing.and_then(|o| o.mapped_role),
+        },
+        created_at: created,
+        updated_at: version,
+        source: Provenance {
+            created_at: created,
+            updated_at: version,
+        },
+    }
+}
 
 impl Kind for Groups {
     type Object = WorkosDirectoryGroup;
@@ -650,29 +696,7 @@ impl Kind for Groups {
         existing: Option<&DirectoryGroup>,
         internal: &Internal,
     ) -> Result<DirectoryGroup, StoreError> {
-        // Fixed when first stored, like the id (WorkOS never changes it).
-        let created = existing
-            .map(|o| o.created_at)
-            .or(g.created_at)
-            .unwrap_or(version);
-        Ok(DirectoryGroup {
-            id: DirectoryGroupId(id),
-            directory_id: *dir,
-            workos_directory_group_id: g.id.clone(),
-            name: g.name.clone(),
-            idp_id: g.idp_id.clone(),
-            raw_attributes: g.raw_attributes.clone(),
-            mapped_role: match internal.mapped_role {
-                Some(given) => given,
-                None => existing.and_then(|o| o.mapped_role),
-            },
-            created_at: created,
-            updated_at: version,
-            source: Provenance {
-                created_at: created,
-                updated_at: version,
-            },
-        })
+        Ok(group_record(g, *dir, id, version, existing, internal))
     }
     fn occupant(
         tx: &Tx<'_>,
@@ -870,6 +894,72 @@ pub fn apply_listed(tx: &mut Tx<'_>, item: &Listed) -> Result<Outcome, StoreErro
     }
 }
 
+/// Whether applying a listed object would change nothing, judged from a
+/// read snapshot: a reconcile's listings are mostly what is stored
+/// already, and what this accepts never reaches the committer. Exact for
+/// what it accepts — the record [`apply_listed`] would build is the one
+/// stored (a user's link is kept consistent by the AuthKit side); anything
+/// else is left to the committer.
+///
+/// # Errors
+/// Storage failures.
+pub fn listed_unchanged(
+    store: &Store,
+    snapshot: &Snapshot,
+    item: &Listed,
+) -> Result<bool, StoreError> {
+    let Some(version) = item.version() else {
+        return Ok(false);
+    };
+    let directory = |workos_id: &str| store.directory_by_workos(workos_id).map(|d| d.id);
+    Ok(match item {
+        Listed::User(u, _) => match snapshot.user_by_workos(&u.id)? {
+            Some(stored) if directory(&u.directory_id) == Some(stored.directory_id) => {
+                let link = stored.user_id.clone().map(|user_id| Link {
+                    user_id,
+                    version: stored.updated_at,
+                });
+                let built = user_record(
+                    u,
+                    stored.directory_id,
+                    stored.id.0,
+                    version,
+                    stored.created_at,
+                    link,
+                );
+                built == stored
+            }
+            _ => false,
+        },
+        Listed::Group(g, internal) => match snapshot.group_by_workos(&g.id)? {
+            Some(stored) if directory(&g.directory_id) == Some(stored.directory_id) => {
+                let built = group_record(
+                    g,
+                    stored.directory_id,
+                    stored.id.0,
+                    version,
+                    Some(&stored),
+                    internal,
+                );
+                built == stored
+            }
+            _ => false,
+        },
+        Listed::Membership {
+            directory_id,
+            group_id,
+            user_id,
+            ..
+        } => match snapshot.membership_by_workos(user_id, group_id)? {
+            Some(((ud, _), (gd, _), member)) => {
+                member && ud == gd && directory(directory_id) == Some(ud)
+            }
+            None => false,
+        },
+        _ => false,
+    })
+}
+
 /// Deletes what reconcile confirmed gone, as of now.
 fn apply_gone(tx: &mut Tx<'_>, gone: &Gone) -> Result<Outcome, StoreError> {
     let now = tx.now();
@@ -926,7 +1016,7 @@ fn membership_key(group: &str, user: &str) -> String {
 /// or why there is no pair: [`Outcome::Stale`] when one of them does not
 /// exist (deleted, or never seen), [`Outcome::Conflict`] when one belongs
 /// to another directory.
-type Pair = Result<(bool, DirectoryUser, DirectoryGroup), Outcome>;
+type Pair = Result<(bool, DirectoryUserId, DirectoryGroupId), Outcome>;
 
 fn member_pair(
     tx: &mut Tx<'_>,
@@ -940,10 +1030,11 @@ fn member_pair(
         return Ok(Err(Outcome::Conflict));
     }
     let changed = u == Outcome::Applied || g == Outcome::Applied;
-    match (tx.user_by_workos(&user.id)?, tx.group_by_workos(&group.id)?) {
-        (Some(user), Some(group)) if user.directory_id == group.directory_id => {
-            Ok(Ok((changed, user, group)))
-        }
+    match (
+        tx.user_ref_by_workos(&user.id)?,
+        tx.group_ref_by_workos(&group.id)?,
+    ) {
+        (Some((ud, u)), Some((gd, g))) if ud == gd => Ok(Ok((changed, u, g))),
         _ => Ok(Err(Outcome::Stale)),
     }
 }
@@ -965,16 +1056,18 @@ pub fn add_member(
         Ok(pair) => pair,
         Err(why) => return Ok(why),
     };
-    put_member(tx, &u, &g, at, changed)
+    let key = membership_key(&group.id, &user.id);
+    put_member(tx, &key, u, g, at, changed)
 }
 
-/// Records that `u` is in `g` as of `at` (a membership, or a membership
-/// removal, that is newer wins); `changed` says whether the caller already
-/// changed something.
+/// Records that `u` is in `g` (`key` names the pair by WorkOS ids) as of
+/// `at` (a membership, or a membership removal, that is newer wins);
+/// `changed` says whether the caller already changed something.
 fn put_member(
     tx: &mut Tx<'_>,
-    u: &DirectoryUser,
-    g: &DirectoryGroup,
+    key: &str,
+    u: DirectoryUserId,
+    g: DirectoryGroupId,
     at: Timestamp,
     changed: bool,
 ) -> Result<Outcome, StoreError> {
@@ -985,15 +1078,14 @@ fn put_member(
             otherwise
         })
     };
-    let key = membership_key(&g.workos_directory_group_id, &u.workos_directory_user_id);
-    if is_tombstoned(tx, &key, at)? {
+    if is_tombstoned(tx, key, at)? {
         return done(false, Outcome::Stale);
     }
-    if tx.membership(g.id, u.id)?.is_some_and(|t| t >= at) {
+    if tx.membership(g, u)?.is_some_and(|t| t >= at) {
         return done(false, Outcome::Unchanged);
     }
-    tx.put_membership(g.id, u.id, at)?;
-    tx.clear_tombstone(&key)?;
+    tx.put_membership(g, u, at)?;
+    tx.clear_tombstone(key)?;
     done(true, Outcome::Applied)
 }
 
@@ -1019,14 +1111,14 @@ pub fn remove_member(
             return Ok(Outcome::Unchanged);
         }
     };
-    if tx.membership(g.id, u.id)?.is_some_and(|t| t > at) {
+    if tx.membership(g, u)?.is_some_and(|t| t > at) {
         return Ok(if changed {
             Outcome::Applied
         } else {
             Outcome::Stale
         });
     }
-    let existed = tx.delete_membership(g.id, u.id)?;
+    let existed = tx.delete_membership(g, u)?;
     tx.put_tombstone(&key, at)?;
     Ok(if existed || changed {
         Outcome::Applied
@@ -1050,20 +1142,20 @@ pub fn list_member(
     let Some(dir) = tx.directory_id_by_workos(directory)? else {
         return Ok(Outcome::NoDirectory);
     };
-    match (tx.user_by_workos(user)?, tx.group_by_workos(group)?) {
-        (Some(u), Some(g)) if u.directory_id == dir && g.directory_id == dir => {
+    match (tx.user_ref_by_workos(user)?, tx.group_ref_by_workos(group)?) {
+        (Some((ud, u)), Some((gd, g))) if ud == dir && gd == dir => {
             // A listing confirms a membership; it never re-dates one.
-            if tx.membership(g.id, u.id)?.is_some() {
+            if tx.membership(g, u)?.is_some() {
                 return Ok(Outcome::Unchanged);
             }
-            put_member(tx, &u, &g, at, false)
+            put_member(tx, &membership_key(group, user), u, g, at, false)
         }
-        (Some(u), _) if u.directory_id != dir => Ok(conflict(
+        (Some((ud, _)), _) if ud != dir => Ok(conflict(
             "directory_user",
             user,
             "it belongs to another directory",
         )),
-        (_, Some(g)) if g.directory_id != dir => Ok(conflict(
+        (_, Some((gd, _))) if gd != dir => Ok(conflict(
             "directory_group",
             group,
             "it belongs to another directory",
@@ -1371,5 +1463,132 @@ mod tests {
             (b.to_owned(), derive_id(b, created, 1), 1),
             "the other takes its next probe, with its membership"
         );
+    }
+
+    /// A store with two directories, a group, a plain member and a user
+    /// linked to an AuthKit user whose data is newer than the user's.
+    fn reconciled() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = Store::open(&dir.path().join("l.redb"), StoreOptions::default()).unwrap();
+        let at = Timestamp(9_000_000);
+        store
+            .write(|tx| {
+                upsert_directory(tx, &directory(), at, NO_INTERNAL)?;
+                let other = WorkosDirectory {
+                    id: "directory_2".into(),
+                    organization_id: Some("org_2".into()),
+                    ..directory()
+                };
+                upsert_directory(tx, &other, at, NO_INTERNAL)?;
+                upsert_group(tx, &group(), at, NO_INTERNAL)?;
+                for id in ["plain", "linked"] {
+                    upsert_user(tx, &user(id), at, NO_INTERNAL)?;
+                }
+                add_member(tx, &user("plain"), &group(), at)?;
+                let later = Timestamp(12_000_000);
+                let authkit = WorkosUser {
+                    id: "user_1".into(),
+                    email: "linked@x.test".into(),
+                    created_at: Some(later),
+                    updated_at: Some(later),
+                };
+                upsert_authkit_user(tx, &authkit, later)?;
+                let membership = WorkosOrgMembership {
+                    id: "om_1".into(),
+                    user_id: "user_1".into(),
+                    organization_id: "org_1".into(),
+                    status: "active".into(),
+                    created_at: Some(later),
+                    updated_at: Some(later),
+                };
+                upsert_org_membership(tx, &membership, later)?;
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        let linked = store
+            .snapshot()
+            .unwrap()
+            .user_by_workos("linked")
+            .unwrap()
+            .unwrap();
+        assert!(linked.user_id.is_some(), "the fixture links a user");
+        (dir, store)
+    }
+
+    #[test]
+    fn what_the_reconcile_filter_leaves_out_the_committer_would_not_change() {
+        let at = Some(Timestamp(9_000_000));
+        let listed_user = |id: &str, edit: &dyn Fn(&mut WorkosDirectoryUser)| {
+            let mut u = WorkosDirectoryUser {
+                updated_at: at,
+                ..user(id)
+            };
+            edit(&mut u);
+            Listed::User(u, Internal::default())
+        };
+        let listed_group = |edit: &dyn Fn(&mut WorkosDirectoryGroup)| {
+            let mut g = WorkosDirectoryGroup {
+                updated_at: at,
+                ..group()
+            };
+            edit(&mut g);
+            Listed::Group(g, Internal::default())
+        };
+        let member = |dir: &str, user: &str| Listed::Membership {
+            directory_id: dir.into(),
+            group_id: "directory_group_1".into(),
+            user_id: user.into(),
+            at: Timestamp(20_000_000),
+        };
+        // (item, whether the filter should recognise it as stored)
+        let cases: Vec<(Listed, bool)> = vec![
+            (listed_user("plain", &|_| {}), true),
+            (listed_user("linked", &|_| {}), true),
+            (
+                listed_user("plain", &|u| u.first_name = Some("Ada".into())),
+                false,
+            ),
+            (
+                listed_user("plain", &|u| u.updated_at = Some(Timestamp(10_000_000))),
+                false,
+            ),
+            (
+                listed_user("plain", &|u| u.updated_at = Some(Timestamp(8_000_000))),
+                false,
+            ),
+            (
+                listed_user("plain", &|u| u.directory_id = "directory_2".into()),
+                false,
+            ),
+            (
+                listed_user("linked", &|u| u.updated_at = Some(Timestamp(13_000_000))),
+                false,
+            ),
+            (listed_user("newcomer", &|_| {}), false),
+            (listed_group(&|_| {}), true),
+            (listed_group(&|g| g.name = "Renamed".into()), false),
+            (
+                listed_group(&|g| g.updated_at = Some(Timestamp(1_000))),
+                false,
+            ),
+            (member("directory_1", "plain"), true),
+            (member("directory_1", "linked"), false),
+            (member("directory_2", "plain"), false),
+        ];
+        for (i, (item, expected)) in cases.iter().enumerate() {
+            let (_dir, store) = reconciled();
+            let snapshot = store.snapshot().unwrap();
+            let left_out = listed_unchanged(&store, &snapshot, item).unwrap();
+            drop(snapshot);
+            assert_eq!(left_out, *expected, "case {i}");
+            let outcome = store.write(|tx| apply_listed(tx, item)).unwrap();
+            if left_out {
+                assert_eq!(
+                    outcome,
+                    Outcome::Unchanged,
+                    "case {i}: left out, yet it changes"
+                );
+            }
+        }
     }
 }

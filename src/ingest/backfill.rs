@@ -23,7 +23,7 @@ use futures_util::StreamExt;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
-use super::apply::{Internal, Listed};
+use super::apply::{Internal, Listed, Outcome, listed_unchanged};
 use super::sync::{BACKFILL_MARGIN, Context, SyncError, decode_time, encode_time, marks};
 use super::workos::{
     RawAuthkitUser, RawDirectory, RawGroup, RawOrgMembership, RawUser, WorkosDirectory,
@@ -58,39 +58,171 @@ impl BackfillReport {
     }
 }
 
-/// Pages of a list fetched ahead by a task of their own, so the next page
-/// is on its way while this one is applied.
-pub(crate) fn pages(
-    api: &WorkosApi,
-    path: &'static str,
-    filters: Vec<(&'static str, String)>,
-    directory: Option<String>,
-) -> mpsc::Receiver<Result<Vec<Box<RawValue>>, ApiError>> {
-    let (tx, rx) = mpsc::channel(2);
-    let api = api.clone();
-    tokio::spawn(async move {
-        let mut after: Option<String> = None;
-        loop {
-            let page = api
-                .page(path, &filters, after.as_deref(), directory.as_deref())
-                .await;
-            let (data, next) = match page {
-                Ok(p) => (p.data, p.after),
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
+/// At most this many pages are fetched ahead of the one being applied, and
+/// merged into one transaction when they have piled up (the store, not
+/// the API, is then the bottleneck: fewer, larger commits write less).
+const PAGES_AHEAD: usize = 4;
+
+/// Pages of a list fetched ahead by a task of their own, so the next pages
+/// are on their way while this one is applied.
+pub(crate) struct Pages {
+    rx: mpsc::Receiver<Result<Vec<Box<RawValue>>, ApiError>>,
+    /// A failure met while merging: reported after the pages before it.
+    failed: Option<ApiError>,
+}
+
+impl Pages {
+    pub(crate) fn fetch(
+        api: &WorkosApi,
+        path: &'static str,
+        filters: Vec<(&'static str, String)>,
+        directory: Option<String>,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(PAGES_AHEAD);
+        let api = api.clone();
+        tokio::spawn(async move {
+            let mut after: Option<String> = None;
+            loop {
+                let page = api
+                    .page(path, &filters, after.as_deref(), directory.as_deref())
+                    .await;
+                let (data, next) = match page {
+                    Ok(p) => (p.data, p.after),
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                if tx.send(Ok(data)).await.is_err() {
                     return;
                 }
-            };
-            if tx.send(Ok(data)).await.is_err() {
-                return;
+                match next {
+                    Some(n) => after = Some(n),
+                    None => return,
+                }
             }
-            match next {
-                Some(n) => after = Some(n),
-                None => return,
+        });
+        Pages { rx, failed: None }
+    }
+
+    /// The next page, merged with any that have already arrived after it:
+    /// `(objects, pages)`. A failure comes after the pages before it.
+    pub(crate) async fn next(&mut self) -> Option<Result<(Vec<Box<RawValue>>, u64), ApiError>> {
+        if let Some(e) = self.failed.take() {
+            return Some(Err(e));
+        }
+        let mut data = match self.rx.recv().await? {
+            Ok(data) => data,
+            Err(e) => return Some(Err(e)),
+        };
+        let mut pages = 1;
+        while pages <= PAGES_AHEAD as u64 {
+            match self.rx.try_recv() {
+                Ok(Ok(more)) => {
+                    data.extend(more);
+                    pages += 1;
+                }
+                Ok(Err(e)) => {
+                    self.failed = Some(e);
+                    break;
+                }
+                Err(_) => break,
             }
         }
-    });
-    rx
+        Some(Ok((data, pages)))
+    }
+}
+
+/// One list to read whole.
+pub(crate) struct Listing {
+    pub path: &'static str,
+    pub filters: Vec<(&'static str, String)>,
+    /// Whose `/directory_users` limit applies.
+    pub directory: Option<String>,
+    /// The object kind, for logs.
+    pub what: &'static str,
+    /// Leave out, before the committer, what the store already holds as
+    /// listed (a reconcile: most of it is).
+    pub compare_first: bool,
+}
+
+/// Reads a whole list, applying its objects as they come through the same
+/// code as events; `applied` sees each batch's keys (what `to_item` says)
+/// and outcomes. Returns the pages read.
+///
+/// # Errors
+/// A page that failed after retries ([`SyncError::Api`]: what came before
+/// it is applied), or a storage failure.
+pub(crate) async fn apply_list<T>(
+    ctx: &Context,
+    listing: Listing,
+    parse: impl Fn(&str) -> Result<T, super::workos::FieldError>,
+    mut to_item: impl FnMut(T) -> (String, Listed),
+    mut applied: impl FnMut(Vec<String>, &[Outcome]),
+) -> Result<u64, SyncError> {
+    let Listing {
+        path,
+        filters,
+        directory,
+        what,
+        compare_first,
+    } = listing;
+    let mut read = 0;
+    let mut pages = Pages::fetch(&ctx.api, path, filters, directory);
+    while let Some(batch) = pages.next().await {
+        let (objects, n) = batch?;
+        read += n;
+        let (keys, items): (Vec<String>, Vec<Listed>) = parse_page(&objects, what, &parse)
+            .into_iter()
+            .map(&mut to_item)
+            .unzip();
+        let outcomes = if compare_first {
+            submit_changed(ctx, items).await?
+        } else {
+            ctx.submit(items, Vec::new()).await?
+        };
+        applied(keys, &outcomes);
+    }
+    Ok(read)
+}
+
+/// Submits only the items that would change something (judged on a read
+/// snapshot, on this thread's pool, not the committer's); the others are
+/// [`Outcome::Unchanged`].
+async fn submit_changed(ctx: &Context, items: Vec<Listed>) -> Result<Vec<Outcome>, SyncError> {
+    let store = ctx.store.clone();
+    let (items, unchanged) = tokio::task::spawn_blocking(move || {
+        let snapshot = store.snapshot()?;
+        let unchanged = items
+            .iter()
+            .map(|item| listed_unchanged(&store, &snapshot, item))
+            .collect::<Result<Vec<bool>, _>>()?;
+        Ok::<_, crate::store::StoreError>((items, unchanged))
+    })
+    .await
+    .map_err(|e| crate::store::StoreError::Io(e.to_string()))??;
+    let changed: Vec<Listed> = items
+        .into_iter()
+        .zip(&unchanged)
+        .filter(|(_, same)| !**same)
+        .map(|(item, _)| item)
+        .collect();
+    let mut applied = if changed.is_empty() {
+        Vec::new()
+    } else {
+        ctx.submit(changed, Vec::new()).await?
+    }
+    .into_iter();
+    Ok(unchanged
+        .iter()
+        .map(|same| {
+            if *same {
+                Outcome::Unchanged
+            } else {
+                applied.next().unwrap_or(Outcome::Unchanged)
+            }
+        })
+        .collect())
 }
 
 /// Parses the objects of a page, skipping (loudly) any that WorkOS sent
@@ -142,10 +274,11 @@ pub(crate) async fn list_directories(
     };
     let (mut out, mut pages_read) = (Vec::new(), 0);
     for filter in filters {
-        let mut rx = pages(&ctx.api, "/directories", filter, None);
-        while let Some(page) = rx.recv().await {
-            pages_read += 1;
-            out.extend(parse_page(&page?, "directory", directory));
+        let mut pages = Pages::fetch(&ctx.api, "/directories", filter, None);
+        while let Some(batch) = pages.next().await {
+            let (objects, n) = batch?;
+            pages_read += n;
+            out.extend(parse_page(&objects, "directory", directory));
         }
     }
     // An organization filter the API did not honour must not widen the scope.
@@ -275,64 +408,65 @@ async fn copy_directory(
         .await?;
 
     let mut group_ids = Vec::new();
-    let mut rx = pages(
-        &ctx.api,
-        "/directory_groups",
-        vec![("directory", id.clone())],
-        None,
-    );
-    while let Some(page) = rx.recv().await {
-        let groups = parse_page(&page?, "directory_group", group);
-        report.pages += 1;
-        report.groups += groups.len() as u64;
-        group_ids.extend(groups.iter().map(|g| g.id.clone()));
-        let items = groups
-            .into_iter()
-            .map(|g| Listed::Group(g, Internal::default()))
-            .collect();
-        ctx.submit(items, Vec::new()).await?;
-    }
+    report.pages += apply_list(
+        ctx,
+        Listing {
+            path: "/directory_groups",
+            filters: vec![("directory", id.clone())],
+            directory: None,
+            what: "directory_group",
+            compare_first: false,
+        },
+        group,
+        |g| (g.id.clone(), Listed::Group(g, Internal::default())),
+        |ids, _| group_ids.extend(ids),
+    )
+    .await?;
+    report.groups = group_ids.len() as u64;
 
-    let mut rx = pages(
-        &ctx.api,
-        "/directory_users",
-        vec![("directory", id.clone())],
-        Some(id.clone()),
-    );
-    while let Some(page) = rx.recv().await {
-        let users = parse_page(&page?, "directory_user", user);
-        report.pages += 1;
-        report.users += users.len() as u64;
-        let items = users
-            .into_iter()
-            .map(|u| Listed::User(u, Internal::default()))
-            .collect();
-        ctx.submit(items, Vec::new()).await?;
-    }
+    let mut users = 0;
+    report.pages += apply_list(
+        ctx,
+        Listing {
+            path: "/directory_users",
+            filters: vec![("directory", id.clone())],
+            directory: Some(id.clone()),
+            what: "directory_user",
+            compare_first: false,
+        },
+        user,
+        |u| (String::new(), Listed::User(u, Internal::default())),
+        |ids, _| users += ids.len() as u64,
+    )
+    .await?;
+    report.users = users;
 
+    let mut members = 0;
     for group_id in group_ids {
-        let mut rx = pages(
-            &ctx.api,
-            "/directory_users",
-            vec![("group", group_id.clone())],
-            Some(id.clone()),
-        );
-        while let Some(page) = rx.recv().await {
-            let members = parse_page(&page?, "directory_user", user);
-            report.pages += 1;
-            report.memberships += members.len() as u64;
-            let items = members
-                .into_iter()
-                .map(|u| Listed::Membership {
+        report.pages += apply_list(
+            ctx,
+            Listing {
+                path: "/directory_users",
+                filters: vec![("group", group_id.clone())],
+                directory: Some(id.clone()),
+                what: "directory_user",
+                compare_first: false,
+            },
+            user,
+            |u| {
+                let item = Listed::Membership {
                     directory_id: id.clone(),
                     group_id: group_id.clone(),
                     user_id: u.id,
                     at: t0,
-                })
-                .collect();
-            ctx.submit(items, Vec::new()).await?;
-        }
+                };
+                (String::new(), item)
+            },
+            |ids, _| members += ids.len() as u64,
+        )
+        .await?;
     }
+    report.memberships = members;
     ctx.submit(
         Vec::new(),
         vec![(format!("{}{id}", marks::BACKFILL_DONE), Some(vec![1]))],
@@ -345,41 +479,41 @@ async fn copy_directory(
 /// decides who may be linked to its directory users).
 async fn copy_organization(ctx: &Context, org: &str) -> Result<BackfillReport, SyncError> {
     let mut report = BackfillReport::default();
-    let mut rx = pages(
-        &ctx.api,
-        "/user_management/users",
-        vec![("organization_id", org.to_owned())],
-        None,
-    );
-    while let Some(page) = rx.recv().await {
-        let users = parse_page(&page?, "user", authkit_user);
-        report.pages += 1;
-        report.authkit_users += users.len() as u64;
-        ctx.submit(
-            users.into_iter().map(Listed::AuthkitUser).collect(),
-            Vec::new(),
-        )
-        .await?;
-    }
-    let mut rx = pages(
-        &ctx.api,
-        "/user_management/organization_memberships",
-        // Every status: a membership turning inactive must be seen as such.
-        vec![
-            ("organization_id", org.to_owned()),
-            ("statuses", "active,inactive,pending".to_owned()),
-        ],
-        None,
-    );
-    while let Some(page) = rx.recv().await {
-        let memberships = parse_page(&page?, "organization_membership", org_membership);
-        report.pages += 1;
-        report.org_memberships += memberships.len() as u64;
-        ctx.submit(
-            memberships.into_iter().map(Listed::OrgMembership).collect(),
-            Vec::new(),
-        )
-        .await?;
-    }
+    let mut users = 0;
+    report.pages += apply_list(
+        ctx,
+        Listing {
+            path: "/user_management/users",
+            filters: vec![("organization_id", org.to_owned())],
+            directory: None,
+            what: "user",
+            compare_first: false,
+        },
+        authkit_user,
+        |u| (String::new(), Listed::AuthkitUser(u)),
+        |ids, _| users += ids.len() as u64,
+    )
+    .await?;
+    report.authkit_users = users;
+    let mut memberships = 0;
+    report.pages += apply_list(
+        ctx,
+        Listing {
+            path: "/user_management/organization_memberships",
+            // Every status: a membership turning inactive must be seen as such.
+            filters: vec![
+                ("organization_id", org.to_owned()),
+                ("statuses", "active,inactive,pending".to_owned()),
+            ],
+            directory: None,
+            what: "organization_membership",
+            compare_first: false,
+        },
+        org_membership,
+        |m| (String::new(), Listed::OrgMembership(m)),
+        |ids, _| memberships += ids.len() as u64,
+    )
+    .await?;
+    report.org_memberships = memberships;
     Ok(report)
 }

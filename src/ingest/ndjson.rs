@@ -10,11 +10,14 @@
 //!  "directory_group_id":"directory_group_…","directory_user_id":"directory_user_…"}
 //! ```
 //!
-//! Any line may carry a `"rollcall"` object with rollcall's own fields (`id`,
-//! `created_at`, `updated_at`, and `user_id` / `mapped_role` / `added_at`);
-//! export always writes it, so export → import into an empty database
-//! reproduces every API answer byte for byte. Without it, import assigns new
-//! ids, as events do.
+//! Any line may carry a `"rollcall"` object with rollcall's own fields. Of
+//! those, import keeps `mapped_role` (groups) and `added_at` (memberships);
+//! `id`, `created_at`, `updated_at` and `user_id` are written by export for
+//! people and ignored by import, which derives them from the WorkOS data
+//! like every other path (a directory, group, user, AuthKit user or
+//! organization membership line needs `created_at` or `updated_at`). So
+//! export → import into an empty database reproduces every API answer byte
+//! for byte.
 //!
 //! Import is one write transaction: a bad line aborts with its line number
 //! and nothing is written; re-importing the same file changes nothing

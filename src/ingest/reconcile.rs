@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 use super::apply::{Gone, Internal, Listed, Outcome};
 use super::backfill::{
-    authkit_user, group, list_directories, org_membership, pages, parse_page, user,
+    Listing, apply_list, authkit_user, group, list_directories, org_membership, user,
 };
 use super::sync::{Context, ReconcileReport, SyncError, marks};
 use super::workos::WorkosDirectory;
@@ -234,55 +234,36 @@ async fn confirm_gone(
     Ok(())
 }
 
-/// One list to read whole.
-struct Listing {
-    path: &'static str,
-    filters: Vec<(&'static str, String)>,
-    /// Whose `/directory_users` limit applies.
-    directory: Option<String>,
-    /// The object kind, for logs.
-    what: &'static str,
-}
-
-/// Reads a whole list, applying each page as it comes; returns the keys
-/// `to_item` gave the objects seen, or `None` when a page failed (the
-/// listing is incomplete).
+/// Reads a whole list through [`apply_list`], counting what it created
+/// and updated; returns the keys `to_item` gave the objects seen, or `None`
+/// when a page failed (the listing is incomplete).
 async fn apply_listing<T>(
     ctx: &Context,
     listing: Listing,
     parse: impl Fn(&str) -> Result<T, super::workos::FieldError>,
-    mut to_item: impl FnMut(T) -> (String, Listed),
+    to_item: impl FnMut(T) -> (String, Listed),
     held: &BTreeSet<String>,
     tally: &mut Tally,
 ) -> Result<Option<Vec<String>>, SyncError> {
-    let Listing {
-        path,
-        filters,
-        directory,
-        what,
-    } = listing;
+    let path = listing.path;
     let mut seen = Vec::new();
-    let mut rx = pages(&ctx.api, path, filters, directory);
-    while let Some(page) = rx.recv().await {
-        let page = match page {
-            Ok(p) => p,
-            Err(ApiError::Stopped) => return Err(ApiError::Stopped.into()),
-            Err(e) => {
-                tracing::warn!(path, error = %e, "a listing failed midway: nothing it covers is deleted this round");
-                return Ok(None);
-            }
-        };
-        tally.pages += 1;
-        let (ids, items): (Vec<String>, Vec<Listed>) = parse_page(&page, what, &parse)
-            .into_iter()
-            .map(&mut to_item)
-            .unzip();
-        let was_held: Vec<bool> = ids.iter().map(|id| held.contains(id)).collect();
-        let outcomes = ctx.submit(items, Vec::new()).await?;
-        tally.count(&outcomes, &was_held);
-        seen.extend(ids);
+    let read = apply_list(ctx, listing, parse, to_item, |keys, outcomes| {
+        let was_held: Vec<bool> = keys.iter().map(|k| held.contains(k)).collect();
+        tally.count(outcomes, &was_held);
+        seen.extend(keys);
+    })
+    .await;
+    match read {
+        Ok(pages) => {
+            tally.pages += pages;
+            Ok(Some(seen))
+        }
+        Err(SyncError::Api(e)) if !matches!(e, ApiError::Stopped) => {
+            tracing::warn!(path, error = %e, "a listing failed midway: nothing it covers is deleted this round");
+            Ok(None)
+        }
+        Err(e) => Err(e),
     }
-    Ok(Some(seen))
 }
 
 async fn directory_round(ctx: &Context, d: WorkosDirectory) -> Result<Tally, SyncError> {
@@ -311,6 +292,7 @@ async fn directory_round(ctx: &Context, d: WorkosDirectory) -> Result<Tally, Syn
             filters: vec![("directory", id.clone())],
             directory: None,
             what: "directory_group",
+            compare_first: true,
         },
         group,
         |g| (g.id.clone(), Listed::Group(g, Internal::default())),
@@ -325,6 +307,7 @@ async fn directory_round(ctx: &Context, d: WorkosDirectory) -> Result<Tally, Syn
             filters: vec![("directory", id.clone())],
             directory: Some(id.clone()),
             what: "directory_user",
+            compare_first: true,
         },
         user,
         |u| (u.id.clone(), Listed::User(u, Internal::default())),
@@ -348,6 +331,7 @@ async fn directory_round(ctx: &Context, d: WorkosDirectory) -> Result<Tally, Syn
                 filters: vec![("group", group_id.clone())],
                 directory: Some(id.clone()),
                 what: "directory_user",
+                compare_first: true,
             },
             user,
             |u| {
@@ -466,6 +450,7 @@ async fn organization_round(ctx: &Context, org: &str) -> Result<Tally, SyncError
             filters: vec![("organization_id", org.to_owned())],
             directory: None,
             what: "user",
+            compare_first: true,
         },
         authkit_user,
         |u| (u.id.clone(), Listed::AuthkitUser(u)),
@@ -485,6 +470,7 @@ async fn organization_round(ctx: &Context, org: &str) -> Result<Tally, SyncError
             ],
             directory: None,
             what: "organization_membership",
+            compare_first: true,
         },
         org_membership,
         |m| (m.id.clone(), Listed::OrgMembership(m)),

@@ -55,6 +55,23 @@ pub enum SyncError {
     CursorExpired(String),
 }
 
+impl SyncError {
+    /// What went wrong without the details (a WorkOS answer's body, a URL
+    /// with a directory id): for `/readyz`, which anyone may read. The
+    /// details go to the log.
+    #[must_use]
+    pub fn summary(&self) -> String {
+        match self {
+            Self::Api(ApiError::Status { status, .. }) => format!("WorkOS answered {status}"),
+            Self::Api(ApiError::Network(_)) => "WorkOS could not be reached".into(),
+            Self::Api(ApiError::Shape(_)) => "WorkOS answered something that is not a list".into(),
+            Self::Api(ApiError::Stopped) | Self::Stopped => "stopping".into(),
+            Self::Store(_) => "a storage failure (see the log)".into(),
+            Self::CursorExpired(_) => "the events cursor expired".into(),
+        }
+    }
+}
+
 impl From<SubmitError> for SyncError {
     fn from(e: SubmitError) -> Self {
         match e {
@@ -255,7 +272,7 @@ impl SyncStatusView<'_> {
         self.0.last_reconcile = Some(report);
     }
     pub fn failed(&mut self, error: &SyncError) {
-        self.0.last_error = Some(error.to_string());
+        self.0.last_error = Some(error.summary());
     }
 }
 

@@ -4,8 +4,9 @@
 //!
 //! - **Limits**: at most `requests_per_minute` requests overall (WorkOS:
 //!   6,000 per minute per key) and `directory_users_per_second` requests to
-//!   `/directory_users` per directory (WorkOS: 4 per second), spaced evenly
-//!   rather than in bursts; 0 turns a limit off (for a fake or a proxy).
+//!   `/directory_users` per directory (WorkOS: 4 per second): never more in
+//!   any window of the period, counted as requests leave, 5% under; 0
+//!   turns a limit off (for a fake or a proxy).
 //! - **429** waits its `Retry-After` (capped at a minute, like the official
 //!   SDKs) and asks again, without limit: being told to wait is not failure.
 //! - **5xx and network errors** retry with capped exponential backoff, a
@@ -15,7 +16,7 @@
 //! It speaks JSON in and raw JSON out: parsing WorkOS objects is
 //! [`super::workos`]'s job. It never logs the key.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -97,38 +98,59 @@ struct ListMetadata {
     after: Option<String>,
 }
 
-/// Requests spaced at least `interval` apart.
+/// At most `count` requests in any window of `period`, counted when each
+/// request leaves (after its wait, not when it was planned: a task woken
+/// late must not squeeze the next one into the same window).
 struct Pace {
-    interval: Duration,
-    next: Mutex<Option<Instant>>,
+    count: usize,
+    period: Duration,
+    sent: Mutex<VecDeque<Instant>>,
 }
 
 impl Pace {
-    /// `count` requests per `period`, kept 5% under: requests leave
-    /// evenly spaced but arrive with jitter, and two arriving closer than
-    /// planned must not make a window count one too many.
+    /// `count` requests per `period`, kept 5% under: requests arrive with
+    /// some jitter, and two arriving closer than they left must not make a
+    /// window count one too many.
     fn per(count: u32, period: Duration) -> Option<Self> {
         (count > 0).then(|| Self {
-            interval: period.mul_f64(1.05) / count,
-            next: Mutex::new(None),
+            count: count as usize,
+            period: period.mul_f64(1.05),
+            sent: Mutex::new(VecDeque::new()),
         })
     }
 
-    fn unlimited() -> Self {
-        Self {
-            interval: Duration::ZERO,
-            next: Mutex::new(None),
-        }
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Instant>> {
+        self.sent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reserves the next slot; returns how long to wait for it.
-    fn reserve(&self) -> Duration {
-        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        let at = next.map_or(now, |n| n.max(now));
-        *next = Some(at + self.interval);
-        at - now
+    /// How long until a request may leave at `now` (zero: it may).
+    fn wait_at(sent: &VecDeque<Instant>, count: usize, period: Duration, now: Instant) -> Duration {
+        match sent.len().checked_sub(count) {
+            Some(i) => (sent[i] + period).saturating_duration_since(now),
+            None => Duration::ZERO,
+        }
     }
+}
+
+/// Takes a slot in every pace at once, or says how long to wait for all of
+/// them to have one (a slot taken in one while waiting for another would
+/// count a request that has not left).
+fn take_all(paces: &[&Pace], now: Instant) -> Duration {
+    let mut locks: Vec<_> = paces.iter().map(|p| (p, p.lock())).collect();
+    let wait = locks
+        .iter()
+        .map(|(p, sent)| Pace::wait_at(sent, p.count, p.period, now))
+        .max()
+        .unwrap_or_default();
+    if wait.is_zero() {
+        for (p, sent) in &mut locks {
+            sent.push_back(now);
+            while sent.len() > p.count {
+                sent.pop_front();
+            }
+        }
+    }
+    wait
 }
 
 /// What the client did, for the metrics and the status page.
@@ -146,7 +168,7 @@ pub struct WorkosApi {
     http: reqwest::Client,
     settings: Arc<ApiSettings>,
     overall: Arc<Option<Pace>>,
-    per_directory: Arc<Mutex<HashMap<String, Arc<Pace>>>>,
+    per_directory: Arc<Mutex<HashMap<String, Arc<Option<Pace>>>>>,
     calls: Arc<Mutex<Calls>>,
     stop: watch::Receiver<bool>,
 }
@@ -203,27 +225,27 @@ impl WorkosApi {
 
     /// Waits for this request's slot under the limits that apply to it.
     async fn wait_turn(&self, directory: Option<&str>) -> Result<(), ApiError> {
-        if let Some(dir) = directory
-            && self.settings.directory_users_per_second > 0
-        {
-            let pace = {
+        let per_directory = match directory {
+            Some(dir) if self.settings.directory_users_per_second > 0 => {
                 let mut map = self.per_directory.lock().unwrap_or_else(|p| p.into_inner());
                 let rate = self.settings.directory_users_per_second;
                 map.entry(dir.to_owned())
-                    .or_insert_with(|| {
-                        Arc::new(
-                            Pace::per(rate, Duration::from_secs(1))
-                                .unwrap_or_else(Pace::unlimited),
-                        )
-                    })
+                    .or_insert_with(|| Arc::new(Pace::per(rate, Duration::from_secs(1))))
                     .clone()
-            };
-            self.pause(pace.reserve()).await?;
+            }
+            _ => Arc::new(None),
+        };
+        let paces: Vec<&Pace> = [per_directory.as_ref(), self.overall.as_ref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        loop {
+            let wait = take_all(&paces, Instant::now());
+            if wait.is_zero() {
+                return Ok(());
+            }
+            self.pause(wait).await?;
         }
-        if let Some(pace) = self.overall.as_ref() {
-            self.pause(pace.reserve()).await?;
-        }
-        Ok(())
     }
 
     /// GETs `path` with `query`, under the limits (`directory`: the
@@ -382,14 +404,37 @@ mod tests {
     }
 
     #[test]
-    fn a_pace_spaces_requests_evenly() {
+    fn a_pace_never_lets_more_than_its_count_leave_in_a_window() {
         let pace = Pace::per(4, Duration::from_secs(1)).unwrap();
-        let waits: Vec<Duration> = (0..4).map(|_| pace.reserve()).collect();
-        assert_eq!(waits[0], Duration::ZERO);
-        assert!(waits[3] > Duration::from_millis(750) && waits[3] <= Duration::from_millis(800));
+        let start = Instant::now();
+        for i in 0..4 {
+            let at = start + Duration::from_millis(i * 10);
+            assert_eq!(take_all(&[&pace], at), Duration::ZERO, "request {i} fits");
+        }
+        // The fifth waits for the first to leave the (5% wider) window.
+        let wait = take_all(&[&pace], start + Duration::from_millis(40));
+        assert_eq!(wait, Duration::from_millis(1050 - 40));
+        // Requests that left late count from when they left: four at 1.3 s,
+        // and the next waits a whole window from there.
+        let late = start + Duration::from_millis(1300);
+        for _ in 0..4 {
+            assert_eq!(take_all(&[&pace], late), Duration::ZERO);
+        }
+        assert_eq!(take_all(&[&pace], late), Duration::from_millis(1050));
         assert!(
             Pace::per(0, Duration::from_secs(1)).is_none(),
             "0 is unlimited"
         );
+    }
+
+    #[test]
+    fn a_slot_is_taken_in_every_pace_or_in_none() {
+        let directory = Pace::per(1, Duration::from_secs(1)).unwrap();
+        let overall = Pace::per(10, Duration::from_secs(60)).unwrap();
+        let now = Instant::now();
+        assert_eq!(take_all(&[&directory, &overall], now), Duration::ZERO);
+        // The directory is full: nothing is counted overall while waiting.
+        assert!(take_all(&[&directory, &overall], now) > Duration::ZERO);
+        assert_eq!(overall.lock().len(), 1);
     }
 }

@@ -45,6 +45,14 @@ pub(super) fn get_directory_ref(
     Ok(t.get(workos_id)?.map(|v| v.value()))
 }
 
+/// Where a user and a group are, and whether the user is a member:
+/// `((directory, user), (directory, group), member)`.
+pub type MembershipRefs = (
+    (DirectoryId, DirectoryUserId),
+    (DirectoryId, DirectoryGroupId),
+    bool,
+);
+
 pub(super) fn get_record_ref(
     t: &impl ReadableTable<&'static str, (u128, u128)>,
     workos_id: &str,
@@ -349,6 +357,37 @@ impl Snapshot {
             Some((d, u)) => self.user(DirectoryId::from_u128(d), DirectoryUserId::from_u128(u)),
             None => Ok(None),
         }
+    }
+
+    /// Where the user and the group with these WorkOS ids are, and whether
+    /// the user is a member of the group: `(user, group, member)`, from
+    /// the indexes alone.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub fn membership_by_workos(
+        &self,
+        user: &str,
+        group: &str,
+    ) -> Result<Option<MembershipRefs>, StoreError> {
+        let users = self.txn.open_table(tables::USERS_BY_WORKOS)?;
+        let groups = self.txn.open_table(tables::GROUPS_BY_WORKOS)?;
+        let (Some((ud, u)), Some((gd, g))) = (
+            get_record_ref(&users, user)?,
+            get_record_ref(&groups, group)?,
+        ) else {
+            return Ok(None);
+        };
+        let member = self
+            .txn
+            .open_table(tables::MEMBERS_BY_GROUP)?
+            .get((g, u))?
+            .is_some();
+        Ok(Some((
+            (DirectoryId::from_u128(ud), DirectoryUserId::from_u128(u)),
+            (DirectoryId::from_u128(gd), DirectoryGroupId::from_u128(g)),
+            member,
+        )))
     }
 
     /// One group by WorkOS id.

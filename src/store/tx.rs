@@ -294,14 +294,23 @@ impl<'t> Tx<'t> {
     /// # Errors
     /// On a storage or decoding failure.
     pub fn user_by_workos(&self, workos_id: &str) -> Result<Option<DirectoryUser>, StoreError> {
-        match get_record_ref(&self.users_by_workos, workos_id)? {
-            Some((d, u)) => get_user(
-                &self.users,
-                DirectoryId::from_u128(d),
-                DirectoryUserId::from_u128(u),
-            ),
+        match self.user_ref_by_workos(workos_id)? {
+            Some((d, u)) => get_user(&self.users, d, u),
             None => Ok(None),
         }
+    }
+
+    /// Where the user with this WorkOS id is, from the index alone (no
+    /// record read or decoded).
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub fn user_ref_by_workos(
+        &self,
+        workos_id: &str,
+    ) -> Result<Option<(DirectoryId, DirectoryUserId)>, StoreError> {
+        Ok(get_record_ref(&self.users_by_workos, workos_id)?
+            .map(|(d, u)| (DirectoryId::from_u128(d), DirectoryUserId::from_u128(u))))
     }
 
     /// Inserts or replaces a user, keeping the WorkOS-id and email indexes
@@ -473,14 +482,22 @@ impl<'t> Tx<'t> {
     /// # Errors
     /// On a storage or decoding failure.
     pub fn group_by_workos(&self, workos_id: &str) -> Result<Option<DirectoryGroup>, StoreError> {
-        match get_record_ref(&self.groups_by_workos, workos_id)? {
-            Some((d, g)) => get_group(
-                &self.groups,
-                DirectoryId::from_u128(d),
-                DirectoryGroupId::from_u128(g),
-            ),
+        match self.group_ref_by_workos(workos_id)? {
+            Some((d, g)) => get_group(&self.groups, d, g),
             None => Ok(None),
         }
+    }
+
+    /// Where the group with this WorkOS id is, from the index alone.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub fn group_ref_by_workos(
+        &self,
+        workos_id: &str,
+    ) -> Result<Option<(DirectoryId, DirectoryGroupId)>, StoreError> {
+        Ok(get_record_ref(&self.groups_by_workos, workos_id)?
+            .map(|(d, g)| (DirectoryId::from_u128(d), DirectoryGroupId::from_u128(g))))
     }
 
     /// Inserts or replaces a group, keeping its index and the count consistent.

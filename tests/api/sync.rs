@@ -411,6 +411,35 @@ async fn workos_limits_are_kept_and_faults_are_retried() {
 }
 
 #[tokio::test]
+async fn a_failing_workos_keeps_the_instance_unready_and_says_so_without_details() {
+    let fake = FakeWorkos::start(FakeOptions::default()).await;
+    let orgs = account(&fake);
+    // More failures than the retries of one step: the step fails, is
+    // reported, and is tried again after a backoff.
+    fake.fail_next("/directory_users", 40, 500);
+    let app = app_syncing(&fake, |_| {}).await;
+    eventually(Duration::from_secs(30), "a failure reported", || async {
+        !ready(&app.base).await.1["data"]["sync"]["last_error"].is_null()
+    })
+    .await;
+    let (status, body) = ready(&app.base).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["data"]["code"], "NOT_READY", "{body}");
+    assert_eq!(
+        body["data"]["sync"]["last_error"], "WorkOS answered 500",
+        "{body}"
+    );
+    // Nothing of any tenant: no WorkOS id, no path, no WorkOS message.
+    let text = body.to_string();
+    for leak in ["directory_", "org_", "/directory", "user_"] {
+        assert!(!text.contains(leak), "{leak} in {text}");
+    }
+    fake.clear_faults();
+    wait_ready(&app.base).await;
+    assert_converges(&fake, &app.base, &orgs, "after the outage").await;
+}
+
+#[tokio::test]
 async fn reconcile_repairs_silent_drift_and_deletes_only_what_workos_confirms_gone() {
     let fake = FakeWorkos::start(FakeOptions::default()).await;
     let orgs = account(&fake);
