@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Generates data/demo.ndjson, the demo organizations `rollcall serve --dev` loads.
 
-Deterministic (fixed seed, fixed ids and timestamps), so the README's curl
-examples show the same ids on every machine. Run from the repository root:
+Deterministic (fixed seed, fixed WorkOS ids and timestamps, from which
+rollcall derives its ids), so the README's curl examples show the same ids on
+every machine. Run from the repository root:
     python3 tools/gen_demo.py > data/demo.ndjson
 """
 import json
@@ -12,23 +13,11 @@ from datetime import datetime, timedelta, timezone
 
 rng = random.Random(20261126)
 BASE = datetime(2026, 1, 5, 9, 0, 0, tzinfo=timezone.utc)
-_seq = [0]
 
 
 def ts(offset_minutes):
     t = BASE + timedelta(minutes=offset_minutes)
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond:06d}Z"
-
-
-def uuid7(offset_minutes):
-    """A UUIDv7 whose time is BASE+offset and whose tail is a counter: sorted by creation."""
-    _seq[0] += 1
-    ms = int((BASE + timedelta(minutes=offset_minutes)).timestamp() * 1000) + _seq[0]
-    rand_a = _seq[0] & 0xFFF
-    rand_b = (0x2 << 62) | (_seq[0] * 0x9E3779B97F4A7C15 & ((1 << 62) - 1))
-    value = (ms << 80) | (0x7 << 76) | (rand_a << 64) | rand_b
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def wid(prefix, n):
@@ -82,13 +71,11 @@ for org_i, org in enumerate(ORGS):
     for dir_i, d in enumerate(org["directories"]):
         minute += 10
         dir_wid = wid("directory_", org_i * 10 + dir_i)
-        dir_id = uuid7(minute)
         out.append({
             "object": "directory", "id": dir_wid, "organization_id": org["id"],
             "name": d["name"], "type": d["type"], "state": d["state"],
             "domains": [{"object": "organization_domain", "domain": x} for x in d["domains"]],
             "created_at": ts(minute - 5), "updated_at": ts(minute - 5),
-            "rollcall": {"id": dir_id, "created_at": ts(minute), "updated_at": ts(minute)},
         })
         groups = []
         for name in d["groups"]:
@@ -101,8 +88,7 @@ for org_i, org in enumerate(ORGS):
                 "organization_id": org["id"], "name": name,
                 "idp_id": f"{rng.getrandbits(48):012x}" if rng.random() < 0.8 else None,
                 "created_at": ts(minute - 1), "updated_at": ts(minute - 1),
-                "rollcall": {"id": uuid7(minute), "created_at": ts(minute), "updated_at": ts(minute),
-                             "mapped_role": "admin" if name == "Admins" else ("member" if name == "All Staff" else None)},
+                "rollcall": {"mapped_role": "admin" if name == "Admins" else ("member" if name == "All Staff" else None)},
             }
             if rng.random() < 0.7:
                 g["raw_attributes"] = {"displayName": name, "externalId": g["idp_id"]}
@@ -134,7 +120,6 @@ for org_i, org in enumerate(ORGS):
                 "state": state,
                 "custom_attributes": {"department": rng.choice(DEPTS)},
                 "created_at": ts(minute - 1), "updated_at": ts(minute - 1),
-                "rollcall": {"id": uuid7(minute), "created_at": ts(minute), "updated_at": ts(minute)},
             }
             if rng.random() > 0.08:
                 u["raw_attributes"] = {
@@ -154,9 +139,6 @@ for org_i, org in enumerate(ORGS):
                     "user_id": authkit[-1]["id"], "organization_id": org["id"],
                     "role": {"slug": "member"}, "status": "active",
                     "created_at": ts(minute + 30), "updated_at": ts(minute + 30)})
-                u["rollcall"]["user_id"] = authkit[-1]["id"]
-            else:
-                u["rollcall"]["user_id"] = None
             out.append(u)
             for gw in groups:
                 if rng.random() < 0.35 or gw == groups[-1] and d["groups"][-1] == "All Staff":

@@ -146,6 +146,85 @@ pub(crate) struct Listing {
     pub compare_first: bool,
 }
 
+impl Listing {
+    fn of(
+        path: &'static str,
+        filters: Vec<(&'static str, String)>,
+        directory: Option<&str>,
+        what: &'static str,
+    ) -> Self {
+        Listing {
+            path,
+            filters,
+            directory: directory.map(str::to_owned),
+            what,
+            compare_first: false,
+        }
+    }
+
+    /// A directory's groups.
+    pub fn groups(directory: &str) -> Self {
+        Self::of(
+            "/directory_groups",
+            vec![("directory", directory.to_owned())],
+            None,
+            "directory_group",
+        )
+    }
+
+    /// A directory's users.
+    pub fn users(directory: &str) -> Self {
+        Self::of(
+            "/directory_users",
+            vec![("directory", directory.to_owned())],
+            Some(directory),
+            "directory_user",
+        )
+    }
+
+    /// A group's members (the users' `groups` array is deprecated).
+    pub fn members(directory: &str, group: &str) -> Self {
+        Self::of(
+            "/directory_users",
+            vec![("group", group.to_owned())],
+            Some(directory),
+            "directory_user",
+        )
+    }
+
+    /// An organization's AuthKit users.
+    pub fn authkit_users(organization: &str) -> Self {
+        Self::of(
+            "/user_management/users",
+            vec![("organization_id", organization.to_owned())],
+            None,
+            "user",
+        )
+    }
+
+    /// An organization's memberships, of every status: one turning
+    /// inactive must be seen as such.
+    pub fn org_memberships(organization: &str) -> Self {
+        Self::of(
+            "/user_management/organization_memberships",
+            vec![
+                ("organization_id", organization.to_owned()),
+                ("statuses", "active,inactive,pending".to_owned()),
+            ],
+            None,
+            "organization_membership",
+        )
+    }
+
+    /// The same, leaving out what is stored as listed.
+    pub fn compared(self) -> Self {
+        Listing {
+            compare_first: true,
+            ..self
+        }
+    }
+}
+
 /// Reads a whole list, applying its objects as they come through the same
 /// code as events; `applied` sees each batch's keys (what `to_item` says)
 /// and outcomes. Returns the pages read.
@@ -410,13 +489,7 @@ async fn copy_directory(
     let mut group_ids = Vec::new();
     report.pages += apply_list(
         ctx,
-        Listing {
-            path: "/directory_groups",
-            filters: vec![("directory", id.clone())],
-            directory: None,
-            what: "directory_group",
-            compare_first: false,
-        },
+        Listing::groups(&id),
         group,
         |g| (g.id.clone(), Listed::Group(g, Internal::default())),
         |ids, _| group_ids.extend(ids),
@@ -427,13 +500,7 @@ async fn copy_directory(
     let mut users = 0;
     report.pages += apply_list(
         ctx,
-        Listing {
-            path: "/directory_users",
-            filters: vec![("directory", id.clone())],
-            directory: Some(id.clone()),
-            what: "directory_user",
-            compare_first: false,
-        },
+        Listing::users(&id),
         user,
         |u| (String::new(), Listed::User(u, Internal::default())),
         |ids, _| users += ids.len() as u64,
@@ -445,13 +512,7 @@ async fn copy_directory(
     for group_id in group_ids {
         report.pages += apply_list(
             ctx,
-            Listing {
-                path: "/directory_users",
-                filters: vec![("group", group_id.clone())],
-                directory: Some(id.clone()),
-                what: "directory_user",
-                compare_first: false,
-            },
+            Listing::members(&id, &group_id),
             user,
             |u| {
                 let item = Listed::Membership {
@@ -482,13 +543,7 @@ async fn copy_organization(ctx: &Context, org: &str) -> Result<BackfillReport, S
     let mut users = 0;
     report.pages += apply_list(
         ctx,
-        Listing {
-            path: "/user_management/users",
-            filters: vec![("organization_id", org.to_owned())],
-            directory: None,
-            what: "user",
-            compare_first: false,
-        },
+        Listing::authkit_users(org),
         authkit_user,
         |u| (String::new(), Listed::AuthkitUser(u)),
         |ids, _| users += ids.len() as u64,
@@ -498,17 +553,7 @@ async fn copy_organization(ctx: &Context, org: &str) -> Result<BackfillReport, S
     let mut memberships = 0;
     report.pages += apply_list(
         ctx,
-        Listing {
-            path: "/user_management/organization_memberships",
-            // Every status: a membership turning inactive must be seen as such.
-            filters: vec![
-                ("organization_id", org.to_owned()),
-                ("statuses", "active,inactive,pending".to_owned()),
-            ],
-            directory: None,
-            what: "organization_membership",
-            compare_first: false,
-        },
+        Listing::org_memberships(org),
         org_membership,
         |m| (String::new(), Listed::OrgMembership(m)),
         |ids, _| memberships += ids.len() as u64,

@@ -287,13 +287,7 @@ async fn directory_round(ctx: &Context, d: WorkosDirectory) -> Result<Tally, Syn
 
     let groups_seen = apply_listing(
         ctx,
-        Listing {
-            path: "/directory_groups",
-            filters: vec![("directory", id.clone())],
-            directory: None,
-            what: "directory_group",
-            compare_first: true,
-        },
+        Listing::groups(&id).compared(),
         group,
         |g| (g.id.clone(), Listed::Group(g, Internal::default())),
         &held.groups,
@@ -302,13 +296,7 @@ async fn directory_round(ctx: &Context, d: WorkosDirectory) -> Result<Tally, Syn
     .await?;
     let users_seen = apply_listing(
         ctx,
-        Listing {
-            path: "/directory_users",
-            filters: vec![("directory", id.clone())],
-            directory: Some(id.clone()),
-            what: "directory_user",
-            compare_first: true,
-        },
+        Listing::users(&id).compared(),
         user,
         |u| (u.id.clone(), Listed::User(u, Internal::default())),
         &held.users,
@@ -326,13 +314,7 @@ async fn directory_round(ctx: &Context, d: WorkosDirectory) -> Result<Tally, Syn
     for group_id in groups_seen.iter().flatten() {
         let seen = apply_listing(
             ctx,
-            Listing {
-                path: "/directory_users",
-                filters: vec![("group", group_id.clone())],
-                directory: Some(id.clone()),
-                what: "directory_user",
-                compare_first: true,
-            },
+            Listing::members(&id, group_id).compared(),
             user,
             |u| {
                 (
@@ -445,13 +427,7 @@ async fn organization_round(ctx: &Context, org: &str) -> Result<Tally, SyncError
         .await?;
     apply_listing(
         ctx,
-        Listing {
-            path: "/user_management/users",
-            filters: vec![("organization_id", org.to_owned())],
-            directory: None,
-            what: "user",
-            compare_first: true,
-        },
+        Listing::authkit_users(org).compared(),
         authkit_user,
         |u| (u.id.clone(), Listed::AuthkitUser(u)),
         &held_users,
@@ -461,17 +437,7 @@ async fn organization_round(ctx: &Context, org: &str) -> Result<Tally, SyncError
     let held_ids: BTreeSet<String> = held_memberships.keys().cloned().collect();
     let Some(memberships_seen) = apply_listing(
         ctx,
-        Listing {
-            path: "/user_management/organization_memberships",
-            // Every status: a membership turning inactive must be seen as such.
-            filters: vec![
-                ("organization_id", org.to_owned()),
-                ("statuses", "active,inactive,pending".to_owned()),
-            ],
-            directory: None,
-            what: "organization_membership",
-            compare_first: true,
-        },
+        Listing::org_memberships(org).compared(),
         org_membership,
         |m| (m.id.clone(), Listed::OrgMembership(m)),
         &held_ids,
