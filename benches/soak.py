@@ -87,7 +87,12 @@ def main():
                 raise SystemExit("soak: unexpected errors")
         finally:
             server.send_signal(signal.SIGTERM)
-            server.wait(timeout=30)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+                raise SystemExit("soak: rollcall did not stop within 30 s of SIGTERM")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -211,17 +211,27 @@ impl BodyFiles {
         revision: u64,
         count: u64,
     ) -> Result<Arc<BodyFile>, SpoolError> {
+        // Slots leaving the map are dropped only after the lock is given
+        // back: dropping the last reference to a body gives its
+        // reservation back, which takes the lock again.
+        let mut retired = Vec::new();
         let slot = {
             let mut inner = self.lock();
             inner.clock += 1;
             let now = inner.clock;
             // A write retires every body of the directory it touched:
             // readers still holding one finish; its space is freed after.
-            inner.shared.retain(|(d, _), slot| {
-                let current = store.directory(*d).map(|d| d.revision);
-                let built = slot.body.get().map_or(slot.expected, |b| b.revision);
-                current.is_some_and(|c| c <= built)
-            });
+            let stale: Vec<_> = inner
+                .shared
+                .iter()
+                .filter(|((d, _), slot)| {
+                    let current = store.directory(*d).map(|d| d.revision);
+                    let built = slot.body.get().map_or(slot.expected, |b| b.revision);
+                    current.is_none_or(|c| c > built)
+                })
+                .map(|(key, _)| *key)
+                .collect();
+            retired.extend(stale.iter().filter_map(|key| inner.shared.remove(key)));
             let slot = inner
                 .shared
                 .get(&(dir, kind))
@@ -235,9 +245,10 @@ impl BodyFiles {
                     })
                 });
             slot.last_used.store(now, Ordering::Relaxed);
-            inner.shared.insert((dir, kind), slot.clone());
+            retired.extend(inner.shared.insert((dir, kind), slot.clone()));
             slot
         };
+        drop(retired);
         let job = Job {
             store: store.clone(),
             dir,
@@ -254,13 +265,13 @@ impl BodyFiles {
             // A slot whose build never started is forgotten, so the next
             // request tries again.
             let mut inner = self.lock();
-            if inner
+            let forgotten = inner
                 .shared
                 .get(&(dir, kind))
                 .is_some_and(|s| Arc::ptr_eq(s, &slot))
-            {
-                inner.shared.remove(&(dir, kind));
-            }
+                .then(|| inner.shared.remove(&(dir, kind)));
+            drop(inner);
+            drop(forgotten);
         }
         body
     }

@@ -275,3 +275,37 @@ async fn a_streamed_list_is_identical_to_a_rendered_one() {
     );
     assert!(streamed == whole, "byte for byte the same list");
 }
+
+#[tokio::test]
+async fn a_streamed_list_follows_every_write() {
+    // Each write retires the directory's body file; the next list renders
+    // a new one. (Retiring the last reference to a body once deadlocked the
+    // body-file registry: every later list of any directory hung.)
+    let dir = TempDir::new().unwrap();
+    let mut s = settings(dir.path());
+    s.stream_threshold = 5;
+    let app = spawn_with(s, Arc::new(dir)).await;
+    app.send_all(&users(20)).await;
+    let id = directory_id(&app, ORG_A, "directory_A").await;
+    let path = format!("/api/directories/{id}/users");
+    for round in 0..4i64 {
+        let n = 20 + round;
+        let listed = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            app.get_json(&path, &token_for(ORG_A)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("round {round}: the list never came"));
+        assert_eq!(listed.0, StatusCode::OK);
+        let got = emails(&listed.1);
+        assert_eq!(got.len() as i64, n, "round {round}");
+        assert_eq!(got.last().unwrap(), &format!("u{:03}@acme.test", n - 1));
+        let next = user(
+            "directory_A",
+            &format!("directory_user_{n:03}"),
+            &format!("u{n:03}@acme.test"),
+            n + 1,
+        );
+        app.send_all(&[user_event("created", next, n + 1)]).await;
+    }
+}
