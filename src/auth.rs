@@ -9,7 +9,7 @@
 //! server and stops on shutdown), but not process signals: the application
 //! turns SIGHUP into [`Verifier::reload_keys`].
 //!
-//! Rules (CONTRACT.md section 3):
+//! Rules (the README's "Errors", on tokens):
 //! - only `RS256`, `ES256` (JWKS) and `HS256` (secret) are accepted; `none`
 //!   and every other algorithm are refused;
 //! - an `HS256` token whose `kid` names a JWKS key is refused (key confusion);
@@ -108,7 +108,7 @@ impl AuthConfig {
 }
 
 /// Why a request is not authenticated. Every variant is a 401; the reason
-/// goes to the debug log only.
+/// goes to the server's log (rate-limited), never to the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     #[error("no bearer token")]

@@ -77,7 +77,18 @@ async fn serve(data: &Path, args: ServeArgs) -> Result<(), CliError> {
         None
     };
     app::check_settings(&settings)?;
+    check_data_folder(
+        data,
+        args.dev || args.create,
+        "create it, or pass --create to have rollcall create it",
+    )?;
     let store = app::open_store(&settings).await?;
+    let file = std::path::absolute(data).unwrap_or_else(|_| data.to_owned());
+    if store.was_created() {
+        tracing::info!(file = %file.display(), "serving a new, empty database (just created)");
+    } else {
+        tracing::info!(file = %file.display(), "serving the database");
+    }
     if secrets.is_some() {
         let (s, dir) = (store.clone(), data_dir.clone());
         let loaded = tokio::task::spawn_blocking(move || dev::load_demo_if_new(&s, &dir))
@@ -161,7 +172,22 @@ fn held_elsewhere(e: StoreError) -> CliError {
     }
 }
 
+/// A mistyped `--data` must not silently become a new, empty database in a
+/// new folder: the folder must exist unless creating it was asked for.
+fn check_data_folder(data: &Path, may_create: bool, hint: &str) -> Result<(), CliError> {
+    let folder = data.parent().filter(|p| !p.as_os_str().is_empty());
+    match folder {
+        Some(folder) if !may_create && !folder.is_dir() => Err(CliError::Other(format!(
+            "the folder {} of the database {} does not exist (is --data / ROLLCALL_DATA right?); {hint}",
+            folder.display(),
+            data.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn open_for_cli(data: &Path) -> Result<Arc<Store>, CliError> {
+    check_data_folder(data, false, "create it first")?;
     Store::open(data, Default::default())
         .map(Arc::new)
         .map_err(held_elsewhere)

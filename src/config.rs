@@ -178,6 +178,10 @@ pub struct ServeArgs {
     /// Run on the embedded default: demo data, dev secrets, a ready curl line.
     #[arg(long)]
     pub dev: bool,
+    /// Create the database's folder if it is missing (otherwise a missing
+    /// folder is refused as a likely typo; `--dev` always creates it).
+    #[arg(long, env = "ROLLCALL_CREATE")]
+    pub create: bool,
     /// Address to listen on.
     #[arg(long, env = "ROLLCALL_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,

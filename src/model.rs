@@ -3,7 +3,7 @@
 //!
 //! This module owns the Char rendering (`to_json`): key order, nulls and
 //! RFC 3339 timestamps are decided here and nowhere else. It also owns how a
-//! record's id and times derive from its source ([`derive_id`], CONTRACT.md
+//! record's id and times derive from its source ([`derive_id`], the README's
 //! "Determinism"): every instance computes the same answer from the same
 //! WorkOS data. It knows nothing of
 //! storage or HTTP; the `Serialize`/`Deserialize` derives exist for the store's

@@ -1,4 +1,4 @@
-//! The JSON error shape of every non-2xx answer (CONTRACT.md section 2), and
+//! The JSON error shape of every non-2xx answer (the README's "Errors"), and
 //! the one rejection handler that turns warp's "no route matched" into it.
 //!
 //! 5xx bodies are opaque: the cause is logged, never sent.
@@ -20,7 +20,10 @@ pub enum ApiError {
         field: String,
         message: String,
     },
+    /// No credentials (or none of the expected kind).
     Unauthorized,
+    /// A bearer token was sent and refused (RFC 6750 `invalid_token`).
+    InvalidToken,
     OrgContextRequired,
     NotFound,
     MethodNotAllowed,
@@ -55,7 +58,7 @@ impl ApiError {
                 "VALIDATION_ERROR",
                 format!("Invalid {field}: {message}"),
             ),
-            Self::Unauthorized => (
+            Self::Unauthorized | Self::InvalidToken => (
                 StatusCode::UNAUTHORIZED,
                 "UNAUTHORIZED",
                 "AUTH_REQUIRED",
@@ -188,10 +191,17 @@ impl Reply for ApiError {
             }
             _ => {}
         }
-        if status == StatusCode::UNAUTHORIZED {
+        // RFC 6750 section 3: no error code when no token came; a refused
+        // one is `invalid_token` (the reason itself only goes to the log).
+        let challenge = match self {
+            Self::InvalidToken => Some(r#"Bearer error="invalid_token""#),
+            Self::Unauthorized => Some("Bearer"),
+            _ => None,
+        };
+        if let Some(challenge) = challenge {
             resp.headers_mut().insert(
                 warp::http::header::WWW_AUTHENTICATE,
-                warp::http::HeaderValue::from_static("Bearer"),
+                warp::http::HeaderValue::from_static(challenge),
             );
         }
         resp

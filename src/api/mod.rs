@@ -21,6 +21,7 @@ pub mod webhooks;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use warp::Filter;
@@ -30,7 +31,7 @@ use warp::reply::Response;
 
 pub use errors::ApiError;
 
-use crate::auth::Verifier;
+use crate::auth::{AuthError, Verifier};
 use crate::ingest::committer::Committer;
 use crate::ingest::signature::WebhookVerifier;
 use crate::store::Store;
@@ -163,12 +164,62 @@ pub fn authorization() -> impl Filter<Extract = (Option<String>,), Error = Infal
 /// 401 for a missing or invalid token, 403 for a valid one without organization.
 pub async fn organization(state: &AppState, auth: Option<String>) -> Result<String, ApiError> {
     let principal = state.auth.verify(auth.as_deref()).await.map_err(|e| {
-        tracing::debug!(reason = %e, "unauthenticated request");
-        ApiError::Unauthorized
+        REFUSALS.log(&e);
+        match e {
+            AuthError::Missing => ApiError::Unauthorized,
+            AuthError::Rejected(_) => ApiError::InvalidToken,
+        }
     })?;
     principal
         .organization_id
         .ok_or(ApiError::OrgContextRequired)
+}
+
+/// Refused tokens are logged with their reason (never the token), at most
+/// this many lines a second: a flood of bad tokens must not flood the log.
+const REFUSALS_LOGGED_PER_SEC: u64 = 10;
+
+static REFUSALS: RefusalLog = RefusalLog::new();
+
+/// A per-second budget of log lines for refused tokens, and a count of
+/// those left out (reported with the next line that is written).
+struct RefusalLog {
+    /// `second << 32 | lines written in it`.
+    window: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl RefusalLog {
+    const fn new() -> Self {
+        Self {
+            window: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    fn log(&self, error: &AuthError) {
+        let second = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            & 0xffff_ffff;
+        let taken = self
+            .window
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+                if w >> 32 != second {
+                    Some(second << 32 | 1)
+                } else if w & 0xffff_ffff < REFUSALS_LOGGED_PER_SEC {
+                    Some(w + 1)
+                } else {
+                    None
+                }
+            });
+        if taken.is_err() {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+        tracing::info!(reason = %error, suppressed_before = suppressed, "request refused: 401");
+    }
 }
 
 /// Runs a handler and renders its error, so matched routes never reject.

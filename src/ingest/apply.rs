@@ -1,7 +1,7 @@
 //! The one place where WorkOS objects become store writes — used by
 //! webhooks, pull mode, backfill, reconcile and bulk import alike.
 //!
-//! What is stored is a function of the WorkOS data alone (CONTRACT.md
+//! What is stored is a function of the WorkOS data alone (the README's
 //! "Determinism"): a record's id derives from its WorkOS id and `created_at`
 //! ([`crate::model::derive_id`]), its times are WorkOS's, and every rule
 //! below decides the same way whatever order the data came in, so any

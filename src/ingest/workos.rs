@@ -413,7 +413,7 @@ impl WorkosDirectoryUser {
                 primary: e.primary.unwrap_or(false),
             });
         }
-        // CONTRACT: `email`; else the primary of `emails`; else the first.
+        // The mapping (README, "WorkOS webhooks"): `email`; else the primary of `emails`; else the first.
         let email = match r.email.as_deref().filter(|s| !s.trim().is_empty()) {
             Some(e) => e.to_owned(),
             None => emails

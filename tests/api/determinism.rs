@@ -1,4 +1,4 @@
-//! Every answer is a function of the WorkOS data alone (CONTRACT.md
+//! Every answer is a function of the WorkOS data alone (the README's
 //! "Determinism"): ids derive from WorkOS ids and `created_at`, times are
 //! WorkOS's, and the same data brought by different paths, in different
 //! orders, gives byte-identical answers — bodies, ids, ETags and `Link`

@@ -142,11 +142,111 @@ async fn secrets_tokens_and_bodies_stay_out_of_the_logs() {
             logs.contains("rollcall listening"),
             "the logs were captured ({format}): {logs}"
         );
+        assert!(
+            !logs.contains('\x1b'),
+            "no colour codes when stderr is not a terminal ({format})"
+        );
         for secret in [MARKER, WEBHOOK_SECRET, good.as_str(), "eyJ"] {
             assert!(
                 !logs.contains(secret),
                 "{secret:?} appeared in the {format} logs:\n{logs}"
             );
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_is_logged_with_its_reason_and_challenged_as_rfc_6750_says() {
+    let dir = TempDir::new().unwrap();
+    let server = crate::process::Process::start(dir.path(), &dir.path().join("r.redb"), &[]);
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/directories", server.base);
+    let challenge = |resp: &reqwest::Response| {
+        resp.headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+
+    let none = client.get(&url).send().await.unwrap();
+    assert_eq!(none.status(), 401);
+    assert_eq!(
+        challenge(&none).as_deref(),
+        Some("Bearer"),
+        "no token: no error code"
+    );
+
+    let expired = rs256(&json!({"org_id": ORG_A, "exp": 1}));
+    let attacker = jsonwebtoken::EncodingKey::from_rsa_pem(RSA_ATTACKER_PRIVATE).unwrap();
+    let forged = sign(
+        jsonwebtoken::Algorithm::RS256,
+        Some(RSA_KID),
+        &attacker,
+        &claims_for(ORG_A),
+    );
+    let unknown_kid = sign(
+        jsonwebtoken::Algorithm::RS256,
+        Some("kid-nobody-published"),
+        &attacker,
+        &claims_for(ORG_A),
+    );
+    for token in [&expired, &forged, &unknown_kid] {
+        let resp = client.get(&url).bearer_auth(token).send().await.unwrap();
+        assert_eq!(resp.status(), 401);
+        assert_eq!(
+            challenge(&resp).as_deref(),
+            Some(r#"Bearer error="invalid_token""#)
+        );
+    }
+    // A flood of bad tokens is logged at most ten lines a second.
+    for _ in 0..200 {
+        let _ = client
+            .get(&url)
+            .bearer_auth("garbage")
+            .send()
+            .await
+            .unwrap();
+    }
+    // A valid token still works, and is not logged as refused.
+    let ok = client
+        .get(&url)
+        .bearer_auth(token_for(ORG_A))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert!(challenge(&ok).is_none());
+
+    let logs = server.logs_after_stop();
+    let refusals: Vec<String> = logs
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "request refused: 401")
+        .inspect(|v| assert_eq!(v["level"], "INFO", "logged at info: {v}"))
+        .map(|v| v["fields"]["reason"].as_str().unwrap().to_owned())
+        .collect();
+    for reason in [
+        "no bearer token",
+        "token rejected: expired",
+        "token rejected: bad signature",
+        "token rejected: unknown signing key",
+    ] {
+        assert!(
+            refusals.iter().any(|r| r == reason),
+            "{reason:?} in {refusals:?}"
+        );
+    }
+    assert!(
+        refusals.len() < 4 + 60,
+        "the flood was rate-limited: {} lines",
+        refusals.len()
+    );
+    let all = logs.join("\n");
+    for secret in [
+        expired.as_str(),
+        forged.as_str(),
+        unknown_kid.as_str(),
+        "eyJ",
+    ] {
+        assert!(!all.contains(secret), "a token reached the log");
     }
 }

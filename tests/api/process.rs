@@ -13,6 +13,7 @@ use crate::helpers::*;
 /// A running `rollcall serve`, stopped (SIGTERM) when dropped.
 pub struct Process {
     child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
     pub addr: SocketAddr,
     pub base: String,
 }
@@ -69,6 +70,7 @@ impl Process {
         };
         Self {
             child,
+            logs,
             addr,
             base: format!("http://{addr}"),
         }
@@ -103,6 +105,17 @@ impl Process {
     pub fn stop(mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill").arg(self.pid().to_string()).status();
         self.child.wait().unwrap()
+    }
+}
+
+impl Process {
+    /// Stops the server (SIGTERM) and returns every line it logged.
+    pub fn logs_after_stop(self) -> Vec<String> {
+        let logs = self.logs.clone();
+        assert!(self.stop().success());
+        // The reader thread sees the pipe close right after the exit.
+        std::thread::sleep(Duration::from_millis(100));
+        logs.lock().unwrap().clone()
     }
 }
 

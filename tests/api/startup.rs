@@ -169,3 +169,40 @@ fn serve_refuses_to_start_without_token_verification() {
 
     assert_refused(&out, "no token verification is configured");
 }
+
+#[test]
+fn a_missing_data_folder_is_refused_unless_creating_it_was_asked_for() {
+    let dir = TempDir::new().unwrap();
+    let typo = dir.path().join("dta").join("rollcall.redb");
+
+    let out = serve(&typo, &[]);
+    assert_refused(&out, "does not exist (is --data / ROLLCALL_DATA right?)");
+    assert_refused(&out, "--create");
+    assert!(!typo.parent().unwrap().exists(), "nothing was created");
+
+    let import = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .args(["import", "/dev/null", "--data"])
+        .arg(&typo)
+        .env_remove("ROLLCALL_DATA")
+        .output()
+        .unwrap();
+    assert_refused(&import, "does not exist");
+    assert!(!typo.parent().unwrap().exists(), "nothing was created");
+
+    // Asked for: created, and the log says which file is served and that
+    // it is new; the next start says it is the same file, not a new one.
+    let out = serve(&typo, &["--create"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let absolute = typo.display().to_string();
+    assert!(
+        stderr.contains("serving a new, empty database") && stderr.contains(&absolute),
+        "{stderr}"
+    );
+    assert!(typo.exists());
+    let out = serve(&typo, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("serving the database") && !stderr.contains("new, empty"),
+        "{stderr}"
+    );
+}
