@@ -36,6 +36,7 @@ use crate::net::cap::{Admitted, Connections};
 use crate::net::front::FrontDoor;
 use crate::net::io::ConnIo;
 use crate::net::spread::{Handoff, Load, Spread};
+use crate::net::tls::{Stream, Tls, TlsError};
 use crate::store::{Store, StoreError};
 
 /// Why the server could not start.
@@ -56,6 +57,8 @@ pub enum StartupError {
     NoVerification,
     #[error("refusing to start: {0}")]
     Unsafe(#[from] crate::config::UnsafeSetting),
+    #[error("cannot serve TLS: {0}")]
+    Tls(#[from] TlsError),
     #[error("startup task failed: {0}")]
     Task(String),
 }
@@ -76,6 +79,8 @@ pub struct Application {
     committer_thread: JoinHandle<()>,
     stop_background: watch::Sender<bool>,
     background: Vec<tokio::task::JoinHandle<()>>,
+    /// The certificate when serving HTTPS.
+    tls: Option<Arc<Tls>>,
 }
 
 impl Application {
@@ -100,6 +105,10 @@ impl Application {
     ) -> Result<Self, StartupError> {
         check_settings(&settings)?;
         let auth = Arc::new(Verifier::new(settings.auth.clone()).await?);
+        let tls = match &settings.tls {
+            Some(files) => Some(Tls::load(&files.cert, &files.key)?),
+            None => None,
+        };
         let listeners = bind(settings.listen, settings.workers.max(1))?;
         let (committer, committer_thread) =
             Committer::start(store.clone(), settings.group_commit_max);
@@ -124,8 +133,15 @@ impl Application {
         let mut background = vec![tokio::spawn(
             state.auth.clone().keep_keys_fresh(stopped.clone()),
         )];
+        if let Some(tls) = &tls {
+            background.push(tokio::spawn(tls.clone().watch(stopped.clone())));
+        }
         #[cfg(unix)]
-        background.push(reload_keys_on_hangup(state.auth.clone(), stopped.clone())?);
+        background.push(reload_keys_on_hangup(
+            state.auth.clone(),
+            tls.clone(),
+            stopped.clone(),
+        )?);
         if let Some(sync_settings) = settings.sync.clone() {
             let ctx = sync::Context {
                 api: WorkosApi::new(sync_settings.api.clone(), stopped.clone())
@@ -145,6 +161,7 @@ impl Application {
             committer_thread,
             stop_background,
             background,
+            tls,
         })
     }
 
@@ -179,8 +196,9 @@ impl Application {
             committer_thread,
             stop_background,
             background,
+            tls,
         } = self;
-        tracing::info!(%addr, loops = listeners.len(), "rollcall listening");
+        tracing::info!(%addr, loops = listeners.len(), tls = tls.is_some(), "rollcall listening");
         let routes = api::routes(state.clone());
         let connections = Connections::new(settings.max_connections);
         let (spread, inboxes) = Spread::new(listeners.len());
@@ -195,6 +213,7 @@ impl Application {
                 connections: connections.clone(),
                 routes: routes.clone(),
                 stopped: stopped.clone(),
+                tls: tls.clone(),
             };
             let settings = settings.clone();
             let spawned = std::thread::Builder::new()
@@ -346,6 +365,7 @@ struct LoopParts {
     connections: Arc<Connections>,
     routes: warp::filters::BoxedFilter<(warp::reply::Response,)>,
     stopped: watch::Receiver<bool>,
+    tls: Option<Arc<Tls>>,
 }
 
 /// What an event loop is woken for.
@@ -402,6 +422,7 @@ fn event_loop(parts: LoopParts, settings: &Settings) {
         connections,
         routes,
         stopped,
+        tls,
     } = parts;
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -463,10 +484,31 @@ fn event_loop(parts: LoopParts, settings: &Settings) {
                 },
             };
             let _ = stream.set_nodelay(true);
-            let io = TokioIo::new(ConnIo::new(stream, settings.write_stall));
-            let conn = http.serve_connection(io, FrontDoor::new(service.clone(), admitted.state()));
             let (mut stopped, drain) = (stopped.clone(), drain.clone());
+            let (http, service, tls) = (http.clone(), service.clone(), tls.clone());
+            let (handshake_timeout, write_stall) = (settings.header_timeout, settings.write_stall);
             tokio::spawn(async move {
+                // The handshake is bounded like the request head: a client
+                // that connects and says nothing holds a slot that long.
+                let stream = match tls {
+                    None => Stream::Plain(stream),
+                    Some(tls) => {
+                        let accept = tls.acceptor().accept(stream);
+                        match tokio::time::timeout(handshake_timeout, accept).await {
+                            Ok(Ok(stream)) => Stream::Tls(Box::new(stream)),
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!("TLS handshake timed out");
+                                return;
+                            }
+                        }
+                    }
+                };
+                let io = TokioIo::new(ConnIo::new(stream, write_stall));
+                let conn = http.serve_connection(io, FrontDoor::new(service, admitted.state()));
                 tokio::pin!(conn);
                 let ended = tokio::select! {
                     ended = conn.as_mut() => Some(ended),
@@ -548,7 +590,7 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<Store>, StartupError>
 }
 
 /// Turns SIGHUP into a key reload (the JWKS file read again, the URL
-/// fetched) until the background work stops. Installed before the server
+/// fetched, the TLS certificate read again) until the background work stops. Installed before the server
 /// answers, so SIGHUP never takes its default action (ending the process).
 ///
 /// # Errors
@@ -556,6 +598,7 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<Store>, StartupError>
 #[cfg(unix)]
 fn reload_keys_on_hangup(
     auth: Arc<Verifier>,
+    tls: Option<Arc<Tls>>,
     mut stopped: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, StartupError> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -568,6 +611,9 @@ fn reload_keys_on_hangup(
                     Some(()) => {
                         tracing::info!("SIGHUP: reloading the token keys");
                         auth.reload_keys();
+                        if let Some(tls) = &tls {
+                            tls.reload();
+                        }
                     }
                     None => break,
                 },

@@ -250,6 +250,13 @@ pub struct ServeArgs {
     /// seconds (a client that stopped reading) is closed.
     #[arg(long, env = "ROLLCALL_WRITE_STALL_SECS", default_value_t = 30)]
     pub write_stall_secs: u64,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key); read
+    /// again when it changes and on SIGHUP.
+    #[arg(long, env = "ROLLCALL_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "ROLLCALL_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -329,6 +336,15 @@ pub struct Settings {
     /// A connection whose pending write makes no progress for this long is
     /// closed.
     pub write_stall: Duration,
+    /// Serve HTTPS with this certificate chain and key (PEM files).
+    pub tls: Option<TlsFiles>,
+}
+
+/// The certificate chain and private key of `--tls-cert` / `--tls-key`.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl Settings {
@@ -367,6 +383,7 @@ impl Settings {
             render_budget: 128 * 1024 * 1024,
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             write_stall: Duration::from_secs(30),
+            tls: None,
         }
     }
 
@@ -406,6 +423,12 @@ impl Settings {
             s.workers = n.max(1);
         }
         s.write_stall = Duration::from_secs(args.write_stall_secs.max(1));
+        if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+            s.tls = Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            });
+        }
         s
     }
 }
@@ -540,6 +563,18 @@ impl Settings {
             .is_some_and(|p| blank(p.as_os_str().as_encoded_bytes()))
         {
             return Err(empty("the JWKS file", "jwks-file", "ROLLCALL_JWKS_FILE"));
+        }
+        if let Some(tls) = &self.tls {
+            if blank(tls.cert.as_os_str().as_encoded_bytes()) {
+                return Err(empty(
+                    "the TLS certificate",
+                    "tls-cert",
+                    "ROLLCALL_TLS_CERT",
+                ));
+            }
+            if blank(tls.key.as_os_str().as_encoded_bytes()) {
+                return Err(empty("the TLS key", "tls-key", "ROLLCALL_TLS_KEY"));
+            }
         }
         if self
             .auth

@@ -14,9 +14,9 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+use super::tls::Stream;
 use crate::api::ApiError;
 
 /// How long, at most, an error answer's connection keeps reading (and
@@ -27,7 +27,7 @@ const LINGER_BYTES: usize = 1024 * 1024;
 
 /// The accepted socket, wrapped (then handed to hyper in a `TokioIo`).
 pub struct ConnIo {
-    inner: TcpStream,
+    inner: Stream,
     /// A write that makes no progress for this long fails with `TimedOut`.
     stall: Duration,
     /// The stall (and linger) timer, created on first need and reused.
@@ -57,7 +57,7 @@ enum Linger {
 
 impl ConnIo {
     /// Wraps `inner`; a pending write stalled for `stall` fails.
-    pub fn new(inner: TcpStream, stall: Duration) -> Self {
+    pub fn new(inner: Stream, stall: Duration) -> Self {
         Self {
             inner,
             stall,

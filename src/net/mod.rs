@@ -11,6 +11,8 @@
 //!   forms) with a JSON 400, and marks the connection busy or idle.
 //! - [`cap::Connections`] is the connection cap: at the cap, the connection
 //!   idle longest is asked to close to make room.
+//! - [`tls::Tls`] is the optional TLS certificate, reloaded when its files
+//!   change or on SIGHUP; [`tls::Stream`] is a connection, plain or TLS.
 //! - [`spread::Spread`] keeps the event loops evenly loaded: a loop that
 //!   accepts a connection while busier than another hands it over.
 //!
@@ -21,3 +23,4 @@ pub mod cap;
 pub mod front;
 pub mod io;
 pub mod spread;
+pub mod tls;

@@ -31,6 +31,7 @@ mod sequence;
 mod spec;
 mod startup;
 mod sync;
+mod tls;
 mod transport;
 mod users;
 mod webhooks;
