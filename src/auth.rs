@@ -351,7 +351,9 @@ pub struct Verifier {
     url_due: Mutex<Option<Instant>>,
     /// The JWKS file as last looked at (`None`: it could not be).
     file_seen: Mutex<Option<FileStamp>>,
-    http: reqwest::Client,
+    /// The HTTP client for the JWKS URL; none without one (an offline
+    /// install may have no CA certificates to build one with).
+    http: Option<reqwest::Client>,
     cache: Mutex<TokenCache>,
     /// Wakes [`Verifier::keep_keys_fresh`] for an immediate reload.
     reload: Notify,
@@ -421,10 +423,15 @@ impl Verifier {
             })?,
             None => KeySet::default(),
         };
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| KeyError::Client(e.to_string()))?;
+        let http = match &config.jwks_url {
+            Some(_) => Some(
+                reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .map_err(|e| KeyError::Client(e.to_string()))?,
+            ),
+            None => None,
+        };
         let file = Arc::new(file);
         let verifier = Self {
             hs256: config.hs256_secret.as_deref().map(DecodingKey::from_secret),
@@ -614,7 +621,8 @@ impl Verifier {
     /// [`MAX_JWKS_BYTES`] of its body, with the `max-age` its
     /// `Cache-Control` gives.
     async fn fetch(&self, url: &str) -> Result<(KeySet, Option<Duration>), String> {
-        let mut resp = self.http.get(url).send().await.map_err(|e| e.to_string())?;
+        let http = self.http.as_ref().ok_or("no HTTP client for a JWKS URL")?;
+        let mut resp = http.get(url).send().await.map_err(|e| e.to_string())?;
         if !resp.status().is_success() {
             return Err(format!("HTTP {}", resp.status()));
         }

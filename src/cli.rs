@@ -12,7 +12,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::app::{self, Application, StartupError};
 use crate::auth;
-use crate::config::{self, Command, ExportArgs, ImportArgs, ServeArgs, Settings, TokenArgs};
+use crate::config::{
+    self, Command, ExportArgs, HealthcheckArgs, ImportArgs, ServeArgs, Settings, TokenArgs,
+};
 use crate::dev;
 use crate::ingest::committer::Committer;
 use crate::ingest::ndjson::{self, NdjsonError};
@@ -46,6 +48,44 @@ pub fn run(command: Command, data: &Path) -> Result<(), CliError> {
         Command::Compact => compact(data),
         Command::Migrate => migrate(data),
         Command::Sync(args) => runtime()?.block_on(sync(data, &args)),
+        Command::Healthcheck(args) => runtime()?.block_on(healthcheck(&args)),
+    }
+}
+
+/// `GET /readyz` on this machine's server. With TLS the certificate is not
+/// checked: the check speaks to its own server on loopback, and a
+/// certificate names a public host, not 127.0.0.1.
+async fn healthcheck(args: &HealthcheckArgs) -> Result<(), CliError> {
+    let mut addr = args.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let scheme = if args.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!("{scheme}://{addr}/readyz");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(args.timeout_secs.max(1)))
+        .danger_accept_invalid_certs(true)
+        .build()
+        .map_err(|e| CliError::Other(format!("cannot make an HTTP client: {e}")))?;
+    let resp = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| CliError::Other(format!("{url}: no answer: {e}")))?;
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    if status.is_success() {
+        println!("{body}");
+        Ok(())
+    } else {
+        Err(CliError::Other(format!("{url}: {status}: {body}")))
     }
 }
 

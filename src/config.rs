@@ -64,6 +64,23 @@ pub enum Command {
     /// Copy a WorkOS account (backfill) and reconcile it once, then stop
     /// (server stopped).
     Sync(WorkosArgs),
+    /// Ask the server on this machine whether it is ready (`GET /readyz`);
+    /// exit status 0 when it is. For a container's HEALTHCHECK.
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct HealthcheckArgs {
+    /// The address the server listens on (an unspecified one, like
+    /// 0.0.0.0, is asked on loopback).
+    #[arg(long, env = "ROLLCALL_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Set when the server serves HTTPS: the check then speaks TLS.
+    #[arg(long, env = "ROLLCALL_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 3)]
+    pub timeout_secs: u64,
 }
 
 /// How to sync with a WorkOS account (`serve` and `sync`).

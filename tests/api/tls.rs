@@ -232,3 +232,51 @@ async fn an_unusable_certificate_or_key_stops_startup_naming_the_file() {
         "{mismatch}"
     );
 }
+
+fn healthcheck(listen: std::net::SocketAddr, tls_cert: Option<&Path>) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"));
+    cmd.arg("healthcheck")
+        .arg("--listen")
+        .arg(listen.to_string())
+        .env_remove("ROLLCALL_LISTEN")
+        .env_remove("ROLLCALL_TLS_CERT");
+    if let Some(cert) = tls_cert {
+        cmd.arg("--tls-cert").arg(cert);
+    }
+    cmd.output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_healthcheck_command_asks_readyz_over_http_or_https() {
+    let plain = spawn_app().await;
+    let out = tokio::task::spawn_blocking({
+        let addr = plain.addr();
+        move || healthcheck(addr, None)
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"status":"ready"}"#
+    );
+
+    let pair = certificate();
+    let (secure, files) = https_app(&pair).await;
+    let out = tokio::task::spawn_blocking({
+        let addr = secure.addr();
+        move || healthcheck(addr, Some(&files.cert))
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    // Nothing listening: a failure, saying so.
+    let gone = plain.addr();
+    drop(plain.stop().await);
+    let out = tokio::task::spawn_blocking(move || healthcheck(gone, None))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no answer"));
+}
