@@ -382,7 +382,17 @@ async fn workos_limits_are_kept_and_faults_are_retried() {
     fake.fail_next("/directories", 3, 429);
     fake.fail_next("/directory_users", 2, 503);
     fake.drop_next("/directory_groups", 1);
-    let app = app_syncing(&fake, |s| *s = sync_settings(&fake, true)).await;
+    // rollcall is held to 3 /directory_users requests a second against the
+    // fake's 4: the fake stamps a request when it gets to run, and on a
+    // loaded 2-core machine running every test at once that can bunch
+    // requests sent a window apart (the pacing itself, to the millisecond,
+    // is the unit test `a_pace_never_lets_more_than_its_count_leave_in_a_window`).
+    // Without pacing, a 700-user directory's pages would hit the limit.
+    let app = app_syncing(&fake, |s| {
+        *s = sync_settings(&fake, true);
+        s.api.directory_users_per_second = 3;
+    })
+    .await;
     wait_ready(&app.base).await;
     assert_converges(
         &fake,
