@@ -125,7 +125,7 @@ async fn serve(data: &Path, args: ServeArgs) -> Result<(), CliError> {
     let store = app::open_store(&settings).await?;
     let file = std::path::absolute(data).unwrap_or_else(|_| data.to_owned());
     if store.was_created() {
-        tracing::info!(file = %file.display(), "serving a new, empty database (just created)");
+        tracing::info!(file = %file.display(), "serving a new database (just created)");
     } else {
         tracing::info!(file = %file.display(), "serving the database");
     }

@@ -195,14 +195,14 @@ fn a_missing_data_folder_is_refused_unless_creating_it_was_asked_for() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let absolute = typo.display().to_string();
     assert!(
-        stderr.contains("serving a new, empty database") && stderr.contains(&absolute),
+        stderr.contains("serving a new database (just created)") && stderr.contains(&absolute),
         "{stderr}"
     );
     assert!(typo.exists());
     let out = serve(&typo, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("serving the database") && !stderr.contains("new, empty"),
+        stderr.contains("serving the database") && !stderr.contains("just created"),
         "{stderr}"
     );
 }
