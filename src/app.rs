@@ -126,6 +126,12 @@ impl Application {
         )];
         #[cfg(unix)]
         background.push(reload_keys_on_hangup(state.auth.clone(), stopped.clone())?);
+        #[cfg(unix)]
+        {
+            let control = crate::control::Control::bind(&settings.data, store.clone())
+                .map_err(|e| StartupError::Task(format!("cannot open the control socket: {e}")))?;
+            background.push(tokio::spawn(control.serve(stopped.clone())));
+        }
         if let Some(sync_settings) = settings.sync.clone() {
             let ctx = sync::Context {
                 api: WorkosApi::new(sync_settings.api.clone(), stopped.clone())
@@ -386,7 +392,7 @@ fn spawn_sync(
 
 /// Lowers the calling thread's scheduling priority (nice 10); the threads
 /// it starts inherit it. Best effort: a refusal only costs read latency.
-fn lower_priority() {
+pub(crate) fn lower_priority() {
     #[cfg(target_os = "linux")]
     if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10) {
         tracing::debug!(error = %e, "cannot lower the sync thread's priority");
