@@ -178,6 +178,14 @@ async fn handle(stream: UnixStream, store: Arc<Store>) {
         Err(e) => {
             tracing::info!(error = %e, "control request refused");
             let _ = stream.write_all(&refusal(e)).await;
+            // Closing with unread input would reset the connection before
+            // the client reads why: read what else it sent (bounded).
+            let _ = stream.shutdown().await;
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                tokio::io::copy(&mut (&mut stream).take(1 << 20), &mut tokio::io::sink()),
+            )
+            .await;
             return;
         }
     };

@@ -414,12 +414,6 @@ pub fn restore(live: &Path, from: &Path) -> Result<Restored, BackupError> {
             from.display()
         )));
     }
-    // Holding the lock first: a running server is refused before any work.
-    let lock = if live.exists() {
-        Some(open_database(live, &StoreOptions::default())?)
-    } else {
-        None
-    };
     let temp = temp_beside(live, "restoring");
     let result = (|| {
         let mut options = std::fs::OpenOptions::new();
@@ -443,6 +437,14 @@ pub fn restore(live: &Path, from: &Path) -> Result<Restored, BackupError> {
             },
             e => e,
         })?;
+        // The live file's lock, held while swapping: a server running (or
+        // starting) on it is refused, and the live file was not opened
+        // before the backup passed its check.
+        let lock = if live.exists() {
+            Some(open_database(live, &StoreOptions::default())?)
+        } else {
+            None
+        };
         let kept = if lock.is_some() {
             let mut name = live.file_name().unwrap_or_default().to_owned();
             name.push(".before-restore");
@@ -455,9 +457,9 @@ pub fn restore(live: &Path, from: &Path) -> Result<Restored, BackupError> {
         };
         std::fs::rename(&temp, live).map_err(file_error("cannot move the backup to", live))?;
         sync_dir(live);
+        drop(lock);
         Ok(Restored { checked, kept })
     })();
-    drop(lock);
     if result.is_err() {
         let _ = std::fs::remove_file(&temp);
     }
