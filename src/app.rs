@@ -127,10 +127,12 @@ impl Application {
         #[cfg(unix)]
         background.push(reload_keys_on_hangup(state.auth.clone(), stopped.clone())?);
         #[cfg(unix)]
-        {
-            let control = crate::control::Control::bind(&settings.data, store.clone())
-                .map_err(|e| StartupError::Task(format!("cannot open the control socket: {e}")))?;
-            background.push(tokio::spawn(control.serve(stopped.clone())));
+        match crate::control::Control::bind(&settings.data, store.clone()) {
+            Ok(control) => background.push(tokio::spawn(control.serve(stopped.clone()))),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "no control socket: `rollcall backup` and `rollcall export` cannot reach this server"
+            ),
         }
         if let Some(sync_settings) = settings.sync.clone() {
             let ctx = sync::Context {

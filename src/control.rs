@@ -74,6 +74,15 @@ impl Control {
     pub fn bind(data: &Path, store: Arc<Store>) -> std::io::Result<Self> {
         use std::os::unix::fs::{FileTypeExt, PermissionsExt};
         let path = socket_path(data);
+        let folder = crate::config::data_dir(data);
+        let mode = std::fs::metadata(&folder)?.permissions().mode();
+        if mode & 0o002 != 0 {
+            return Err(std::io::Error::other(format!(
+                "the data folder {} is writable by every user (mode {:o}): the socket could be replaced; make it 0700",
+                folder.display(),
+                mode & 0o7777
+            )));
+        }
         match std::fs::symlink_metadata(&path) {
             Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(&path)?,
             Ok(_) => {
@@ -274,7 +283,28 @@ pub type Server = StdStream;
 /// # Errors
 /// When the socket exists but may not be used (another user's server).
 pub fn connect(data: &Path) -> Result<Option<Server>, String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let path = socket_path(data);
+    // Only a socket of our own user (or root) is a server we asked for.
+    match std::fs::symlink_metadata(&path) {
+        Err(_) => return Ok(None),
+        Ok(meta) if !meta.file_type().is_socket() => {
+            return Err(format!(
+                "{} is not a socket; remove it (a running server replaces it at start)",
+                path.display()
+            ));
+        }
+        Ok(meta) => {
+            let me = rustix::process::getuid().as_raw();
+            if meta.uid() != me && meta.uid() != 0 {
+                return Err(format!(
+                    "the socket {} belongs to uid {}, not to you (uid {me}): run as the server's user",
+                    path.display(),
+                    meta.uid()
+                ));
+            }
+        }
+    }
     match StdStream::connect(&path) {
         Ok(s) => Ok(Some(s)),
         Err(e)

@@ -569,3 +569,33 @@ async fn the_control_socket_is_owner_only_and_refuses_bad_requests() {
     assert!(server.stop().success());
     assert!(!socket.exists(), "removed at shutdown");
 }
+
+#[tokio::test]
+async fn no_control_socket_in_a_folder_every_user_may_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("shared");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let data = folder.join("rollcall.redb");
+    let server = Process::start(dir.path(), &data, &[]);
+    let (status, _) = ready(&server.base).await;
+    assert_eq!(status, StatusCode::OK, "the server still serves");
+    assert!(!folder.join("rollcall.redb.sock").exists());
+
+    let target = dir.path().join("b.redb");
+    let out = cli(&data, &["backup", target.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("held by another process"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!target.exists());
+
+    // A socket-shaped trap left there by someone else is not talked to.
+    drop(server);
+    std::fs::write(folder.join("rollcall.redb.sock"), b"").unwrap();
+    let out = cli(&data, &["export"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("is not a socket"), "{}", stderr(&out));
+}
