@@ -6,12 +6,13 @@ starts `rollcall serve`, then:
 
 1. read p99 on a list page (`/users?limit=100`, wrk, 4 connections) for a
    few seconds with nothing else running;
-2. the same while `rollcall backup` runs back to back (every request of the
-   window is served while a backup is being copied);
+2. the same while a `rollcall backup` runs (the window starts after the
+   backup and ends before it), alternating with 1. for a few rounds;
 3. one backup alone, timed;
 4. webhook writes (examples/webhook_load) without, then with a backup
-   running: how much the database file grows, since the backup's read
-   transaction pins the pages of its snapshot while writes go on.
+   running: how much the (compacted) database file grows, since the
+   backup's read transaction pins the pages of its snapshot while writes go
+   on.
 
     python3 benches/backup.py                  # 1,000,000 users
     python3 benches/backup.py --users 100000 --seconds 5
@@ -54,7 +55,8 @@ def size_mb(path):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--users", type=int, default=1_000_000)
-    ap.add_argument("--seconds", type=int, default=8)
+    ap.add_argument("--seconds", type=int, default=8, help="per wrk window")
+    ap.add_argument("--rounds", type=int, default=3, help="idle and backup windows, alternating")
     ap.add_argument("--events", type=int, default=20_000, help="webhook events per write phase")
     ap.add_argument("--port", type=int, default=18190)
     args = ap.parse_args()
@@ -70,6 +72,10 @@ def main():
         sh(binary, "--data", data, "import", ndjson)
         print(f"imported {args.users} users in {time.time() - t0:.1f}s; database {size_mb(data):.0f} MB")
         os.remove(ndjson)
+        # No free pages left from the import: growth under writes shows.
+        t0 = time.time()
+        sh(binary, "--data", data, "compact")
+        print(f"compacted in {time.time() - t0:.1f}s; database {size_mb(data):.0f} MB")
 
         jwks = os.path.join(ROOT, "tests", "fixtures", "jwks.json")
         token = rs256_token(os.path.join(ROOT, "tests", "fixtures", "rsa_private.pem"))
@@ -79,21 +85,22 @@ def main():
         os.makedirs(os.path.dirname(target))
 
         wrk_latency(url, token, 2)  # warm up
-        idle_p99, idle_rps = wrk_latency(url, token, args.seconds)
-
-        stop = threading.Event()
-        times = []
-
-        def back_to_back():
-            while not stop.is_set():
-                times.append(backup(binary, data, target))
-
-        looper = threading.Thread(target=back_to_back)
-        looper.start()
-        time.sleep(0.5)  # the first backup's read transaction is open
-        busy_p99, busy_rps = wrk_latency(url, token, args.seconds)
-        stop.set()
-        looper.join()
+        # Alternating windows, so other load on the machine falls on both.
+        idle, busy, times = [], [], []
+        for _ in range(args.rounds):
+            idle.append(wrk_latency(url, token, args.seconds))
+            result = {}
+            t = threading.Thread(target=lambda: result.setdefault("secs", backup(binary, data, target)))
+            t.start()
+            time.sleep(0.5)  # the backup's read transaction is open
+            t0 = time.time()
+            busy.append(wrk_latency(url, token, args.seconds))
+            waited = time.time() - t0
+            t.join()
+            times.append(result["secs"])
+            if result["secs"] < waited + 0.5:
+                print(f"warning: a backup ({result['secs']:.1f}s) ended before the {waited:.1f}s window did",
+                      file=sys.stderr)
 
         alone = backup(binary, data, target)
 
@@ -115,9 +122,17 @@ def main():
         server.stop()
 
         print(f"users: {args.users}; database {size_mb(data):.0f} MB; backup file {size_mb(target):.0f} MB")
-        print(f"list page p99, idle:           {idle_p99:.2f} ms ({idle_rps:.0f} req/s)")
-        print(f"list page p99, during backups: {busy_p99:.2f} ms ({busy_rps:.0f} req/s); "
-              f"{len(times)} backups in the window, {min(times):.1f}-{max(times):.1f}s each")
+        def median(xs):
+            return sorted(xs)[len(xs) // 2]
+
+        def show(rows):
+            return ", ".join(f"{p:.2f}" for p, _ in rows)
+
+        print(f"list page (limit=100) p99, idle:          median {median([p for p, _ in idle]):.2f} ms "
+              f"(rounds: {show(idle)} ms; {median([r for _, r in idle]):.0f} req/s)")
+        print(f"list page (limit=100) p99, during backup: median {median([p for p, _ in busy]):.2f} ms "
+              f"(rounds: {show(busy)} ms; {median([r for _, r in busy]):.0f} req/s)")
+        print(f"backups under that read load: {', '.join(f'{t:.1f}' for t in times)} s")
         print(f"one backup, no load: {alone:.1f}s")
         print(f"{args.events} webhook events, no backup:   file grew {plain_growth:.1f} MB in {plain_secs:.1f}s "
               f"({writes.strip()})")

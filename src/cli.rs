@@ -171,6 +171,31 @@ fn open_for_cli(data: &Path) -> Result<Arc<Store>, CliError> {
         .map_err(held_elsewhere)
 }
 
+/// Opens the database for `export` or `backup` when no server answered on
+/// its control socket.
+fn open_without_server(data: &Path) -> Result<Arc<Store>, CliError> {
+    Store::open(data, Default::default())
+        .map(Arc::new)
+        .map_err(|e| match e {
+            StoreError::Locked(path) => CliError::Other(format!(
+                "the database {} is held by another process, but no server answers on its control socket {} (see the server's log for why it has none)",
+                path.display(),
+                socket_path(data).display()
+            )),
+            e => e.into(),
+        })
+}
+
+#[cfg(unix)]
+fn socket_path(data: &Path) -> std::path::PathBuf {
+    crate::control::socket_path(data)
+}
+
+#[cfg(not(unix))]
+fn socket_path(data: &Path) -> std::path::PathBuf {
+    data.to_owned()
+}
+
 fn bar(len: u64, template: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
@@ -332,7 +357,7 @@ fn export(data: &Path, args: &ExportArgs) -> Result<(), CliError> {
     if let Some(server) = running_server(data)? {
         return export_from_server(server, args);
     }
-    let store = open_for_cli(data)?;
+    let store = open_without_server(data)?;
     let progress = bar(0, "{spinner} {pos} lines written");
     let report = match &args.file {
         Some(path) => {
@@ -446,7 +471,7 @@ fn backup(data: &Path, args: &BackupArgs) -> Result<(), CliError> {
                     data.display()
                 )));
             }
-            let store = open_for_cli(data)?;
+            let store = open_without_server(data)?;
             crate::store::backup::backup(&store, &target)
                 .map_err(|e| CliError::Other(format!("the backup failed: {e}")))?
         }
