@@ -414,6 +414,10 @@ pub fn restore(live: &Path, from: &Path) -> Result<Restored, BackupError> {
             from.display()
         )));
     }
+    // Restoring onto a new machine: the data folder may not exist yet.
+    if let Some(parent) = live.parent().filter(|p| !p.as_os_str().is_empty()) {
+        super::create_private_dir(parent).map_err(file_error("cannot create", parent))?;
+    }
     let temp = temp_beside(live, "restoring");
     let result = (|| {
         let mut options = std::fs::OpenOptions::new();

@@ -416,6 +416,18 @@ async fn restore_refuses_a_damaged_or_foreign_file_and_changes_nothing() {
     let out = cli(&data, &["backup", offline.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(users_in(&offline).0.len(), 6);
+
+    // Onto a new machine: no database, no folder yet.
+    let fresh = dir.path().join("new").join("place").join("rollcall.redb");
+    let out = cli(&fresh, &["restore", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("kept as"), "{}", stderr(&out));
+    let mode = std::fs::metadata(fresh.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+    assert_eq!(users_in(&fresh).0.len(), 6);
 }
 
 #[tokio::test]
