@@ -142,6 +142,14 @@ impl Application {
             tls.clone(),
             stopped.clone(),
         )?);
+        #[cfg(unix)]
+        match crate::control::Control::bind(&settings.data, store.clone()) {
+            Ok(control) => background.push(tokio::spawn(control.serve(stopped.clone()))),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "no control socket: `rollcall backup` and `rollcall export` cannot reach this server"
+            ),
+        }
         if let Some(sync_settings) = settings.sync.clone() {
             let ctx = sync::Context {
                 api: WorkosApi::new(sync_settings.api.clone(), stopped.clone())
@@ -406,7 +414,7 @@ fn spawn_sync(
 
 /// Lowers the calling thread's scheduling priority (nice 10); the threads
 /// it starts inherit it. Best effort: a refusal only costs read latency.
-fn lower_priority() {
+pub(crate) fn lower_priority() {
     #[cfg(target_os = "linux")]
     if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10) {
         tracing::debug!(error = %e, "cannot lower the sync thread's priority");

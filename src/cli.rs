@@ -1,5 +1,5 @@
-//! The `rollcall` commands: `serve`, `token`, `import`, `export`, `compact`,
-//! `migrate`, `sync`. `main.rs`
+//! The `rollcall` commands: `serve`, `token`, `import`, `export`, `backup`,
+//! `restore`, `compact`, `migrate`, `sync`. `main.rs`
 //! only parses the command line and calls [`run`].
 
 use std::fs::File;
@@ -13,7 +13,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::app::{self, Application, StartupError};
 use crate::auth;
 use crate::config::{
-    self, Command, ExportArgs, HealthcheckArgs, ImportArgs, ServeArgs, Settings, TokenArgs,
+    self, BackupArgs, Command, ExportArgs, HealthcheckArgs, ImportArgs, RestoreArgs, ServeArgs,
+    Settings, TokenArgs,
 };
 use crate::dev;
 use crate::ingest::committer::Committer;
@@ -45,6 +46,8 @@ pub fn run(command: Command, data: &Path) -> Result<(), CliError> {
         Command::Token(args) => token(data, &args),
         Command::Import(args) => import(data, &args),
         Command::Export(args) => export(data, &args),
+        Command::Backup(args) => backup(data, &args),
+        Command::Restore(args) => restore(data, &args),
         Command::Compact => compact(data),
         Command::Migrate => migrate(data),
         Command::Sync(args) => runtime()?.block_on(sync(data, &args)),
@@ -233,6 +236,31 @@ fn open_for_cli(data: &Path) -> Result<Arc<Store>, CliError> {
         .map_err(held_elsewhere)
 }
 
+/// Opens the database for `export` or `backup` when no server answered on
+/// its control socket.
+fn open_without_server(data: &Path) -> Result<Arc<Store>, CliError> {
+    Store::open(data, Default::default())
+        .map(Arc::new)
+        .map_err(|e| match e {
+            StoreError::Locked(path) => CliError::Other(format!(
+                "the database {} is held by another process, but no server answers on its control socket {} (see the server's log for why it has none)",
+                path.display(),
+                socket_path(data).display()
+            )),
+            e => e.into(),
+        })
+}
+
+#[cfg(unix)]
+fn socket_path(data: &Path) -> std::path::PathBuf {
+    crate::control::socket_path(data)
+}
+
+#[cfg(not(unix))]
+fn socket_path(data: &Path) -> std::path::PathBuf {
+    data.to_owned()
+}
+
 fn bar(len: u64, template: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
@@ -391,7 +419,10 @@ fn export(data: &Path, args: &ExportArgs) -> Result<(), CliError> {
             data.display()
         )));
     }
-    let store = open_for_cli(data)?;
+    if let Some(server) = running_server(data)? {
+        return export_from_server(server, args);
+    }
+    let store = open_without_server(data)?;
     let progress = bar(0, "{spinner} {pos} lines written");
     let report = match &args.file {
         Some(path) => {
@@ -411,7 +442,11 @@ fn export(data: &Path, args: &ExportArgs) -> Result<(), CliError> {
         }
     };
     progress.finish_and_clear();
-    let report = report?;
+    print_exported(&report?);
+    Ok(())
+}
+
+fn print_exported(report: &ndjson::ExportReport) {
     eprintln!(
         "exported {} directories, {} users, {} groups, {} memberships, {} AuthKit users, {} organization memberships",
         report.directories,
@@ -421,5 +456,120 @@ fn export(data: &Path, args: &ExportArgs) -> Result<(), CliError> {
         report.authkit_users,
         report.org_memberships
     );
+}
+
+/// A running server's control socket, when a server holds the database.
+#[cfg(unix)]
+fn running_server(data: &Path) -> Result<Option<crate::control::Server>, CliError> {
+    crate::control::connect(data).map_err(CliError::Other)
+}
+
+#[cfg(not(unix))]
+fn running_server(_data: &Path) -> Result<Option<std::convert::Infallible>, CliError> {
+    Ok(None)
+}
+
+#[cfg(unix)]
+fn export_from_server(server: crate::control::Server, args: &ExportArgs) -> Result<(), CliError> {
+    let progress = bar(0, "{spinner} {pos} lines written");
+    let report = match &args.file {
+        Some(path) => {
+            let file = File::create(path)
+                .map_err(|e| CliError::Other(format!("cannot create {}: {e}", path.display())))?;
+            let mut out = BufWriter::with_capacity(1 << 20, file);
+            crate::control::request_export(server, &mut out, |n| progress.set_position(n)).and_then(
+                |r| {
+                    std::io::Write::flush(&mut out)
+                        .map(|()| r)
+                        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+                },
+            )
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
+            crate::control::request_export(server, &mut out, |n| progress.set_position(n)).and_then(
+                |r| {
+                    std::io::Write::flush(&mut out)
+                        .map(|()| r)
+                        .map_err(|e| format!("cannot write the export: {e}"))
+                },
+            )
+        }
+    };
+    progress.finish_and_clear();
+    print_exported(&report.map_err(CliError::Other)?);
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn export_from_server(server: std::convert::Infallible, _: &ExportArgs) -> Result<(), CliError> {
+    match server {}
+}
+
+fn print_checked(verb: &str, file: &Path, checked: &crate::store::backup::Checked, secs: f64) {
+    eprintln!(
+        "{verb} {} in {secs:.1}s: {} directories, {} users, {} groups, {} MB; checked (every page, schema {}, every table's entries, every directory's counts)",
+        file.display(),
+        checked.directories,
+        checked.users,
+        checked.groups,
+        checked.bytes / 1_000_000,
+        crate::store::SCHEMA_VERSION,
+    );
+}
+
+fn backup(data: &Path, args: &BackupArgs) -> Result<(), CliError> {
+    let target = std::path::absolute(&args.file)
+        .map_err(|e| CliError::Other(format!("cannot resolve {}: {e}", args.file.display())))?;
+    let started = std::time::Instant::now();
+    let checked = match running_server(data)? {
+        #[cfg(unix)]
+        Some(server) => crate::control::request_backup(server, &target)
+            .map_err(|e| CliError::Other(format!("the backup failed: {e}")))?,
+        #[cfg(not(unix))]
+        Some(server) => match server {},
+        None => {
+            if !data.exists() {
+                return Err(CliError::Other(format!(
+                    "no database at {}",
+                    data.display()
+                )));
+            }
+            let store = open_without_server(data)?;
+            crate::store::backup::backup(&store, &target)
+                .map_err(|e| CliError::Other(format!("the backup failed: {e}")))?
+        }
+    };
+    print_checked(
+        "backed up to",
+        &target,
+        &checked,
+        started.elapsed().as_secs_f64(),
+    );
+    Ok(())
+}
+
+fn restore(data: &Path, args: &RestoreArgs) -> Result<(), CliError> {
+    if running_server(data)?.is_some() {
+        return Err(CliError::Other(format!(
+            "a server is running on {} (its control socket answers); stop it before restoring",
+            data.display()
+        )));
+    }
+    let started = std::time::Instant::now();
+    let done = crate::store::backup::restore(data, &args.file).map_err(|e| match e {
+        crate::store::backup::BackupError::Store(e) => held_elsewhere(e),
+        e => CliError::Other(format!("nothing restored: {e}")),
+    })?;
+    print_checked(
+        &format!("restored {} from", data.display()),
+        &args.file,
+        &done.checked,
+        started.elapsed().as_secs_f64(),
+    );
+    if let Some(kept) = &done.kept {
+        eprintln!("the previous database is kept as {}", kept.display());
+    }
     Ok(())
 }

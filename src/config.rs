@@ -54,8 +54,15 @@ pub enum Command {
     Token(TokenArgs),
     /// Import an NDJSON file (all or nothing; idempotent).
     Import(ImportArgs),
-    /// Export the database as NDJSON (to stdout without a file).
+    /// Export the database as NDJSON (to stdout without a file); through a
+    /// running server's control socket when one holds the database.
     Export(ExportArgs),
+    /// Write a consistent copy of the whole database to FILE, while the
+    /// server runs (through its control socket) or not.
+    Backup(BackupArgs),
+    /// Put a backup in place of the database (server stopped); the
+    /// previous file is kept as `<data>.before-restore`.
+    Restore(RestoreArgs),
     /// Give the space of freed pages back to the file system (server stopped).
     Compact,
     /// Rebuild a database of an older schema into the current one (server
@@ -302,6 +309,18 @@ pub struct ImportArgs {
 pub struct ExportArgs {
     /// Where to write (stdout when absent).
     pub file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BackupArgs {
+    /// The backup file to write (replaced atomically if it exists).
+    pub file: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RestoreArgs {
+    /// The backup file to restore (left as it is).
+    pub file: PathBuf,
 }
 
 /// Everything the server is built from.

@@ -15,12 +15,16 @@
 //! - [`net`]: the connection layer below warp — what hyper and warp would
 //!   otherwise decide alone about a connection.
 //! - [`config`], [`cli`], [`dev`]: settings, commands, the dev quickstart.
+//! - `control`: the operator's Unix socket into a running server (backup,
+//!   export).
 
 pub mod api;
 pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+#[cfg(unix)]
+pub mod control;
 pub mod dev;
 pub mod ingest;
 pub mod model;

@@ -485,7 +485,7 @@ fn write_line<T: Serialize>(out: &mut impl Write, line: &T) -> Result<(), Ndjson
 }
 
 /// What an export wrote.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExportReport {
     pub directories: u64,
     pub users: u64,

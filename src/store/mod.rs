@@ -11,6 +11,7 @@
 //! Keys, encodings and transactions never leave this module; callers speak in
 //! [`crate::model`] values.
 
+pub mod backup;
 mod codec;
 mod directories;
 mod faults;

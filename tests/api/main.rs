@@ -7,6 +7,7 @@ mod helpers;
 mod workos;
 
 mod auth;
+mod backup;
 mod caching;
 mod crash;
 mod determinism;
