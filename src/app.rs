@@ -76,6 +76,8 @@ pub struct Application {
     committer_thread: JoinHandle<()>,
     stop_background: watch::Sender<bool>,
     background: Vec<tokio::task::JoinHandle<()>>,
+    /// `/metrics`' own listener, with `--metrics-listen`.
+    metrics: Option<std::net::TcpListener>,
 }
 
 impl Application {
@@ -101,6 +103,10 @@ impl Application {
         check_settings(&settings)?;
         let auth = Arc::new(Verifier::new(settings.auth.clone()).await?);
         let listeners = bind(settings.listen, settings.workers.max(1))?;
+        let metrics = match settings.metrics_listen {
+            Some(addr) => bind(addr, 1)?.pop(),
+            None => None,
+        };
         let (committer, committer_thread) =
             Committer::start(store.clone(), settings.group_commit_max);
         let addr = listeners[0]
@@ -145,7 +151,13 @@ impl Application {
             committer_thread,
             stop_background,
             background,
+            metrics,
         })
+    }
+
+    /// The address `/metrics` is served on, if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The address actually bound.
@@ -179,7 +191,16 @@ impl Application {
             committer_thread,
             stop_background,
             background,
+            metrics,
         } = self;
+        let metrics_server = metrics.and_then(|listener| {
+            serve_metrics(listener, &state, &settings, stop_background.subscribe())
+        });
+        let observe = crate::metrics::Observe {
+            metrics: settings.metrics_listen.is_some(),
+            access_log: settings.access_log,
+        };
+        let ids = Arc::new(crate::metrics::RequestIds::default());
         tracing::info!(%addr, loops = listeners.len(), "rollcall listening");
         let routes = api::routes(state.clone());
         let connections = Connections::new(settings.max_connections);
@@ -195,6 +216,8 @@ impl Application {
                 connections: connections.clone(),
                 routes: routes.clone(),
                 stopped: stopped.clone(),
+                observe,
+                ids: ids.clone(),
             };
             let settings = settings.clone();
             let spawned = std::thread::Builder::new()
@@ -216,6 +239,9 @@ impl Application {
         })
         .await;
         let _ = stop_background.send(true);
+        if let Some(task) = metrics_server {
+            let _ = task.await;
+        }
         for task in background {
             let _ = task.await;
         }
@@ -226,6 +252,35 @@ impl Application {
         drop(state);
         tracing::info!("rollcall stopped");
     }
+}
+
+/// Starts serving `/metrics` on `listener` until the background work stops
+/// (`None`: it could not start, which is logged).
+fn serve_metrics(
+    listener: std::net::TcpListener,
+    state: &AppState,
+    settings: &Settings,
+    stopped: watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let addr = listener.local_addr().ok()?;
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot register the metrics listener");
+            return None;
+        }
+    };
+    let registry = Arc::new(crate::metrics::registry(crate::metrics::Sources {
+        store: state.store.clone(),
+        data: settings.data.clone(),
+        cache: state.bodies.clone(),
+        streams: state.streams.clone(),
+        sync: state.sync.clone(),
+    }));
+    tracing::info!(%addr, "metrics listening");
+    Some(tokio::spawn(crate::metrics::serve(
+        listener, registry, stopped,
+    )))
 }
 
 /// What the routes share, built from the settings.
@@ -346,6 +401,9 @@ struct LoopParts {
     connections: Arc<Connections>,
     routes: warp::filters::BoxedFilter<(warp::reply::Response,)>,
     stopped: watch::Receiver<bool>,
+    /// What the front door records per request.
+    observe: crate::metrics::Observe,
+    ids: Arc<crate::metrics::RequestIds>,
 }
 
 /// What an event loop is woken for.
@@ -402,6 +460,8 @@ fn event_loop(parts: LoopParts, settings: &Settings) {
         connections,
         routes,
         stopped,
+        observe,
+        ids,
     } = parts;
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -464,7 +524,8 @@ fn event_loop(parts: LoopParts, settings: &Settings) {
             };
             let _ = stream.set_nodelay(true);
             let io = TokioIo::new(ConnIo::new(stream, settings.write_stall));
-            let conn = http.serve_connection(io, FrontDoor::new(service.clone(), admitted.state()));
+            let front = FrontDoor::new(service.clone(), admitted.state(), observe, ids.clone());
+            let conn = http.serve_connection(io, front);
             let (mut stopped, drain) = (stopped.clone(), drain.clone());
             tokio::spawn(async move {
                 tokio::pin!(conn);

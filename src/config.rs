@@ -246,6 +246,14 @@ pub struct ServeArgs {
     /// seconds (a client that stopped reading) is closed.
     #[arg(long, env = "ROLLCALL_WRITE_STALL_SECS", default_value_t = 30)]
     pub write_stall_secs: u64,
+    /// Serve Prometheus metrics at `/metrics` on this address of their own
+    /// (e.g. 127.0.0.1:9464; off when unset; never on the API's listener).
+    #[arg(long, env = "ROLLCALL_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log one line per request (method, route template, status, bytes,
+    /// duration, request id) and answer an `X-Request-Id`.
+    #[arg(long, env = "ROLLCALL_ACCESS_LOG")]
+    pub access_log: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -325,6 +333,10 @@ pub struct Settings {
     /// A connection whose pending write makes no progress for this long is
     /// closed.
     pub write_stall: Duration,
+    /// Where `/metrics` is served, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
+    /// One log line per request.
+    pub access_log: bool,
 }
 
 impl Settings {
@@ -363,6 +375,8 @@ impl Settings {
             render_budget: 128 * 1024 * 1024,
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             write_stall: Duration::from_secs(30),
+            metrics_listen: None,
+            access_log: false,
         }
     }
 
@@ -402,6 +416,8 @@ impl Settings {
             s.workers = n.max(1);
         }
         s.write_stall = Duration::from_secs(args.write_stall_secs.max(1));
+        s.metrics_listen = args.metrics_listen;
+        s.access_log = args.access_log;
         s
     }
 }

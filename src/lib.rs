@@ -23,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod dev;
 pub mod ingest;
+pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod store;

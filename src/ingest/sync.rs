@@ -229,10 +229,73 @@ impl SyncStatus {
         }
     }
 
+    /// The numbers the metrics show (Unix seconds, seconds, counts).
+    pub fn gauges(&self) -> SyncGauges {
+        let inner = self.lock().clone();
+        let secs = |t: Option<Timestamp>| t.map(|t| t.0 as f64 / 1e6);
+        let now = Timestamp::now();
+        SyncGauges {
+            enabled: inner.enabled,
+            last_event_applied: secs(inner.last_event_applied_at),
+            last_poll: secs(inner.last_poll_at),
+            event_lag: inner
+                .caught_up_to
+                .map(|t| (now.0 - t.0).max(0) as f64 / 1e6),
+            backfill_completed: secs(inner.backfill_completed_at),
+            backfill_seconds: inner
+                .backfill_started_at
+                .zip(inner.backfill_completed_at)
+                .filter(|(s, c)| c.0 >= s.0)
+                .map(|(s, c)| (c.0 - s.0) as f64 / 1e6),
+            backfill_directories: (inner.directories_total > 0)
+                .then_some(inner.directories_total as f64),
+            reconcile: inner.last_reconcile.map(|r| ReconcileGauges {
+                at: chrono::DateTime::parse_from_rfc3339(&r.at)
+                    .ok()
+                    .map(|t| t.timestamp_micros() as f64 / 1e6),
+                seconds: r.seconds,
+                directories: r.directories,
+                created: r.created,
+                updated: r.updated,
+                deleted: r.deleted,
+                kept: r.kept,
+                pages: r.pages,
+                complete: r.complete,
+            }),
+        }
+    }
+
     pub(crate) fn update(&self, f: impl FnOnce(&mut SyncStatusView<'_>)) {
         let mut inner = self.lock();
         f(&mut SyncStatusView(&mut inner));
     }
+}
+
+/// [`SyncStatus`] as numbers, for the metrics.
+#[derive(Clone, Debug, Default)]
+pub struct SyncGauges {
+    pub enabled: bool,
+    pub last_event_applied: Option<f64>,
+    pub last_poll: Option<f64>,
+    pub event_lag: Option<f64>,
+    pub backfill_completed: Option<f64>,
+    pub backfill_seconds: Option<f64>,
+    pub backfill_directories: Option<f64>,
+    pub reconcile: Option<ReconcileGauges>,
+}
+
+/// The last reconcile round, as numbers.
+#[derive(Clone, Debug, Default)]
+pub struct ReconcileGauges {
+    pub at: Option<f64>,
+    pub seconds: f64,
+    pub directories: u64,
+    pub created: u64,
+    pub updated: u64,
+    pub deleted: u64,
+    pub kept: u64,
+    pub pages: u64,
+    pub complete: bool,
 }
 
 /// Mutations of the status, for the sync's own steps.
