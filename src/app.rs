@@ -197,6 +197,7 @@ impl Application {
             serve_metrics(listener, &state, &settings, stop_background.subscribe())
         });
         let observe = crate::metrics::Observe {
+            shard: 0,
             metrics: settings.metrics_listen.is_some(),
             access_log: settings.access_log,
         };
@@ -216,7 +217,10 @@ impl Application {
                 connections: connections.clone(),
                 routes: routes.clone(),
                 stopped: stopped.clone(),
-                observe,
+                observe: crate::metrics::Observe {
+                    shard: index,
+                    ..observe
+                },
                 ids: ids.clone(),
             };
             let settings = settings.clone();

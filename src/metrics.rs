@@ -108,6 +108,43 @@ fn method_index(method: &hyper::Method) -> usize {
 /// Statuses 100..=599, one slot each.
 const STATUSES: usize = 500;
 
+/// The statuses rollcall answers, counted per shard; any other is counted
+/// in one shared table (rare, so uncontended).
+const CODES: [u16; 24] = [
+    200, 201, 202, 204, 206, 301, 302, 304, 400, 401, 403, 404, 405, 406, 408, 409, 412, 413, 415,
+    422, 429, 499, 500, 503,
+];
+
+fn code_index(status: u16) -> Option<usize> {
+    CODES.iter().position(|c| *c == status)
+}
+
+/// Shards of the request counters: each event loop counts into its own
+/// (cache-line aligned), so two loops never contend for a counter; a
+/// scrape adds them up. Loops beyond this share shards.
+pub const SHARDS: usize = 16;
+
+/// One event loop's request counters.
+#[repr(align(128))]
+struct Shard {
+    requests: [[[AtomicU64; CODES.len()]; METHODS]; ROUTES],
+    durations: [Histogram<14>; ROUTES],
+    bytes_sent: [AtomicU64; ROUTES],
+    in_flight: AtomicI64,
+}
+
+impl Shard {
+    const fn new() -> Self {
+        Self {
+            requests: [const { [const { [const { AtomicU64::new(0) }; CODES.len()] }; METHODS] };
+                ROUTES],
+            durations: [const { Histogram::new() }; ROUTES],
+            bytes_sent: [const { AtomicU64::new(0) }; ROUTES],
+            in_flight: AtomicI64::new(0),
+        }
+    }
+}
+
 fn status_index(status: u16) -> usize {
     usize::from(status.clamp(100, 599) - 100)
 }
@@ -150,19 +187,53 @@ impl<const N: usize> Histogram<N> {
             .fetch_add((value * 1e6).round() as u64, Relaxed);
     }
 
+    /// Adds this histogram's counts into `totals` (buckets, +Inf, sum).
+    fn add_to(&self, totals: &mut HistogramTotals<N>) {
+        for (t, c) in totals.buckets.iter_mut().zip(&self.buckets) {
+            *t += c.load(Relaxed);
+        }
+        totals.overflow += self.overflow.load(Relaxed);
+        totals.sum_micros += self.sum_micros.load(Relaxed);
+    }
+
     fn encode(
         &self,
         bounds: &[f64; N],
         metric: &mut prometheus_client::encoding::MetricEncoder<'_>,
     ) -> Result<(), std::fmt::Error> {
-        let mut buckets: Vec<(f64, u64)> = bounds
-            .iter()
-            .zip(&self.buckets)
-            .map(|(b, c)| (*b, c.load(Relaxed)))
-            .collect();
-        buckets.push((f64::INFINITY, self.overflow.load(Relaxed)));
+        let mut totals = HistogramTotals::default();
+        self.add_to(&mut totals);
+        totals.encode(bounds, metric)
+    }
+}
+
+/// A histogram's counts added up (over the shards).
+struct HistogramTotals<const N: usize> {
+    buckets: [u64; N],
+    overflow: u64,
+    sum_micros: u64,
+}
+
+impl<const N: usize> Default for HistogramTotals<N> {
+    fn default() -> Self {
+        Self {
+            buckets: [0; N],
+            overflow: 0,
+            sum_micros: 0,
+        }
+    }
+}
+
+impl<const N: usize> HistogramTotals<N> {
+    fn encode(
+        &self,
+        bounds: &[f64; N],
+        metric: &mut prometheus_client::encoding::MetricEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        let mut buckets: Vec<(f64, u64)> = bounds.iter().copied().zip(self.buckets).collect();
+        buckets.push((f64::INFINITY, self.overflow));
         let count = buckets.iter().map(|(_, c)| c).sum();
-        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
+        let sum = self.sum_micros as f64 / 1e6;
         metric.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
     }
 }
@@ -231,10 +302,9 @@ const EVENT_TYPES: usize = APPLIED_EVENT_TYPES.len();
 
 /// Every counter of the process.
 pub struct Metrics {
-    requests: [[[AtomicU64; STATUSES]; METHODS]; ROUTES],
-    durations: [Histogram<14>; ROUTES],
-    bytes_sent: [AtomicU64; ROUTES],
-    in_flight: AtomicI64,
+    shards: [Shard; SHARDS],
+    /// Requests answered with a status not in [`CODES`].
+    rare_requests: [[[AtomicU64; STATUSES]; METHODS]; ROUTES],
     webhooks: [AtomicU64; OUTCOMES],
     webhooks_rejected: [AtomicU64; REJECTIONS],
     events_applied: [AtomicU64; EVENT_TYPES],
@@ -253,11 +323,9 @@ pub static METRICS: Metrics = Metrics::new();
 impl Metrics {
     const fn new() -> Self {
         Self {
-            requests: [const { [const { [const { AtomicU64::new(0) }; STATUSES] }; METHODS] };
+            shards: [const { Shard::new() }; SHARDS],
+            rare_requests: [const { [const { [const { AtomicU64::new(0) }; STATUSES] }; METHODS] };
                 ROUTES],
-            durations: [const { Histogram::new() }; ROUTES],
-            bytes_sent: [const { AtomicU64::new(0) }; ROUTES],
-            in_flight: AtomicI64::new(0),
             webhooks: [const { AtomicU64::new(0) }; OUTCOMES],
             webhooks_rejected: [const { AtomicU64::new(0) }; REJECTIONS],
             events_applied: [const { AtomicU64::new(0) }; EVENT_TYPES],
@@ -271,25 +339,31 @@ impl Metrics {
         }
     }
 
-    /// A request has arrived.
-    pub fn request_started(&self) {
-        self.in_flight.fetch_add(1, Relaxed);
+    /// A request has arrived on event loop `shard`.
+    pub fn request_started(&self, shard: usize) {
+        self.shards[shard % SHARDS].in_flight.fetch_add(1, Relaxed);
     }
 
-    /// A request has been answered (its body sent or dropped).
+    /// A request of event loop `shard` has been answered (its body sent or
+    /// dropped).
     pub fn request_done(
         &self,
+        shard: usize,
         route: Route,
         method: &hyper::Method,
         status: u16,
         bytes: u64,
         took: Duration,
     ) {
-        let r = route as usize;
-        self.requests[r][method_index(method)][status_index(status)].fetch_add(1, Relaxed);
-        self.durations[r].observe(&DURATION_BUCKETS, took.as_secs_f64());
-        self.bytes_sent[r].fetch_add(bytes, Relaxed);
-        self.in_flight.fetch_sub(1, Relaxed);
+        let (r, m) = (route as usize, method_index(method));
+        let shard = &self.shards[shard % SHARDS];
+        match code_index(status) {
+            Some(c) => shard.requests[r][m][c].fetch_add(1, Relaxed),
+            None => self.rare_requests[r][m][status_index(status)].fetch_add(1, Relaxed),
+        };
+        shard.durations[r].observe(&DURATION_BUCKETS, took.as_secs_f64());
+        shard.bytes_sent[r].fetch_add(bytes, Relaxed);
+        shard.in_flight.fetch_sub(1, Relaxed);
     }
 
     /// A webhook delivery has been answered.
@@ -434,10 +508,15 @@ impl Exporter {
     ) -> Result<(), std::fmt::Error> {
         let statuses: Vec<String> = (0..STATUSES).map(status_label).collect();
         let mut samples = Vec::new();
-        for (r, methods) in m.requests.iter().enumerate() {
-            for (k, codes) in methods.iter().enumerate() {
-                for (s, count) in codes.iter().enumerate() {
-                    let n = count.load(Relaxed);
+        for (r, methods) in m.rare_requests.iter().enumerate() {
+            for (k, rare) in methods.iter().enumerate() {
+                let mut counts: Vec<u64> = rare.iter().map(|c| c.load(Relaxed)).collect();
+                for shard in &m.shards {
+                    for (code, c) in CODES.iter().zip(&shard.requests[r][k]) {
+                        counts[status_index(*code)] += c.load(Relaxed);
+                    }
+                }
+                for (s, n) in counts.into_iter().enumerate() {
                     if n > 0 {
                         let labels = vec![
                             ("route", ROUTE_NAMES[r]),
@@ -461,15 +540,21 @@ impl Exporter {
             None,
             MetricType::Histogram,
         )?;
-        for (r, histogram) in m.durations.iter().enumerate() {
-            let labels = [("route", ROUTE_NAMES[r])];
-            histogram.encode(&DURATION_BUCKETS, &mut metric.encode_family(&labels)?)?;
+        for (r, name) in ROUTE_NAMES.iter().enumerate() {
+            let mut totals = HistogramTotals::default();
+            for shard in &m.shards {
+                shard.durations[r].add_to(&mut totals);
+            }
+            let labels = [("route", *name)];
+            totals.encode(&DURATION_BUCKETS, &mut metric.encode_family(&labels)?)?;
         }
-        let bytes: Vec<(Labels<'_>, u64)> = m
-            .bytes_sent
+        let bytes: Vec<(Labels<'_>, u64)> = ROUTE_NAMES
             .iter()
             .enumerate()
-            .map(|(r, b)| (vec![("route", ROUTE_NAMES[r])], b.load(Relaxed)))
+            .map(|(r, name)| {
+                let sent = m.shards.iter().map(|s| s.bytes_sent[r].load(Relaxed)).sum();
+                (vec![("route", *name)], sent)
+            })
             .collect();
         counter(
             enc,
@@ -481,7 +566,10 @@ impl Exporter {
             enc,
             "rollcall_http_requests_in_flight",
             "Requests arrived whose response is not yet sent.",
-            m.in_flight.load(Relaxed),
+            m.shards
+                .iter()
+                .map(|s| s.in_flight.load(Relaxed))
+                .sum::<i64>(),
         )
     }
 
@@ -847,6 +935,8 @@ impl RequestIds {
 /// What the front door records per request.
 #[derive(Copy, Clone, Debug, Default)]
 pub struct Observe {
+    /// The event loop's shard of the request counters.
+    pub shard: usize,
     /// Count requests in [`METRICS`].
     pub metrics: bool,
     /// Log one line per request (and answer `X-Request-Id`).

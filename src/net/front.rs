@@ -30,6 +30,10 @@ use super::cap::ConnState;
 use crate::api::ApiError;
 use crate::metrics::{METRICS, Observe, RequestIds, Route, acceptable_request_id};
 
+/// The status recorded for a request whose client left before it was
+/// answered (nginx's convention; never sent).
+pub const CLIENT_CLOSED: u16 = 499;
+
 /// The header a request id travels in.
 pub const REQUEST_ID: &str = "x-request-id";
 
@@ -70,7 +74,7 @@ pub struct Seen {
 impl Seen {
     fn begin(req: &Request<Incoming>, observe: Observe, ids: &RequestIds) -> Self {
         if observe.metrics {
-            METRICS.request_started();
+            METRICS.request_started(observe.shard);
         }
         // The client's id when well formed; otherwise one of ours.
         let id = observe.access_log.then(|| {
@@ -103,8 +107,19 @@ impl Seen {
 impl Drop for Seen {
     fn drop(&mut self) {
         let took = self.started.elapsed();
+        // Never answered: the client went away first (nginx's 499).
+        if self.status == 0 {
+            self.status = CLIENT_CLOSED;
+        }
         if self.observe.metrics {
-            METRICS.request_done(self.route, &self.method, self.status, self.bytes, took);
+            METRICS.request_done(
+                self.observe.shard,
+                self.route,
+                &self.method,
+                self.status,
+                self.bytes,
+                took,
+            );
         }
         if self.observe.access_log {
             let id = self
