@@ -756,18 +756,30 @@ fn encode_sync(
         "When the last backfill completed (Unix time).",
         g.backfill_completed,
     )?;
-    optional(
-        enc,
-        "rollcall_sync_backfill_duration_seconds",
-        "How long the last completed backfill took.",
-        g.backfill_seconds,
-    )?;
-    optional(
-        enc,
-        "rollcall_sync_backfill_directories",
-        "Directories the last backfill copied.",
-        g.backfill_directories,
-    )?;
+    if let Some(b) = &g.backfill {
+        gauge(
+            enc,
+            "rollcall_sync_backfill_duration_seconds",
+            "How long the last backfill completed by this process took.",
+            b.seconds,
+        )?;
+        let counts = [
+            ([("kind", "directories")], b.directories as f64),
+            ([("kind", "resumed")], b.resumed as f64),
+            ([("kind", "users")], b.users as f64),
+            ([("kind", "groups")], b.groups as f64),
+            ([("kind", "memberships")], b.memberships as f64),
+            ([("kind", "authkit_users")], b.authkit_users as f64),
+            ([("kind", "org_memberships")], b.org_memberships as f64),
+            ([("kind", "pages")], b.pages as f64),
+        ];
+        labelled_gauge(
+            enc,
+            "rollcall_sync_backfill_objects",
+            "What the last backfill completed by this process copied, by kind.",
+            &counts,
+        )?;
+    }
     if let Some(r) = &g.reconcile {
         optional(
             enc,

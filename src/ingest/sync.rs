@@ -152,6 +152,8 @@ struct StatusInner {
     caught_up_to: Option<Timestamp>,
     last_reconcile: Option<ReconcileReport>,
     last_error: Option<String>,
+    /// What the last backfill completed by this process did.
+    last_backfill: Option<backfill::BackfillReport>,
 }
 
 /// The readiness report: no tenant data, only times and counts.
@@ -242,13 +244,7 @@ impl SyncStatus {
                 .caught_up_to
                 .map(|t| (now.0 - t.0).max(0) as f64 / 1e6),
             backfill_completed: secs(inner.backfill_completed_at),
-            backfill_seconds: inner
-                .backfill_started_at
-                .zip(inner.backfill_completed_at)
-                .filter(|(s, c)| c.0 >= s.0)
-                .map(|(s, c)| (c.0 - s.0) as f64 / 1e6),
-            backfill_directories: (inner.directories_total > 0)
-                .then_some(inner.directories_total as f64),
+            backfill: inner.last_backfill,
             reconcile: inner.last_reconcile.map(|r| ReconcileGauges {
                 at: chrono::DateTime::parse_from_rfc3339(&r.at)
                     .ok()
@@ -279,8 +275,8 @@ pub struct SyncGauges {
     pub last_poll: Option<f64>,
     pub event_lag: Option<f64>,
     pub backfill_completed: Option<f64>,
-    pub backfill_seconds: Option<f64>,
-    pub backfill_directories: Option<f64>,
+    /// The last backfill completed by this process.
+    pub backfill: Option<backfill::BackfillReport>,
     pub reconcile: Option<ReconcileGauges>,
 }
 
@@ -313,6 +309,9 @@ impl SyncStatusView<'_> {
     pub fn backfill_completed(&mut self, at: Timestamp) {
         self.0.backfill_completed_at = Some(at);
         self.0.last_error = None;
+    }
+    pub fn backfill_reported(&mut self, report: backfill::BackfillReport) {
+        self.0.last_backfill = Some(report);
     }
     pub fn backfill_reset(&mut self) {
         self.0.backfill_completed_at = None;

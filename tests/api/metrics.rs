@@ -460,3 +460,97 @@ async fn the_access_log_has_one_line_per_request_and_no_token_or_email() {
         assert!(!all.contains(secret), "{secret} logged");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_is_measured_calls_by_status_including_429s_backfill_and_lag() {
+    use crate::fake_workos::{FakeOptions, FakeWorkos, Seed};
+    let fake = FakeWorkos::start(FakeOptions::default()).await;
+    let seeded = fake.seed(&Seed {
+        directories: 2,
+        users_per_directory: 5,
+        groups_per_directory: 1,
+        ..Seed::default()
+    });
+    // Two rate-limited answers, each waited out (Retry-After: 1).
+    fake.fail_next("/directory_users", 2, 429);
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("sync.redb");
+    let before = now_secs() as f64;
+    let base_url = fake.base_url();
+    let server = Process::start(
+        dir.path(),
+        &data,
+        &[
+            "--workos-api-key",
+            fake.api_key(),
+            "--workos-api-url",
+            &base_url,
+            "--workos-requests-per-minute",
+            "0",
+            "--workos-directory-users-per-second",
+            "0",
+            "--poll-interval-secs",
+            "3600",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let metrics = server.metrics.expect("the metrics listener is logged");
+    wait_ready(&server.base).await;
+    let client = reqwest::Client::new();
+    // Once the first poll has drained the events, nothing more is asked
+    // for an hour: the counts settle and must match what the fake saw.
+    let answered = |status: u16| {
+        fake.requests()
+            .iter()
+            .filter(|r| r.status == status)
+            .count() as f64
+    };
+    let (text, v) = scrape_when(&client, metrics, |v| {
+        v.contains_key("rollcall_sync_last_poll_timestamp_seconds")
+            && v.get(r#"rollcall_workos_api_calls_total{status="200"}"#) == Some(&answered(200))
+    })
+    .await;
+    let after = now_secs() as f64 + 1.0;
+    assert_eq!(
+        value(&v, r#"rollcall_workos_api_calls_total{status="200"}"#),
+        answered(200)
+    );
+    assert!(answered(200) >= 6.0, "directories, users, groups, events");
+    assert_eq!(
+        value(&v, r#"rollcall_workos_api_calls_total{status="429"}"#),
+        2.0
+    );
+    assert_eq!(answered(429), 2.0);
+    assert_eq!(
+        value(&v, r#"rollcall_workos_api_calls_total{status="error"}"#),
+        0.0
+    );
+    assert_eq!(value(&v, "rollcall_sync_enabled"), 1.0);
+    for (kind, want) in [("directories", 2.0), ("users", 10.0), ("groups", 2.0)] {
+        let key = format!(r#"rollcall_sync_backfill_objects{{kind="{kind}"}}"#);
+        assert_eq!(value(&v, &key), want, "{key}");
+    }
+    let completed = value(&v, "rollcall_sync_backfill_completed_timestamp_seconds");
+    assert!(
+        (before..after).contains(&completed),
+        "{before} {completed} {after}"
+    );
+    let took = value(&v, "rollcall_sync_backfill_duration_seconds");
+    assert!((1.0..60.0).contains(&took), "two 1 s waits: {took}");
+    let polled = value(&v, "rollcall_sync_last_poll_timestamp_seconds");
+    assert!((completed..after).contains(&polled));
+    let lag = value(&v, "rollcall_sync_event_lag_seconds");
+    assert!((0.0..60.0).contains(&lag), "{lag}");
+    assert_eq!(value(&v, "rollcall_directories"), 2.0);
+    assert_eq!(value(&v, "rollcall_users"), 10.0);
+    assert_eq!(value(&v, "rollcall_groups"), 2.0);
+    // No reconcile round yet: nothing said about one.
+    assert!(!text.contains("rollcall_sync_reconcile"), "{text}");
+    for secret in seeded.organizations.iter().chain(&seeded.directories) {
+        assert!(!text.contains(secret.as_str()), "{secret} scraped");
+    }
+    assert!(!text.contains('@'), "an email scraped");
+    assert!(server.stop().success());
+    fake.stop().await;
+}
