@@ -554,3 +554,59 @@ async fn sync_is_measured_calls_by_status_including_429s_backfill_and_lag() {
     assert!(server.stop().success());
     fake.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_reconcile_round_is_measured() {
+    use crate::fake_workos::{FakeOptions, FakeWorkos, Seed};
+    let fake = FakeWorkos::start(FakeOptions::default()).await;
+    fake.seed(&Seed {
+        directories: 2,
+        users_per_directory: 3,
+        ..Seed::default()
+    });
+    let dir = TempDir::new().unwrap();
+    let before = now_secs() as f64;
+    let base_url = fake.base_url();
+    let server = Process::start(
+        dir.path(),
+        &dir.path().join("reconcile.redb"),
+        &[
+            "--workos-api-key",
+            fake.api_key(),
+            "--workos-api-url",
+            &base_url,
+            "--workos-requests-per-minute",
+            "0",
+            "--workos-directory-users-per-second",
+            "0",
+            "--reconcile-interval-secs",
+            "1",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let metrics = server.metrics.expect("the metrics listener is logged");
+    wait_ready(&server.base).await;
+    let client = reqwest::Client::new();
+    let (_, v) = scrape_when(&client, metrics, |v| {
+        v.contains_key("rollcall_sync_reconcile_timestamp_seconds")
+    })
+    .await;
+    let at = value(&v, "rollcall_sync_reconcile_timestamp_seconds");
+    assert!((before..now_secs() as f64 + 1.0).contains(&at), "{at}");
+    let took = value(&v, "rollcall_sync_reconcile_duration_seconds");
+    assert!((0.0..30.0).contains(&took), "{took}");
+    assert_eq!(value(&v, "rollcall_sync_reconcile_complete"), 1.0);
+    for (kind, want) in [
+        ("directories", 2.0),
+        ("created", 0.0),
+        ("updated", 0.0),
+        ("deleted", 0.0),
+    ] {
+        let key = format!(r#"rollcall_sync_reconcile_objects{{kind="{kind}"}}"#);
+        assert_eq!(value(&v, &key), want, "{key}");
+    }
+    assert!(value(&v, r#"rollcall_sync_reconcile_objects{kind="pages"}"#) >= 2.0);
+    assert!(server.stop().success());
+    fake.stop().await;
+}
