@@ -11,6 +11,7 @@ request. It prints a table with the ratios and rollcall's peak RSS.
     python3 benches/load.py --sizes 10,1000 --duration 5
     python3 benches/load.py --million             # also the 1,000,000-user checks
     python3 benches/load.py --webhooks            # also group commit vs one commit per event
+    python3 benches/load.py --sizes '' --metrics  # only the 10-user list, metrics off vs on
 
 Needs: wrk and (for the comparison) nginx — `apt-get install wrk nginx-light`;
 openssl (to sign the RS256 token). Run from the repository root.
@@ -191,6 +192,9 @@ def main():
     ap.add_argument("--million", action="store_true")
     ap.add_argument("--webhooks", action="store_true")
     ap.add_argument("--webhook-events", type=int, default=20000)
+    ap.add_argument("--metrics", action="store_true",
+                    help="also the 10-user list's req/s with --metrics-listen off and on, in turn")
+    ap.add_argument("--rounds", type=int, default=9, help="off/on pairs for --metrics (medians reported)")
     args = ap.parse_args()
     for tool in ("wrk", "openssl"):
         if not shutil.which(tool):
@@ -227,7 +231,10 @@ def main():
                              peak_mb=server.peak_kb() / 1024, import_rate=n / import_s))
             server.stop()
             os.remove(data)
-        print_table(rows)
+        if rows:
+            print_table(rows)
+        if args.metrics:
+            metrics_cost(binary, gen, workdir, jwks, token, args.duration, args.rounds)
         if args.million:
             million(binary, gen, workdir, jwks, token)
         if args.webhooks:
@@ -251,6 +258,54 @@ def print_table(rows):
         print(f"| {r['n']:,} | {r['size'] / 1e6:.2f} MB | -t2 -c{r['conns']} -d{r['dur']}s | "
               f"{nr or 0:,.0f} | {rr:,.0f} | {ratio(rr, nr)} | {gbs(nb)} | {gbs(rb)} | {ratio(rb, nb)} | "
               f"{r['peak_mb']:.0f} MB | {r['import_rate']:,.0f} users/s |")
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
+def metrics_cost(binary, gen, workdir, jwks, token, duration, rounds):
+    """The 10-user list's req/s without and with --metrics-listen: two
+    servers on copies of one database, both up for the whole comparison,
+    measured in turn (off, on, off, on …, the order swapped every round) so
+    a neighbour's load falls on both alike; medians reported, and the median
+    of each round's on/off ratio."""
+    data, _ = dataset(gen, binary, workdir, 10)
+    copy = os.path.join(workdir, "rollcall-10-metrics.redb")
+    shutil.copyfile(data, copy)
+    servers = {
+        "off": Rollcall(binary, data, jwks, 18180),
+        "on": Rollcall(binary, copy, jwks, 18182, ("--metrics-listen", "127.0.0.1:18190")),
+    }
+    urls = {mode: f"http://127.0.0.1:{s.port}{PATH}" for mode, s in servers.items()}
+    for url in urls.values():
+        wrk(url, token, 2, 32, 2)
+    runs = {"off": [], "on": []}
+    ratios = []
+    for i in range(rounds):
+        order = ("off", "on") if i % 2 == 0 else ("on", "off")
+        got = {}
+        for mode in order:
+            got[mode], _ = wrk(urls[mode], token, 2, 32, duration)
+            runs[mode].append(got[mode])
+        ratios.append(got["on"] / got["off"])
+    counted = re.search(r'rollcall_http_requests_total\{route="/api/directories/\{id\}/users",'
+                        r'method="GET",status="200"\} (\d+)', scrape(18190))
+    if not counted or int(counted.group(1)) < sum(runs["on"]) * duration * 0.9:
+        raise SystemExit("the metrics did not count the run's requests")
+    for server in servers.values():
+        server.stop()
+    median = lambda xs: sorted(xs)[len(xs) // 2]
+    off, on = median(runs["off"]), median(runs["on"])
+    each = lambda xs: ", ".join(f"{x:,.0f}" for x in xs)
+    print(f"\n10-user list, wrk -t2 -c32 -d{duration}s, {rounds} rounds, the two servers in turn:"
+          f"\n  metrics off: {off:,.0f} req/s (median of {each(runs['off'])})"
+          f"\n  metrics on:  {on:,.0f} req/s (median of {each(runs['on'])})"
+          f"\n  on/off: {on / off:.3f} of the medians; {median(ratios):.3f} median of the rounds' ratios "
+          f"({', '.join(f'{r:.3f}' for r in ratios)})")
+    os.remove(data)
+    os.remove(copy)
 
 
 def million(binary, gen, workdir, jwks, token):

@@ -81,6 +81,8 @@ pub struct Application {
     background: Vec<tokio::task::JoinHandle<()>>,
     /// The certificate when serving HTTPS.
     tls: Option<Arc<Tls>>,
+    /// `/metrics`' own listener, with `--metrics-listen`.
+    metrics: Option<std::net::TcpListener>,
 }
 
 impl Application {
@@ -110,6 +112,10 @@ impl Application {
             None => None,
         };
         let listeners = bind(settings.listen, settings.workers.max(1))?;
+        let metrics = match settings.metrics_listen {
+            Some(addr) => bind(addr, 1)?.pop(),
+            None => None,
+        };
         let (committer, committer_thread) =
             Committer::start(store.clone(), settings.group_commit_max);
         let addr = listeners[0]
@@ -170,7 +176,13 @@ impl Application {
             stop_background,
             background,
             tls,
+            metrics,
         })
+    }
+
+    /// The address `/metrics` is served on, if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The address actually bound.
@@ -205,7 +217,17 @@ impl Application {
             stop_background,
             background,
             tls,
+            metrics,
         } = self;
+        let metrics_server = metrics.and_then(|listener| {
+            serve_metrics(listener, &state, &settings, stop_background.subscribe())
+        });
+        let observe = crate::metrics::Observe {
+            shard: 0,
+            metrics: settings.metrics_listen.is_some(),
+            access_log: settings.access_log,
+        };
+        let ids = Arc::new(crate::metrics::RequestIds::default());
         tracing::info!(%addr, loops = listeners.len(), tls = tls.is_some(), "rollcall listening");
         let routes = api::routes(state.clone());
         let connections = Connections::new(settings.max_connections);
@@ -222,6 +244,11 @@ impl Application {
                 routes: routes.clone(),
                 stopped: stopped.clone(),
                 tls: tls.clone(),
+                observe: crate::metrics::Observe {
+                    shard: index,
+                    ..observe
+                },
+                ids: ids.clone(),
             };
             let settings = settings.clone();
             let spawned = std::thread::Builder::new()
@@ -243,6 +270,9 @@ impl Application {
         })
         .await;
         let _ = stop_background.send(true);
+        if let Some(task) = metrics_server {
+            let _ = task.await;
+        }
         for task in background {
             let _ = task.await;
         }
@@ -253,6 +283,35 @@ impl Application {
         drop(state);
         tracing::info!("rollcall stopped");
     }
+}
+
+/// Starts serving `/metrics` on `listener` until the background work stops
+/// (`None`: it could not start, which is logged).
+fn serve_metrics(
+    listener: std::net::TcpListener,
+    state: &AppState,
+    settings: &Settings,
+    stopped: watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let addr = listener.local_addr().ok()?;
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot register the metrics listener");
+            return None;
+        }
+    };
+    let registry = Arc::new(crate::metrics::registry(crate::metrics::Sources {
+        store: state.store.clone(),
+        data: settings.data.clone(),
+        cache: state.bodies.clone(),
+        streams: state.streams.clone(),
+        sync: state.sync.clone(),
+    }));
+    tracing::info!(%addr, "metrics listening");
+    Some(tokio::spawn(crate::metrics::serve(
+        listener, registry, stopped,
+    )))
 }
 
 /// What the routes share, built from the settings.
@@ -374,6 +433,9 @@ struct LoopParts {
     routes: warp::filters::BoxedFilter<(warp::reply::Response,)>,
     stopped: watch::Receiver<bool>,
     tls: Option<Arc<Tls>>,
+    /// What the front door records per request.
+    observe: crate::metrics::Observe,
+    ids: Arc<crate::metrics::RequestIds>,
 }
 
 /// What an event loop is woken for.
@@ -431,6 +493,8 @@ fn event_loop(parts: LoopParts, settings: &Settings) {
         routes,
         stopped,
         tls,
+        observe,
+        ids,
     } = parts;
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -493,7 +557,8 @@ fn event_loop(parts: LoopParts, settings: &Settings) {
             };
             let _ = stream.set_nodelay(true);
             let (mut stopped, drain) = (stopped.clone(), drain.clone());
-            let (http, service, tls) = (http.clone(), service.clone(), tls.clone());
+            let (http, service, tls, ids) =
+                (http.clone(), service.clone(), tls.clone(), ids.clone());
             let (handshake_timeout, write_stall) = (settings.header_timeout, settings.write_stall);
             tokio::spawn(async move {
                 // The handshake is bounded like the request head: a client
@@ -516,7 +581,8 @@ fn event_loop(parts: LoopParts, settings: &Settings) {
                     }
                 };
                 let io = TokioIo::new(ConnIo::new(stream, write_stall));
-                let conn = http.serve_connection(io, FrontDoor::new(service, admitted.state()));
+                let front = FrontDoor::new(service, admitted.state(), observe, ids);
+                let conn = http.serve_connection(io, front);
                 tokio::pin!(conn);
                 let ended = tokio::select! {
                     ended = conn.as_mut() => Some(ended),

@@ -281,6 +281,14 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, env = "ROLLCALL_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Serve Prometheus metrics at `/metrics` on this address of their own
+    /// (e.g. 127.0.0.1:9464; off when unset; never on the API's listener).
+    #[arg(long, env = "ROLLCALL_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log one line per request (method, route template, status, bytes,
+    /// duration, request id) and answer an `X-Request-Id`.
+    #[arg(long, env = "ROLLCALL_ACCESS_LOG")]
+    pub access_log: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -374,6 +382,10 @@ pub struct Settings {
     pub write_stall: Duration,
     /// Serve HTTPS with this certificate chain and key (PEM files).
     pub tls: Option<TlsFiles>,
+    /// Where `/metrics` is served, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
+    /// One log line per request.
+    pub access_log: bool,
 }
 
 /// The certificate chain and private key of `--tls-cert` / `--tls-key`.
@@ -420,6 +432,8 @@ impl Settings {
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             write_stall: Duration::from_secs(30),
             tls: None,
+            metrics_listen: None,
+            access_log: false,
         }
     }
 
@@ -465,6 +479,8 @@ impl Settings {
                 key: key.clone(),
             });
         }
+        s.metrics_listen = args.metrics_listen;
+        s.access_log = args.access_log;
         s
     }
 }

@@ -27,6 +27,7 @@ pub mod config;
 pub mod control;
 pub mod dev;
 pub mod ingest;
+pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod store;

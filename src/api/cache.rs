@@ -55,6 +55,12 @@ impl BodyCache {
 
     /// The body of `(dir, kind)` at exactly `revision`, if cached.
     pub fn get(&self, dir: DirectoryId, kind: ListKind, revision: u64) -> Option<Bytes> {
+        let found = self.lookup(dir, kind, revision);
+        crate::metrics::METRICS.cache_lookup(found.is_some());
+        found
+    }
+
+    fn lookup(&self, dir: DirectoryId, kind: ListKind, revision: u64) -> Option<Bytes> {
         let mut inner = self.lock();
         inner.clock += 1;
         let now = inner.clock;
@@ -64,6 +70,11 @@ impl BodyCache {
         }
         entry.last_used = now;
         Some(entry.body.clone())
+    }
+
+    /// Bytes of bodies held now.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
     }
 
     /// Caches a body rendered at `revision` (an older revision never

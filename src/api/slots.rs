@@ -15,6 +15,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 /// Bounded, per-organization-fair slots.
 pub struct StreamSlots {
     total: Arc<Semaphore>,
+    capacity: usize,
     per_org: usize,
     held: Mutex<HashMap<String, usize>>,
     /// Woken whenever an organization gives a slot back.
@@ -45,11 +46,17 @@ impl StreamSlots {
     pub fn new(total: usize, per_org: usize, wait: Duration) -> Self {
         Self {
             total: Arc::new(Semaphore::new(total.max(1))),
+            capacity: total.max(1),
             per_org: per_org.clamp(1, total.max(1)),
             held: Mutex::new(HashMap::new()),
             released: Notify::new(),
             wait,
         }
+    }
+
+    /// Slots held now, all organizations.
+    pub fn in_use(&self) -> usize {
+        self.capacity.saturating_sub(self.total.available_permits())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {

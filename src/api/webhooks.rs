@@ -34,6 +34,7 @@ use super::{ApiError, Shared, json_response, respond, with_state};
 use crate::ingest::apply::Outcome;
 use crate::ingest::committer::SubmitError;
 use crate::ingest::workos::Event;
+use crate::metrics::{Delivery, METRICS, Rejection, outcome_name};
 
 pub fn routes(state: Shared) -> BoxedFilter<(Response,)> {
     if state.webhooks.is_none() {
@@ -257,16 +258,16 @@ struct Ack {
     outcome: &'static str,
 }
 
-fn outcome_name(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Applied => "applied",
-        Outcome::Unchanged => "unchanged",
-        Outcome::Duplicate => "duplicate",
-        Outcome::Stale => "stale",
-        Outcome::Parked => "held",
-        Outcome::NoDirectory => "no_directory",
-        Outcome::Ignored => "ignored",
-        Outcome::Conflict => "conflict",
+/// Why a delivery was refused, as the metrics count it.
+fn rejection(e: &ApiError) -> Rejection {
+    match e {
+        ApiError::Unauthorized => Rejection::Signature,
+        ApiError::PayloadTooLarge => Rejection::TooLarge,
+        ApiError::RequestTimeout => Rejection::Timeout,
+        ApiError::Validation { .. } => Rejection::Invalid,
+        ApiError::Busy { .. } => Rejection::Busy,
+        ApiError::Unavailable => Rejection::Unavailable,
+        _ => Rejection::Error,
     }
 }
 
@@ -284,8 +285,15 @@ where
     B: Buf,
 {
     match receive_event(headers, body, state).await {
-        Ok(resp) => Ok(resp),
+        Ok((resp, outcome)) => {
+            METRICS.webhook(Delivery::Accepted(outcome));
+            Ok(resp)
+        }
         Err(e) => {
+            // NotFound: no webhook secret, so no route and no delivery.
+            if !matches!(e, ApiError::NotFound) {
+                METRICS.webhook(Delivery::Rejected(rejection(&e)));
+            }
             let mut resp = warp::Reply::into_response(e);
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -298,7 +306,7 @@ async fn receive_event<S, B>(
     headers: HeaderMap,
     body: S,
     state: Shared,
-) -> Result<Response, ApiError>
+) -> Result<(Response, Outcome), ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
@@ -332,5 +340,8 @@ where
         received: true,
         outcome: outcome_name(outcome),
     };
-    Ok(json_response(serde_json::to_vec(&ack).unwrap_or_default()))
+    Ok((
+        json_response(serde_json::to_vec(&ack).unwrap_or_default()),
+        outcome,
+    ))
 }

@@ -457,8 +457,11 @@ pub async fn backfill(ctx: &Context) -> Result<BackfillReport, SyncError> {
             .await
             .map_err(|e| crate::store::StoreError::Io(e.to_string()))??;
     }
-    ctx.status.update(|s| s.backfill_completed(completed));
     report.seconds = started.elapsed().as_secs_f64();
+    ctx.status.update(|s| {
+        s.backfill_completed(completed);
+        s.backfill_reported(report.clone());
+    });
     tracing::info!(
         directories = report.directories,
         resumed = report.resumed,

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::apply::{Listed, Outcome, apply_event, apply_listed};
 use super::workos::Event;
+use crate::metrics::METRICS;
 use crate::store::{Store, StoreError};
 
 /// Jobs waiting for the committer at most; senders beyond wait for room.
@@ -167,9 +168,17 @@ fn apply_jobs(store: &Store, jobs: &[Job]) -> Result<Vec<Vec<Outcome>>, StoreErr
 }
 
 fn commit(store: &Store, batch: Vec<Job>) {
-    match apply_jobs(store, &batch) {
+    let started = std::time::Instant::now();
+    let applied = apply_jobs(store, &batch);
+    METRICS.commit(batch.len(), started.elapsed(), applied.is_ok());
+    match applied {
         Ok(outcomes) => {
             for (job, outcome) in batch.into_iter().zip(outcomes) {
+                for (event, o) in job.work.events.iter().zip(&outcome) {
+                    if *o == Outcome::Applied {
+                        METRICS.event_applied(&event.event_type);
+                    }
+                }
                 let _ = job.reply.send(Ok(outcome));
             }
         }

@@ -152,6 +152,8 @@ struct StatusInner {
     caught_up_to: Option<Timestamp>,
     last_reconcile: Option<ReconcileReport>,
     last_error: Option<String>,
+    /// What the last backfill completed by this process did.
+    last_backfill: Option<backfill::BackfillReport>,
 }
 
 /// The readiness report: no tenant data, only times and counts.
@@ -229,10 +231,67 @@ impl SyncStatus {
         }
     }
 
+    /// The numbers the metrics show (Unix seconds, seconds, counts).
+    pub fn gauges(&self) -> SyncGauges {
+        let inner = self.lock().clone();
+        let secs = |t: Option<Timestamp>| t.map(|t| t.0 as f64 / 1e6);
+        let now = Timestamp::now();
+        SyncGauges {
+            enabled: inner.enabled,
+            last_event_applied: secs(inner.last_event_applied_at),
+            last_poll: secs(inner.last_poll_at),
+            event_lag: inner
+                .caught_up_to
+                .map(|t| (now.0 - t.0).max(0) as f64 / 1e6),
+            backfill_completed: secs(inner.backfill_completed_at),
+            backfill: inner.last_backfill,
+            reconcile: inner.last_reconcile.map(|r| ReconcileGauges {
+                at: chrono::DateTime::parse_from_rfc3339(&r.at)
+                    .ok()
+                    .map(|t| t.timestamp_micros() as f64 / 1e6),
+                seconds: r.seconds,
+                directories: r.directories,
+                created: r.created,
+                updated: r.updated,
+                deleted: r.deleted,
+                kept: r.kept,
+                pages: r.pages,
+                complete: r.complete,
+            }),
+        }
+    }
+
     pub(crate) fn update(&self, f: impl FnOnce(&mut SyncStatusView<'_>)) {
         let mut inner = self.lock();
         f(&mut SyncStatusView(&mut inner));
     }
+}
+
+/// [`SyncStatus`] as numbers, for the metrics.
+#[derive(Clone, Debug, Default)]
+pub struct SyncGauges {
+    pub enabled: bool,
+    pub last_event_applied: Option<f64>,
+    pub last_poll: Option<f64>,
+    pub event_lag: Option<f64>,
+    pub backfill_completed: Option<f64>,
+    /// The last backfill completed by this process.
+    pub backfill: Option<backfill::BackfillReport>,
+    pub reconcile: Option<ReconcileGauges>,
+}
+
+/// The last reconcile round, as numbers.
+#[derive(Clone, Debug, Default)]
+pub struct ReconcileGauges {
+    pub at: Option<f64>,
+    pub seconds: f64,
+    pub directories: u64,
+    pub created: u64,
+    pub updated: u64,
+    pub deleted: u64,
+    pub kept: u64,
+    pub pages: u64,
+    pub complete: bool,
 }
 
 /// Mutations of the status, for the sync's own steps.
@@ -250,6 +309,9 @@ impl SyncStatusView<'_> {
     pub fn backfill_completed(&mut self, at: Timestamp) {
         self.0.backfill_completed_at = Some(at);
         self.0.last_error = None;
+    }
+    pub fn backfill_reported(&mut self, report: backfill::BackfillReport) {
+        self.0.last_backfill = Some(report);
     }
     pub fn backfill_reset(&mut self) {
         self.0.backfill_completed_at = None;

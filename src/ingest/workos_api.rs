@@ -283,6 +283,7 @@ impl WorkosApi {
             let failure = match sent {
                 Ok(resp) => {
                     let status = resp.status();
+                    crate::metrics::METRICS.workos_call(Some(status.as_u16()));
                     if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
                         self.count(|c| c.rate_limited += 1);
                         let wait = retry_after(resp.headers()).unwrap_or(backoff);
@@ -319,7 +320,10 @@ impl WorkosApi {
                         error
                     }
                 }
-                Err(e) => ApiError::Network(e.without_url().to_string()),
+                Err(e) => {
+                    crate::metrics::METRICS.workos_call(None);
+                    ApiError::Network(e.without_url().to_string())
+                }
             };
             self.count(|c| c.failed += 1);
             failures += 1;

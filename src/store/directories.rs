@@ -66,6 +66,18 @@ impl DirectoryMap {
             .collect()
     }
 
+    /// Directories, and their users and groups added up (from each
+    /// directory's own counts: no scan).
+    pub(super) fn totals(&self) -> (u64, u64, u64) {
+        let inner = self.read();
+        inner
+            .by_id
+            .values()
+            .fold((inner.by_id.len() as u64, 0, 0), |(d, u, g), dir| {
+                (d, u + dir.user_count, g + dir.group_count)
+            })
+    }
+
     /// Replaces everything (after the database was reopened).
     pub(super) fn replace(&self, all: Vec<Directory>) {
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());

@@ -493,6 +493,12 @@ impl Store {
         self.directories.get(id)
     }
 
+    /// Directories, users and groups stored, from memory (the directories'
+    /// own counts; no storage access).
+    pub fn totals(&self) -> (u64, u64, u64) {
+        self.directories.totals()
+    }
+
     /// A directory by WorkOS id, from memory.
     pub fn directory_by_workos(&self, workos_id: &str) -> Option<Arc<Directory>> {
         self.directories.by_workos(workos_id)

@@ -23,6 +23,7 @@ mod indexes;
 mod isolation;
 mod linking;
 mod logs;
+mod metrics;
 mod pagination;
 mod persistence;
 mod process;

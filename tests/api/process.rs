@@ -13,9 +13,12 @@ use crate::helpers::*;
 /// A running `rollcall serve`, stopped (SIGTERM) when dropped.
 pub struct Process {
     child: Child,
-    logs: Arc<Mutex<Vec<String>>>,
     pub addr: SocketAddr,
     pub base: String,
+    /// Where `/metrics` is served (`--metrics-listen`), as logged.
+    pub metrics: Option<SocketAddr>,
+    /// Every stderr line so far (JSON logs).
+    pub logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl Process {
@@ -68,11 +71,19 @@ impl Process {
             );
             std::thread::sleep(Duration::from_millis(20));
         };
+        // Logged before "rollcall listening", when it is served at all.
+        let metrics = logs.lock().unwrap().iter().find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            (v["fields"]["message"] == "metrics listening")
+                .then(|| v["fields"]["addr"].as_str()?.parse::<SocketAddr>().ok())
+                .flatten()
+        });
         Self {
             child,
-            logs,
             addr,
             base: format!("http://{addr}"),
+            metrics,
+            logs,
         }
     }
 

@@ -18,7 +18,7 @@ use crate::helpers::*;
 /// server that does start is stopped after a moment.
 fn serve(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rollcall"));
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
+    cmd.args(["serve", "--create", "--listen", "127.0.0.1:0", "--data"])
         .arg(dir.join("db").join("rollcall.redb"))
         .args(args)
         .stdout(Stdio::piped())
