@@ -68,6 +68,10 @@ pub enum StartupError {
 const MAX_HEADER_BYTES: usize = 32 * 1024;
 /// Most headers accepted in one request.
 const MAX_HEADERS: usize = 64;
+/// Longest a TLS handshake may take (the header timeout when shorter): a
+/// client that connects and says nothing holds its slot at most this long
+/// before the request head's own timeout starts.
+const MAX_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A bound, ready-to-serve rollcall.
 pub struct Application {
@@ -559,15 +563,26 @@ fn event_loop(parts: LoopParts, settings: &Settings) {
             let (mut stopped, drain) = (stopped.clone(), drain.clone());
             let (http, service, tls, ids) =
                 (http.clone(), service.clone(), tls.clone(), ids.clone());
-            let (handshake_timeout, write_stall) = (settings.header_timeout, settings.write_stall);
+            let handshake_timeout = settings.header_timeout.min(MAX_HANDSHAKE);
+            let write_stall = settings.write_stall;
             tokio::spawn(async move {
-                // The handshake is bounded like the request head: a client
-                // that connects and says nothing holds a slot that long.
                 let stream = match tls {
                     None => Stream::Plain(stream),
                     Some(tls) => {
-                        let accept = tls.acceptor().accept(stream);
-                        match tokio::time::timeout(handshake_timeout, accept).await {
+                        let accept =
+                            tokio::time::timeout(handshake_timeout, tls.acceptor().accept(stream));
+                        // A connection still in its handshake is idle to the
+                        // connection cap: at the cap it is among the first
+                        // asked to close, and gives its slot back at once.
+                        let done = tokio::select! {
+                            done = accept => done,
+                            () = admitted.asked_to_close() => {
+                                tracing::debug!("closed mid-handshake to make room");
+                                return;
+                            }
+                            _ = stopped.wait_for(|stop| *stop) => return,
+                        };
+                        match done {
                             Ok(Ok(stream)) => Stream::Tls(Box::new(stream)),
                             Ok(Err(e)) => {
                                 tracing::debug!(error = %e, "TLS handshake failed");

@@ -75,6 +75,10 @@ async fn healthcheck(args: &HealthcheckArgs) -> Result<(), CliError> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(args.timeout_secs.max(1)))
         .danger_accept_invalid_certs(true)
+        // Its own server on loopback: never through an HTTP(S)_PROXY set
+        // for the WorkOS calls, never redirected elsewhere.
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| CliError::Other(format!("cannot make an HTTP client: {e}")))?;
     let resp = client

@@ -62,6 +62,8 @@ pub struct Tls {
     cert: PathBuf,
     key: PathBuf,
     current: RwLock<TlsAcceptor>,
+    /// What the files looked like when last loaded; held across a whole
+    /// reload, so the watcher and SIGHUP never install an older read last.
     seen: Mutex<(Seen, Seen)>,
 }
 
@@ -92,8 +94,8 @@ impl Tls {
     /// Loads the pair again; on failure the loaded one stays. Returns
     /// whether the new pair is in use.
     pub fn reload(&self) -> bool {
-        let seen = (looked_at(&self.cert), looked_at(&self.key));
-        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = seen;
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        *seen = (looked_at(&self.cert), looked_at(&self.key));
         match server_config(&self.cert, &self.key) {
             Ok(config) => {
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) =

@@ -280,3 +280,37 @@ async fn the_healthcheck_command_asks_readyz_over_http_or_https() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no answer"));
 }
+
+#[tokio::test]
+async fn at_the_connection_cap_a_silent_handshake_gives_its_slot_to_a_real_client() {
+    // Every slot taken by connections that never start their handshake: a
+    // real client must still get in (the cap closes one of them), not wait
+    // for the handshakes to time out (5 s here; the client waits 3 s).
+    let pair = certificate();
+    let dir = TempDir::new().unwrap();
+    let files = write_pair(dir.path(), &pair);
+    let mut s = settings(dir.path());
+    s.tls = Some(files);
+    s.max_connections = 40;
+    let app = spawn_with(s, Arc::new(dir)).await;
+    let mut silent = Vec::new();
+    for _ in 0..40 {
+        silent.push(TcpStream::connect(app.addr()).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(pair.0.as_bytes()).unwrap()])
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    for round in 0..3 {
+        let resp = client
+            .get(https(&app, "/healthz"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: no answer at the cap: {e}"));
+        assert_eq!(resp.status(), 200);
+        // Fill the freed slot again.
+        silent.push(TcpStream::connect(app.addr()).await.unwrap());
+    }
+}
