@@ -15,8 +15,10 @@
 //! written during the copy (freed pages are reused once it ends).
 //!
 //! A restore checks a copy of the backup the same way, then swaps it in
-//! while holding the live file's lock (so no server can start on it
-//! meanwhile), keeping the previous file as `<file>.before-restore`.
+//! while holding the live file's lock (an exclusive `flock`, as redb takes,
+//! taken without reading the file: a damaged one can be restored over), so
+//! no server can start on it meanwhile; the previous file is kept as
+//! `<file>.before-restore-<UTC time>`, never over an earlier one.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -498,19 +500,36 @@ pub struct Restored {
     pub kept: Option<PathBuf>,
 }
 
-/// `<live>.before-restore-<UTC time>`, with `-<n>` added while one exists:
-/// an earlier kept file is never overwritten.
-fn kept_name(live: &Path) -> PathBuf {
+/// Keeps the live file as `<live>.before-restore-<UTC time>` (with `-<n>`
+/// added while one exists: an earlier kept file is never overwritten). A
+/// hard link where the file system allows it, so the live name never goes
+/// missing (the backup is then renamed over it); else a rename. Returns
+/// the kept name and whether it is a link.
+fn keep_old(live: &Path) -> Result<(PathBuf, bool), BackupError> {
     let name = live.file_name().unwrap_or_default().to_string_lossy();
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
     let base = format!("{name}.before-restore-{stamp}");
-    let mut kept = live.with_file_name(&base);
-    let mut n = 1u32;
-    while kept.symlink_metadata().is_ok() {
-        n += 1;
-        kept = live.with_file_name(format!("{base}-{n}"));
+    for n in 1..=1000u32 {
+        let kept = live.with_file_name(if n == 1 {
+            base.clone()
+        } else {
+            format!("{base}-{n}")
+        });
+        match std::fs::hard_link(live, &kept) {
+            Ok(()) => return Ok((kept, true)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(_) if kept.symlink_metadata().is_ok() => {}
+            Err(_) => {
+                std::fs::rename(live, &kept)
+                    .map_err(file_error("cannot keep the old file as", &kept))?;
+                return Ok((kept, false));
+            }
+        }
     }
-    kept
+    Err(BackupError::Refused(format!(
+        "too many files named {base}-<n> beside {}; remove some",
+        live.display()
+    )))
 }
 
 /// Takes the lock a server holds on its database file (an exclusive
@@ -599,15 +618,19 @@ pub fn restore(live: &Path, from: &Path) -> Result<Restored, BackupError> {
         // starting) on it is refused.
         let lock = lock_live(live)?;
         let kept = if lock.is_some() {
-            let kept = kept_name(live);
-            std::fs::rename(live, &kept)
-                .map_err(file_error("cannot keep the old file as", &kept))?;
-            Some(kept)
+            Some(keep_old(live)?)
         } else {
             None
         };
         if let Err(e) = std::fs::rename(&temp, live) {
-            if let Some(kept) = &kept {
+            if let Some((kept, true)) = &kept {
+                let _ = std::fs::remove_file(kept);
+                return Err(BackupError::Refused(format!(
+                    "cannot move the backup to {}: {e}; the database is untouched",
+                    live.display()
+                )));
+            }
+            if let Some((kept, false)) = &kept {
                 if let Err(back) = std::fs::rename(kept, live) {
                     return Err(BackupError::Refused(format!(
                         "cannot move the backup to {}: {e}; and cannot put the old file back from {}: {back} (move it back by hand)",
@@ -625,7 +648,10 @@ pub fn restore(live: &Path, from: &Path) -> Result<Restored, BackupError> {
         }
         sync_dir(live);
         drop(lock);
-        Ok(Restored { checked, kept })
+        Ok(Restored {
+            checked,
+            kept: kept.map(|(kept, _)| kept),
+        })
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&temp);
