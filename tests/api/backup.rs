@@ -836,3 +836,51 @@ async fn a_restore_as_root_gives_the_file_the_data_folders_owner() {
     assert_eq!(meta.mode() & 0o777, 0o600);
     assert_eq!(users_in(&live).0.len(), 6);
 }
+
+#[tokio::test]
+async fn a_server_stopped_mid_backup_leaves_no_temp_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("db").join("rollcall.redb");
+    let big = big_import(dir.path(), 20);
+    std::fs::create_dir(dir.path().join("db")).unwrap();
+    std::fs::set_permissions(
+        dir.path().join("db"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    let out = cli(&data, &["import", big.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let server = Process::start(dir.path(), &data, &[]);
+    let folder = dir.path().join("backups");
+    std::fs::create_dir(&folder).unwrap();
+    let target = folder.join("nightly.redb");
+    let mut stream = UnixStream::connect(dir.path().join("db/rollcall.redb.sock")).unwrap();
+    let request = format!("{}\n", serde_json::json!({"op": "backup", "path": target}));
+    stream.write_all(request.as_bytes()).unwrap();
+    // Stop as soon as the copy has begun.
+    let started = std::time::Instant::now();
+    while files_in(&folder).is_empty() && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let logs = server.logs.clone();
+    assert!(server.stop().success());
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    eprintln!("the backup's answer: {answer}");
+    let left = files_in(&folder);
+    assert!(
+        left.iter().all(|n| !n.ends_with(".tmp")),
+        "a temp file was left: {left:?}"
+    );
+    // Either cancelled (nothing written) or finished first (a whole copy).
+    if answer.contains("\"ok\":true") {
+        assert_eq!(left, vec!["nightly.redb".to_owned()]);
+    } else {
+        assert!(left.is_empty(), "{left:?}");
+        assert!(
+            answer.contains("cancelled")
+                || logs.lock().unwrap().iter().any(|l| l.contains("cancelled")),
+            "{answer}"
+        );
+    }
+}
