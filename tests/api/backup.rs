@@ -838,7 +838,7 @@ async fn a_restore_as_root_gives_the_file_the_data_folders_owner() {
 }
 
 #[tokio::test]
-async fn a_server_stopped_mid_backup_leaves_no_temp_file() {
+async fn one_backup_at_a_time_and_a_server_stopped_mid_backup_leaves_no_temp_file() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("db").join("rollcall.redb");
     let big = big_import(dir.path(), 20);
@@ -862,6 +862,17 @@ async fn a_server_stopped_mid_backup_leaves_no_temp_file() {
     while files_in(&folder).is_empty() && started.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(5));
     }
+    // One backup at a time.
+    let second = exchange(
+        &dir.path().join("db/rollcall.redb.sock"),
+        format!(
+            "{}\n",
+            serde_json::json!({"op": "backup", "path": folder.join("second.redb")})
+        )
+        .as_bytes(),
+    );
+    assert_eq!(second["ok"], false, "{second}");
+    assert_eq!(second["error"], "a backup is already running", "{second}");
     let logs = server.logs.clone();
     assert!(server.stop().success());
     let mut answer = String::new();
