@@ -541,8 +541,12 @@ fn backup(data: &Path, args: &BackupArgs) -> Result<(), CliError> {
                 )));
             }
             let store = open_without_server(data)?;
-            crate::store::backup::backup(&store, &target)
-                .map_err(|e| CliError::Other(format!("the backup failed: {e}")))?
+            crate::store::backup::backup(
+                &store,
+                &target,
+                &std::sync::atomic::AtomicBool::new(false),
+            )
+            .map_err(|e| CliError::Other(format!("the backup failed: {e}")))?
         }
     };
     print_checked(

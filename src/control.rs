@@ -20,6 +20,7 @@ use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::os::unix::net::UnixStream as StdStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,65 @@ use crate::store::backup::{self, Checked};
 const MAX_REQUEST_BYTES: u64 = 64 * 1024;
 /// How long a client has to send its request line.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an export waits for its client to take more before it is
+/// abandoned (and its read transaction released).
+const EXPORT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Overrides [`EXPORT_WRITE_TIMEOUT`], in milliseconds: for tests only.
+const EXPORT_WRITE_TIMEOUT_ENV: &str = "ROLLCALL_TEST_EXPORT_WRITE_TIMEOUT_MS";
+/// Exports served at once; a backup runs alone.
+const MAX_EXPORTS: usize = 2;
+/// How long a stopping server waits for a cancelled backup to clean up.
+const CANCEL_WAIT: Duration = Duration::from_secs(5);
+
+fn export_write_timeout() -> Duration {
+    std::env::var(EXPORT_WRITE_TIMEOUT_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(EXPORT_WRITE_TIMEOUT, Duration::from_millis)
+}
+
+/// The backups and exports running, and the flag that cancels backups.
+#[derive(Default)]
+struct Jobs {
+    backups: AtomicUsize,
+    exports: AtomicUsize,
+    cancel: AtomicBool,
+}
+
+/// A place among the running jobs, given back when dropped.
+struct Slot {
+    jobs: Arc<Jobs>,
+    backup: bool,
+}
+
+impl Jobs {
+    fn counter(&self, backup: bool) -> &AtomicUsize {
+        if backup { &self.backups } else { &self.exports }
+    }
+
+    /// A place for a backup (at most one) or an export (at most
+    /// [`MAX_EXPORTS`]), or `None` when they are taken.
+    fn take(self: &Arc<Self>, backup: bool) -> Option<Slot> {
+        let max = if backup { 1 } else { MAX_EXPORTS };
+        self.counter(backup)
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot {
+                jobs: self.clone(),
+                backup,
+            })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.jobs
+            .counter(self.backup)
+            .fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// One request on the control socket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +121,7 @@ pub struct Control {
     listener: UnixListener,
     path: PathBuf,
     store: Arc<Store>,
+    jobs: Arc<Jobs>,
 }
 
 impl Control {
@@ -104,6 +165,7 @@ impl Control {
             listener,
             path,
             store,
+            jobs: Arc::default(),
         })
     }
 
@@ -112,14 +174,16 @@ impl Control {
         &self.path
     }
 
-    /// Answers requests until `stopped` turns true, then removes the socket.
+    /// Answers requests until `stopped` turns true, then cancels a running
+    /// backup (waiting a little for it to remove its temp file) and removes
+    /// the socket.
     pub async fn serve(self, mut stopped: watch::Receiver<bool>) {
         tracing::info!(socket = %self.path.display(), "control socket listening");
         loop {
             tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, _)) => {
-                        tokio::spawn(handle(stream, self.store.clone()));
+                        tokio::spawn(handle(stream, self.store.clone(), self.jobs.clone()));
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "control socket accept failed");
@@ -132,6 +196,11 @@ impl Control {
                     }
                 }
             }
+        }
+        self.jobs.cancel.store(true, Ordering::SeqCst);
+        let waited = std::time::Instant::now();
+        while self.jobs.backups.load(Ordering::SeqCst) > 0 && waited.elapsed() < CANCEL_WAIT {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let _ = std::fs::remove_file(&self.path);
     }
@@ -152,7 +221,7 @@ fn peer_allowed(stream: &UnixStream) -> bool {
 }
 
 /// Serves one connection: one request, one answer.
-async fn handle(stream: UnixStream, store: Arc<Store>) {
+async fn handle(stream: UnixStream, store: Arc<Store>, jobs: Arc<Jobs>) {
     let mut stream = tokio::io::BufReader::new(stream);
     if !peer_allowed(stream.get_ref()) {
         let _ = stream
@@ -199,10 +268,26 @@ async fn handle(stream: UnixStream, store: Arc<Store>) {
         }
     };
     tracing::info!(?request, "control request");
+    let Some(slot) = jobs.take(matches!(request, Request::Backup { .. })) else {
+        let busy = match request {
+            Request::Backup { .. } => "a backup is already running".to_owned(),
+            Request::Export => {
+                format!("{MAX_EXPORTS} exports are already running; try again later")
+            }
+        };
+        tracing::info!(error = %busy, "control request refused");
+        let _ = stream.write_all(&refusal(busy)).await;
+        return;
+    };
     match request {
         Request::Backup { path } => {
             let started = std::time::Instant::now();
-            let result = on_low_thread(move || backup::backup(&store, &path)).await;
+            let result = on_low_thread(move || {
+                let result = backup::backup(&store, &path, &slot.jobs.cancel);
+                drop(slot);
+                result
+            })
+            .await;
             let line = match result {
                 Ok(Ok(checked)) => {
                     tracing::info!(
@@ -226,6 +311,9 @@ async fn handle(stream: UnixStream, store: Arc<Store>) {
         Request::Export => {
             let stream = match stream.into_std().and_then(|s| {
                 s.set_nonblocking(false)?;
+                // A client that stops reading must not hold the export (and
+                // its read transaction) forever.
+                s.set_write_timeout(Some(export_write_timeout()))?;
                 Ok(s)
             }) {
                 Ok(s) => s,
@@ -234,26 +322,66 @@ async fn handle(stream: UnixStream, store: Arc<Store>) {
                     return;
                 }
             };
-            let _ = on_low_thread(move || export_to(&store, stream)).await;
+            let _ = on_low_thread(move || {
+                export_to(&store, stream);
+                drop(slot);
+            })
+            .await;
         }
     }
 }
 
-/// Writes the export and its trailer to `stream` (blocking).
+/// The client's end of an export: once a write fails (the client left, or
+/// took nothing within the write timeout), every later one fails at once.
+struct Client {
+    stream: StdStream,
+    failed: bool,
+}
+
+impl Write for Client {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.failed {
+            return Err(std::io::Error::other("the export's client is gone"));
+        }
+        self.stream.write(buf).inspect_err(|_| self.failed = true)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.failed {
+            return Err(std::io::Error::other("the export's client is gone"));
+        }
+        self.stream.flush().inspect_err(|_| self.failed = true)
+    }
+}
+
+/// Writes the export and its trailer to `stream` (blocking); abandoned
+/// when the client stops taking it.
 fn export_to(store: &Store, stream: StdStream) {
-    let mut out = BufWriter::with_capacity(1 << 20, stream);
+    let mut out = BufWriter::with_capacity(
+        1 << 20,
+        Client {
+            stream,
+            failed: false,
+        },
+    );
     if out.write_all(b"{\"ok\":true}\n").is_err() {
         return;
     }
     let trailer = match ndjson::export(store, &mut out, |_| {}) {
         Ok(report) => json!({"end": "ok", "report": report}),
+        Err(e) if out.get_ref().failed => {
+            tracing::warn!(error = %e, "export abandoned: the client stopped reading");
+            return;
+        }
         Err(e) => {
             tracing::warn!(error = %e, "export failed");
             json!({"end": "error", "error": e.to_string()})
         }
     };
     let _ = writeln!(out, "{trailer}");
-    let _ = out.flush();
+    if out.flush().is_err() {
+        tracing::warn!("export abandoned: the client stopped reading");
+    }
 }
 
 /// Runs `f` on a thread of its own at low priority (a backup or an export
@@ -296,7 +424,13 @@ pub fn connect(data: &Path) -> Result<Option<Server>, String> {
         }
         Ok(meta) => {
             let me = rustix::process::getuid().as_raw();
-            if meta.uid() != me && meta.uid() != 0 {
+            // Root may also use the socket of the data folder's owner (a
+            // service's user): the server accepts root as a peer.
+            let folder_owner = || {
+                std::fs::metadata(crate::config::data_dir(data))
+                    .is_ok_and(|f| f.uid() == meta.uid())
+            };
+            if meta.uid() != me && meta.uid() != 0 && !(me == 0 && folder_owner()) {
                 return Err(format!(
                     "the socket {} belongs to uid {}, not to you (uid {me}): run as the server's user",
                     path.display(),

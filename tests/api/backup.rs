@@ -143,6 +143,14 @@ fn files_in(dir: &Path) -> Vec<String> {
     names
 }
 
+/// The files a restore kept in `dir`: `rollcall.redb.before-restore-…`.
+fn kept_files(dir: &Path) -> Vec<String> {
+    files_in(dir)
+        .into_iter()
+        .filter(|n| n.starts_with("rollcall.redb.before-restore-"))
+        .collect()
+}
+
 #[tokio::test]
 async fn a_backup_taken_under_webhooks_is_a_consistent_prefix_of_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -262,7 +270,7 @@ async fn a_restored_server_answers_every_route_as_the_original_did_at_the_backup
         "{}",
         stderr(&refused)
     );
-    assert!(!dir.path().join("db/rollcall.redb.before-restore").exists());
+    assert!(kept_files(&dir.path().join("db")).is_empty());
     assert_same_answers(
         &every_answer(&client, &server.base, &orgs).await,
         &changed,
@@ -277,8 +285,9 @@ async fn a_restored_server_answers_every_route_as_the_original_did_at_the_backup
     let out = cli(&data, &["restore", backup.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("restored"), "{}", stderr(&out));
-    let kept = dir.path().join("db/rollcall.redb.before-restore");
-    assert!(kept.exists(), "the previous file is kept");
+    let kept = kept_files(&dir.path().join("db"));
+    assert_eq!(kept.len(), 1, "the previous file is kept");
+    let kept = dir.path().join("db").join(&kept[0]);
     let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 
@@ -610,4 +619,279 @@ async fn no_control_socket_in_a_folder_every_user_may_write() {
     let out = cli(&data, &["export"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("is not a socket"), "{}", stderr(&out));
+}
+
+/// The demo data set with its directory users copied `copies` more times
+/// (new ids and emails): an export of several megabytes.
+fn big_import(dir: &Path, copies: usize) -> PathBuf {
+    let demo =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/data/demo.ndjson")).unwrap();
+    let mut out = demo.clone();
+    for k in 0..copies {
+        for line in demo
+            .lines()
+            .filter(|l| l.starts_with("{\"object\":\"directory_user\""))
+        {
+            out.push_str(
+                &line
+                    .replace("directory_user_", &format!("directory_user_c{k}"))
+                    .replace('@', &format!("+c{k}@")),
+            );
+            out.push('\n');
+        }
+    }
+    let file = dir.join("big.ndjson");
+    std::fs::write(&file, out).unwrap();
+    file
+}
+
+fn logged(server: &Process, message: &str) -> usize {
+    server
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains(message))
+        .count()
+}
+
+#[tokio::test]
+async fn a_stalled_export_is_cut_off_and_the_server_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("db").join("rollcall.redb");
+    let big = big_import(dir.path(), 8);
+    std::fs::create_dir(dir.path().join("db")).unwrap();
+    std::fs::set_permissions(
+        dir.path().join("db"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    let out = cli(&data, &["import", big.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let server = Process::start_with_env(
+        dir.path(),
+        &data,
+        &[],
+        &[("ROLLCALL_TEST_EXPORT_WRITE_TIMEOUT_MS", "1500")],
+    );
+    let socket = dir.path().join("db/rollcall.redb.sock");
+    // Two clients ask for the export and never read it.
+    let stalled: Vec<UnixStream> = (0..2)
+        .map(|_| {
+            let mut s = UnixStream::connect(&socket).unwrap();
+            s.write_all(b"{\"op\":\"export\"}\n").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // A third is refused while they hold their places.
+    let busy = exchange(&socket, b"{\"op\":\"export\"}\n");
+    assert_eq!(busy["ok"], false, "{busy}");
+    assert!(
+        busy["error"].as_str().unwrap().contains("already running"),
+        "{busy}"
+    );
+    // Both are abandoned after the write timeout.
+    let started = std::time::Instant::now();
+    while logged(&server, "export abandoned") < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the stalled exports were not cut off: {:?}",
+            server.logs.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, _) = ready(&server.base).await;
+    assert_eq!(status, StatusCode::OK, "the server keeps serving");
+    // Everything was released: a backup and a full export work.
+    let backup = dir.path().join("after.redb");
+    let out = cli_async(&data, &["backup", backup.to_str().unwrap()]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let export = dir.path().join("after.ndjson");
+    let out = cli_async(&data, &["export", export.to_str().unwrap()]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(std::fs::metadata(&export).unwrap().len() > 2 << 20);
+    drop(stalled);
+    assert!(server.stop().success());
+}
+
+#[tokio::test]
+async fn a_backup_removes_stale_temps_and_refuses_a_folder_anyone_may_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("db").join("rollcall.redb");
+    let server = Process::start(dir.path(), &data, &["--create"]);
+    let client = reqwest::Client::new();
+    seed(&client, &server.base).await;
+    let folder = dir.path().join("backups");
+    std::fs::create_dir(&folder).unwrap();
+    // Left by a crashed server (no such pid), and by a live one (this test).
+    let dead = folder.join(".nightly.redb.backup-4000000000-17.tmp");
+    let live = folder.join(format!(
+        ".nightly.redb.backup-{}-18.tmp",
+        std::process::id()
+    ));
+    std::fs::write(&dead, b"stale").unwrap();
+    std::fs::write(&live, b"in progress").unwrap();
+    let target = folder.join("nightly.redb");
+    let out = cli(&data, &["backup", target.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!dead.exists(), "the dead process's temp is removed");
+    assert!(live.exists(), "a live process's temp is kept");
+    assert_eq!(users_in(&target).0.len(), 6);
+
+    // A folder every user may write, not sticky: refused.
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let other = folder.join("other.redb");
+    let out = cli(&data, &["backup", other.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("writable by every user"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!other.exists());
+    // Sticky (like /tmp): allowed.
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let out = cli(&data, &["backup", other.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    drop(server);
+}
+
+#[tokio::test]
+async fn restore_replaces_a_damaged_live_file_and_never_overwrites_a_kept_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("db").join("rollcall.redb");
+    let server = Process::start(dir.path(), &data, &["--create"]);
+    let client = reqwest::Client::new();
+    seed(&client, &server.base).await;
+    let good = dir.path().join("good.redb");
+    let out = cli(&data, &["backup", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let at_backup = every_answer(&client, &server.base, &[ORG_A, ORG_B]).await;
+    assert!(server.stop().success());
+
+    // Held by another process (no server socket): refused, untouched.
+    let held = std::fs::File::open(&data).unwrap();
+    held.try_lock().unwrap();
+    let before = std::fs::read(&data).unwrap();
+    let out = cli(&data, &["restore", good.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("held by another process"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(std::fs::read(&data).unwrap() == before);
+    drop(held);
+
+    // The live file damaged beyond opening: restored over.
+    let len = std::fs::metadata(&data).unwrap().len() as usize;
+    let noise: Vec<u8> = (0..len).map(|_| rand::random::<u8>()).collect();
+    std::fs::write(&data, &noise).unwrap();
+    let out = cli(&data, &["restore", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let kept = kept_files(&dir.path().join("db"));
+    assert_eq!(kept.len(), 1);
+    assert!(std::fs::read(dir.path().join("db").join(&kept[0])).unwrap() == noise);
+
+    // Again: the first kept file is not overwritten.
+    let out = cli(&data, &["restore", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let kept_now = kept_files(&dir.path().join("db"));
+    assert_eq!(kept_now.len(), 2, "{kept_now:?}");
+    assert!(kept_now.contains(&kept[0]));
+    assert!(std::fs::read(dir.path().join("db").join(&kept[0])).unwrap() == noise);
+
+    let restored = Process::start(dir.path(), &data, &[]);
+    let after = every_answer(&client, &restored.base, &[ORG_A, ORG_B]).await;
+    assert_same_answers(&after, &at_backup, "restored over a damaged file");
+    drop(restored);
+}
+
+#[tokio::test]
+async fn a_restore_as_root_gives_the_file_the_data_folders_owner() {
+    if rustix::process::geteuid().as_raw() != 0 {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("db").join("rollcall.redb");
+    let server = Process::start(dir.path(), &data, &["--create"]);
+    seed(&reqwest::Client::new(), &server.base).await;
+    let good = dir.path().join("good.redb");
+    let out = cli(&data, &["backup", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    drop(server);
+
+    use std::os::unix::fs::MetadataExt;
+    let service = dir.path().join("service");
+    std::fs::create_dir(&service).unwrap();
+    std::fs::set_permissions(&service, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&service, Some(65534), Some(65534)).unwrap();
+    let live = service.join("rollcall.redb");
+    let out = cli(&live, &["restore", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let meta = std::fs::metadata(&live).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
+    assert_eq!(meta.mode() & 0o777, 0o600);
+    assert_eq!(users_in(&live).0.len(), 6);
+}
+
+#[tokio::test]
+async fn one_backup_at_a_time_and_a_server_stopped_mid_backup_leaves_no_temp_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("db").join("rollcall.redb");
+    let big = big_import(dir.path(), 20);
+    std::fs::create_dir(dir.path().join("db")).unwrap();
+    std::fs::set_permissions(
+        dir.path().join("db"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    let out = cli(&data, &["import", big.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let server = Process::start(dir.path(), &data, &[]);
+    let folder = dir.path().join("backups");
+    std::fs::create_dir(&folder).unwrap();
+    let target = folder.join("nightly.redb");
+    let mut stream = UnixStream::connect(dir.path().join("db/rollcall.redb.sock")).unwrap();
+    let request = format!("{}\n", serde_json::json!({"op": "backup", "path": target}));
+    stream.write_all(request.as_bytes()).unwrap();
+    // Stop as soon as the copy has begun.
+    let started = std::time::Instant::now();
+    while files_in(&folder).is_empty() && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // One backup at a time.
+    let second = exchange(
+        &dir.path().join("db/rollcall.redb.sock"),
+        format!(
+            "{}\n",
+            serde_json::json!({"op": "backup", "path": folder.join("second.redb")})
+        )
+        .as_bytes(),
+    );
+    assert_eq!(second["ok"], false, "{second}");
+    assert_eq!(second["error"], "a backup is already running", "{second}");
+    let logs = server.logs.clone();
+    assert!(server.stop().success());
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    eprintln!("the backup's answer: {answer}");
+    let left = files_in(&folder);
+    assert!(
+        left.iter().all(|n| !n.ends_with(".tmp")),
+        "a temp file was left: {left:?}"
+    );
+    // Either cancelled (nothing written) or finished first (a whole copy).
+    if answer.contains("\"ok\":true") {
+        assert_eq!(left, vec!["nightly.redb".to_owned()]);
+    } else {
+        assert!(left.is_empty(), "{left:?}");
+        assert!(
+            answer.contains("cancelled")
+                || logs.lock().unwrap().iter().any(|l| l.contains("cancelled")),
+            "{answer}"
+        );
+    }
 }

@@ -25,6 +25,11 @@ impl Process {
     /// Starts `rollcall serve` on an ephemeral port with the test JWKS and
     /// webhook secret, JSON logs, the database `data`, and `extra` flags.
     pub fn start(dir: &Path, data: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(dir, data, extra, &[])
+    }
+
+    /// [`Process::start`] with extra environment variables.
+    pub fn start_with_env(dir: &Path, data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let jwks = dir.join("jwks.json");
         std::fs::write(&jwks, JWKS).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_rollcall"))
@@ -36,6 +41,7 @@ impl Process {
             .args(extra)
             .env_remove("ROLLCALL_DATA")
             .env("RUST_LOG", "rollcall=info,warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
