@@ -623,6 +623,16 @@ async fn no_control_socket_in_a_folder_every_user_may_write() {
 
 /// The demo data set with its directory users copied `copies` more times
 /// (new ids and emails): an export of several megabytes.
+/// `data` (in its own 0700 folder) holding `copies` copies of the demo.
+fn import_big(dir: &Path, data: &Path, copies: usize) {
+    let big = big_import(dir, copies);
+    let folder = data.parent().unwrap();
+    std::fs::create_dir(folder).unwrap();
+    std::fs::set_permissions(folder, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let out = cli(data, &["import", big.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
 fn big_import(dir: &Path, copies: usize) -> PathBuf {
     let demo =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/data/demo.ndjson")).unwrap();
@@ -659,15 +669,7 @@ fn logged(server: &Process, message: &str) -> usize {
 async fn a_stalled_export_is_cut_off_and_the_server_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("db").join("rollcall.redb");
-    let big = big_import(dir.path(), 8);
-    std::fs::create_dir(dir.path().join("db")).unwrap();
-    std::fs::set_permissions(
-        dir.path().join("db"),
-        std::fs::Permissions::from_mode(0o700),
-    )
-    .unwrap();
-    let out = cli(&data, &["import", big.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    import_big(dir.path(), &data, 8);
     let server = Process::start_with_env(
         dir.path(),
         &data,
@@ -841,15 +843,7 @@ async fn a_restore_as_root_gives_the_file_the_data_folders_owner() {
 async fn one_backup_at_a_time_and_a_server_stopped_mid_backup_leaves_no_temp_file() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("db").join("rollcall.redb");
-    let big = big_import(dir.path(), 20);
-    std::fs::create_dir(dir.path().join("db")).unwrap();
-    std::fs::set_permissions(
-        dir.path().join("db"),
-        std::fs::Permissions::from_mode(0o700),
-    )
-    .unwrap();
-    let out = cli(&data, &["import", big.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    import_big(dir.path(), &data, 20);
     let server = Process::start(dir.path(), &data, &[]);
     let folder = dir.path().join("backups");
     std::fs::create_dir(&folder).unwrap();
