@@ -15,6 +15,8 @@
 //! - [`net`]: the connection layer below warp — what hyper and warp would
 //!   otherwise decide alone about a connection.
 //! - [`config`], [`cli`], [`dev`]: settings, commands, the dev quickstart.
+//! - [`scim`]: SCIM 2.0 engines (filter language, PATCH) for issue 11; the
+//!   HTTP surface and storage are still to come.
 //! - `control`: the operator's Unix socket into a running server (backup,
 //!   export).
 
@@ -30,4 +32,5 @@ pub mod ingest;
 pub mod metrics;
 pub mod model;
 pub mod net;
+pub mod scim;
 pub mod store;

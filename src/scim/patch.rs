@@ -1,0 +1,706 @@
+//! SCIM PATCH (RFC 7644 §3.5.2): parsing a PatchOp body and applying its
+//! operations to a `serde_json::Value` resource, all or none.
+//!
+//! Accepted as the identity providers really send it: `Operations` in any
+//! case, `op` in any case (Entra's `Add`/`Replace`/`Remove`), booleans as
+//! strings (`"False"`) for `active` and `primary`, several operations in one
+//! body, Entra's member removal by value array. Keys in the resource are
+//! matched case-insensitively and keep their stored spelling.
+//!
+//! `remove` of a value that is not there is a no-op (idempotent retries);
+//! `replace` through a value filter matching nothing is `noTarget`, as the
+//! RFC says; `add` through an `eq` value filter matching nothing creates the
+//! element (`emails[type eq "work"].value` on a user without a work email).
+
+use std::collections::HashSet;
+
+use serde_json::{Map, Value};
+
+use super::ScimType;
+use super::filter::{
+    self, AttrPath, CompareOp, Filter, Literal, PatchPath, get_ci, is_core_schema,
+};
+
+/// The PatchOp message schema a body's `schemas` must contain.
+pub const PATCH_OP_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+/// The Enterprise User extension schema.
+pub const ENTERPRISE_USER_SCHEMA: &str =
+    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+/// The most operations accepted in one body.
+pub const MAX_OPERATIONS: usize = 10_000;
+
+/// Attributes whose string values `"true"`/`"false"` (any case) are coerced
+/// to booleans.
+const BOOLEAN_ATTRIBUTES: &[&str] = &["active", "primary"];
+
+/// Why a PATCH was refused; nothing was applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{scim_type}: {message}")]
+pub struct PatchError {
+    /// The RFC 7644 `scimType`.
+    pub scim_type: ScimType,
+    /// What was wrong, for the SCIM Error `detail`.
+    pub message: String,
+}
+
+impl PatchError {
+    fn new(scim_type: ScimType, message: impl Into<String>) -> Self {
+        PatchError {
+            scim_type,
+            message: message.into(),
+        }
+    }
+}
+
+/// A PATCH operation kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    /// `add`.
+    Add,
+    /// `replace`.
+    Replace,
+    /// `remove`.
+    Remove,
+}
+
+/// One operation of a PatchOp body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatchOperation {
+    /// What to do.
+    pub op: OpKind,
+    /// Where; `None` means the resource itself (not allowed for `remove`).
+    pub path: Option<PatchPath>,
+    /// The value (required for `add` and `replace`).
+    pub value: Option<Value>,
+}
+
+/// A parsed PatchOp body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatchRequest {
+    /// The operations, applied in order.
+    pub operations: Vec<PatchOperation>,
+}
+
+/// The result of a successful PATCH.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatchOutcome {
+    /// The resource with every operation applied.
+    pub resource: Value,
+    /// Member ids (`members[].value`) present after but not before.
+    pub members_added: Vec<String>,
+    /// Member ids present before but not after.
+    pub members_removed: Vec<String>,
+}
+
+/// Parses a PatchOp body.
+pub fn parse_request(body: &Value) -> Result<PatchRequest, PatchError> {
+    if !body.is_object() {
+        return Err(syntax("the body must be a JSON object"));
+    }
+    check_schemas(body)?;
+    let ops = get_ci(body, "Operations")
+        .and_then(Value::as_array)
+        .ok_or_else(|| syntax("\"Operations\" must be an array"))?;
+    if ops.len() > MAX_OPERATIONS {
+        return Err(syntax(format!("more than {MAX_OPERATIONS} operations")));
+    }
+    let operations = ops
+        .iter()
+        .enumerate()
+        .map(|(i, op)| parse_operation(op).map_err(|e| prefix(e, i)))
+        .collect::<Result<_, _>>()?;
+    Ok(PatchRequest { operations })
+}
+
+fn syntax(message: impl Into<String>) -> PatchError {
+    PatchError::new(ScimType::InvalidSyntax, message)
+}
+
+fn prefix(e: PatchError, index: usize) -> PatchError {
+    PatchError::new(e.scim_type, format!("Operations[{index}]: {}", e.message))
+}
+
+fn check_schemas(body: &Value) -> Result<(), PatchError> {
+    let ok = get_ci(body, "schemas")
+        .and_then(Value::as_array)
+        .is_some_and(|s| {
+            s.iter()
+                .filter_map(Value::as_str)
+                .any(|s| s.eq_ignore_ascii_case(PATCH_OP_SCHEMA))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(syntax(format!(
+            "\"schemas\" must contain {PATCH_OP_SCHEMA:?}"
+        )))
+    }
+}
+
+fn parse_operation(op: &Value) -> Result<PatchOperation, PatchError> {
+    if !op.is_object() {
+        return Err(syntax("an operation must be an object"));
+    }
+    let kind = match get_ci(op, "op")
+        .and_then(Value::as_str)
+        .map(str::to_ascii_lowercase)
+    {
+        Some(k) if k == "add" => OpKind::Add,
+        Some(k) if k == "replace" => OpKind::Replace,
+        Some(k) if k == "remove" => OpKind::Remove,
+        _ => return Err(syntax("\"op\" must be \"add\", \"replace\" or \"remove\"")),
+    };
+    let path = match get_ci(op, "path") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(p)) if p.trim().is_empty() => None,
+        Some(Value::String(p)) => Some(
+            filter::parse_path(p)
+                .map_err(|e| PatchError::new(ScimType::InvalidPath, e.to_string()))?,
+        ),
+        Some(_) => {
+            return Err(PatchError::new(
+                ScimType::InvalidPath,
+                "\"path\" must be a string",
+            ));
+        }
+    };
+    let value = get_ci(op, "value").cloned();
+    if kind == OpKind::Remove && path.is_none() {
+        return Err(PatchError::new(
+            ScimType::NoTarget,
+            "\"remove\" needs a \"path\"",
+        ));
+    }
+    if kind != OpKind::Remove && value.is_none() {
+        return Err(PatchError::new(
+            ScimType::InvalidValue,
+            "\"add\" and \"replace\" need a \"value\"",
+        ));
+    }
+    Ok(PatchOperation {
+        op: kind,
+        path,
+        value,
+    })
+}
+
+/// Parses and applies a PatchOp body in one step.
+pub fn patch(resource: &Value, body: &Value) -> Result<PatchOutcome, PatchError> {
+    apply(resource, &parse_request(body)?)
+}
+
+/// Applies every operation to a copy of `resource`: the new resource, or an
+/// error and nothing applied.
+pub fn apply(resource: &Value, request: &PatchRequest) -> Result<PatchOutcome, PatchError> {
+    let mut doc = match resource {
+        Value::Object(map) => map.clone(),
+        _ => {
+            return Err(PatchError::new(
+                ScimType::InvalidValue,
+                "the resource is not an object",
+            ));
+        }
+    };
+    let before = member_ids(&doc);
+    for (i, op) in request.operations.iter().enumerate() {
+        apply_operation(&mut doc, op).map_err(|e| prefix(e, i))?;
+    }
+    let after = member_ids(&doc);
+    Ok(PatchOutcome {
+        members_added: difference(&after, &before),
+        members_removed: difference(&before, &after),
+        resource: Value::Object(doc),
+    })
+}
+
+fn apply_operation(doc: &mut Map<String, Value>, op: &PatchOperation) -> Result<(), PatchError> {
+    match &op.path {
+        Some(path) => apply_path(doc, op.op, path, op.value.as_ref()),
+        None if op.op == OpKind::Remove => Err(PatchError::new(
+            ScimType::NoTarget,
+            "\"remove\" needs a \"path\"",
+        )),
+        None => apply_without_path(doc, op.op, op.value.as_ref()),
+    }
+}
+
+/// `add`/`replace` with no path: each key of the value object is a path (or
+/// an extension schema whose object holds attributes).
+fn apply_without_path(
+    doc: &mut Map<String, Value>,
+    kind: OpKind,
+    value: Option<&Value>,
+) -> Result<(), PatchError> {
+    let Some(Value::Object(attrs)) = value else {
+        return Err(PatchError::new(
+            ScimType::InvalidValue,
+            "without a \"path\", \"value\" must be an object",
+        ));
+    };
+    for (key, v) in attrs {
+        if is_extension_key(doc, key) {
+            let Value::Object(ext) = v else {
+                return Err(PatchError::new(
+                    ScimType::InvalidValue,
+                    format!("{key:?} must be an object"),
+                ));
+            };
+            for (attr, v) in ext {
+                let path = PatchPath {
+                    schema: Some(key.clone()),
+                    attr: attr.clone(),
+                    filter: None,
+                    sub: None,
+                };
+                apply_path(doc, kind, &path, Some(v))?;
+            }
+        } else {
+            let path = filter::parse_path(key)
+                .map_err(|e| PatchError::new(ScimType::InvalidPath, e.to_string()))?;
+            apply_path(doc, kind, &path, Some(v))?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether a key of a no-path value names an extension schema object.
+fn is_extension_key(doc: &Map<String, Value>, key: &str) -> bool {
+    let urn = key.len() > 4 && key.is_char_boundary(4) && key[..4].eq_ignore_ascii_case("urn:");
+    if !urn || is_core_schema(key) {
+        return false;
+    }
+    let in_schemas = doc
+        .get("schemas")
+        .and_then(Value::as_array)
+        .is_some_and(|s| {
+            s.iter()
+                .filter_map(Value::as_str)
+                .any(|s| s.eq_ignore_ascii_case(key))
+        });
+    in_schemas || find_key(doc, key).is_some() || key.eq_ignore_ascii_case(ENTERPRISE_USER_SCHEMA)
+}
+
+fn apply_path(
+    doc: &mut Map<String, Value>,
+    kind: OpKind,
+    path: &PatchPath,
+    value: Option<&Value>,
+) -> Result<(), PatchError> {
+    if read_only(doc, kind, path, value)? {
+        return Ok(());
+    }
+    let Some(container) = container(doc, path.schema.as_deref(), kind != OpKind::Remove)? else {
+        return Ok(());
+    };
+    let name = path.sub.as_deref().unwrap_or(&path.attr);
+    let value = value.map(|v| coerce(name, v.clone())).transpose()?;
+    match (&path.filter, &path.sub) {
+        (None, None) => op_attr(container, kind, &path.attr, value),
+        (None, Some(sub)) => op_sub(container, kind, &path.attr, sub, value),
+        (Some(f), sub) => op_filtered(container, kind, path, f, sub.as_deref(), value),
+    }
+}
+
+/// `id` and `meta` are read-only: an error, unless an `add`/`replace` sets
+/// the value already there (clients echo `id`), which is skipped (`true`).
+fn read_only(
+    doc: &Map<String, Value>,
+    kind: OpKind,
+    path: &PatchPath,
+    value: Option<&Value>,
+) -> Result<bool, PatchError> {
+    let core = path.schema.as_deref().is_none_or(is_core_schema);
+    let attr = &path.attr;
+    if !core || !(attr.eq_ignore_ascii_case("id") || attr.eq_ignore_ascii_case("meta")) {
+        return Ok(false);
+    }
+    let unchanged = kind != OpKind::Remove
+        && path.filter.is_none()
+        && path.sub.is_none()
+        && value.is_some()
+        && find_key(doc, attr).and_then(|k| doc.get(&k)) == value;
+    if unchanged {
+        Ok(true)
+    } else {
+        Err(PatchError::new(
+            ScimType::Mutability,
+            format!("{attr:?} is read-only"),
+        ))
+    }
+}
+
+/// The object a path's attribute lives in: the resource, or an extension
+/// object (created, and added to `schemas`, when `create`).
+fn container<'a>(
+    doc: &'a mut Map<String, Value>,
+    schema: Option<&str>,
+    create: bool,
+) -> Result<Option<&'a mut Map<String, Value>>, PatchError> {
+    let Some(schema) = schema.filter(|s| !is_core_schema(s)) else {
+        return Ok(Some(doc));
+    };
+    let key = match find_key(doc, schema) {
+        Some(k) => k,
+        None if create => {
+            add_schema(doc, schema);
+            doc.insert(schema.to_string(), Value::Object(Map::new()));
+            schema.to_string()
+        }
+        None => return Ok(None),
+    };
+    match doc.get_mut(&key) {
+        Some(Value::Object(ext)) => Ok(Some(ext)),
+        _ => Err(PatchError::new(
+            ScimType::InvalidPath,
+            format!("{schema:?} is not an extension object"),
+        )),
+    }
+}
+
+fn add_schema(doc: &mut Map<String, Value>, schema: &str) {
+    if let Some(Value::Array(schemas)) = doc.get_mut("schemas") {
+        let known = schemas
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|s| s.eq_ignore_ascii_case(schema));
+        if !known {
+            schemas.push(Value::String(schema.to_string()));
+        }
+    }
+}
+
+/// The stored spelling of `name` in `map`, matched case-insensitively.
+fn find_key(map: &Map<String, Value>, name: &str) -> Option<String> {
+    if map.contains_key(name) {
+        return Some(name.to_string());
+    }
+    map.keys().find(|k| k.eq_ignore_ascii_case(name)).cloned()
+}
+
+/// Sets `name` to `value`, keeping the stored key's spelling.
+fn set(map: &mut Map<String, Value>, name: &str, value: Value) {
+    let key = find_key(map, name).unwrap_or_else(|| name.to_string());
+    map.insert(key, value);
+}
+
+/// An operation on a whole attribute (`attr`, or `sub` inside an element).
+fn op_attr(
+    map: &mut Map<String, Value>,
+    kind: OpKind,
+    name: &str,
+    value: Option<Value>,
+) -> Result<(), PatchError> {
+    let existing = find_key(map, name).and_then(|k| map.get_mut(&k));
+    match (kind, existing, value) {
+        (OpKind::Remove, None, _) => {}
+        (OpKind::Remove, Some(Value::Array(items)), Some(Value::Array(named))) => {
+            items.retain(|e| !named.iter().any(|n| same_value(e, n)));
+            if items.is_empty() {
+                remove(map, name);
+            }
+        }
+        (OpKind::Remove, Some(_), _) => remove(map, name),
+        (_, _, None) => return Err(PatchError::new(ScimType::InvalidValue, "missing \"value\"")),
+        (OpKind::Add, Some(Value::Array(items)), Some(v)) => append(items, v, name),
+        (_, Some(Value::Object(obj)), Some(Value::Object(v))) => merge(obj, v, kind),
+        (OpKind::Add, None, Some(Value::Array(v))) => {
+            let mut items = Vec::new();
+            append(&mut items, Value::Array(v), name);
+            set(map, name, Value::Array(items));
+        }
+        (_, _, Some(v)) => set(map, name, v),
+    }
+    Ok(())
+}
+
+fn remove(map: &mut Map<String, Value>, name: &str) {
+    if let Some(k) = find_key(map, name) {
+        map.shift_remove(&k);
+    }
+}
+
+/// Appends values to a multi-valued attribute, skipping ones already there
+/// (for `members`, by `value`).
+fn append(items: &mut Vec<Value>, value: Value, name: &str) {
+    let new = match value {
+        Value::Array(v) => v,
+        v => vec![v],
+    };
+    let members = name.eq_ignore_ascii_case("members");
+    for v in new {
+        let dup = items
+            .iter()
+            .any(|e| if members { same_value(e, &v) } else { *e == v });
+        if !dup {
+            items.push(v);
+        }
+    }
+}
+
+/// Whether an element is the one named by `named`: by `value` when `named`
+/// is an object with one, else by equality.
+fn same_value(element: &Value, named: &Value) -> bool {
+    match get_ci(named, "value") {
+        Some(v) => get_ci(element, "value") == Some(v),
+        None => element == named,
+    }
+}
+
+/// Merges sub-attributes into a complex value: objects recursively,
+/// multi-valued ones appended on `add`, the rest replaced.
+fn merge(target: &mut Map<String, Value>, src: Map<String, Value>, kind: OpKind) {
+    for (k, v) in src {
+        let existing = find_key(target, &k).and_then(|key| target.get_mut(&key));
+        match (existing, v) {
+            (Some(Value::Object(t)), Value::Object(s)) => merge(t, s, kind),
+            (Some(Value::Array(items)), v) if kind == OpKind::Add => append(items, v, &k),
+            (_, v) => set(target, &k, v),
+        }
+    }
+}
+
+/// An operation on `attr.sub`.
+fn op_sub(
+    map: &mut Map<String, Value>,
+    kind: OpKind,
+    attr: &str,
+    sub: &str,
+    value: Option<Value>,
+) -> Result<(), PatchError> {
+    match find_key(map, attr).and_then(|k| map.get_mut(&k)) {
+        None if kind == OpKind::Remove => Ok(()),
+        None => {
+            let mut obj = Map::new();
+            op_attr(&mut obj, kind, sub, value)?;
+            set(map, attr, Value::Object(obj));
+            Ok(())
+        }
+        Some(Value::Object(obj)) => op_attr(obj, kind, sub, value),
+        Some(Value::Array(items)) => {
+            for item in items.iter_mut().filter_map(Value::as_object_mut) {
+                op_attr(item, kind, sub, value.clone())?;
+            }
+            Ok(())
+        }
+        Some(_) => Err(PatchError::new(
+            ScimType::InvalidPath,
+            format!("{attr:?} has no sub-attributes"),
+        )),
+    }
+}
+
+/// An operation through a value filter: `attr[filter]` or `attr[filter].sub`.
+fn op_filtered(
+    map: &mut Map<String, Value>,
+    kind: OpKind,
+    path: &PatchPath,
+    f: &Filter,
+    sub: Option<&str>,
+    value: Option<Value>,
+) -> Result<(), PatchError> {
+    let parent = AttrPath::simple(&path.attr);
+    let items = match find_key(map, &path.attr).and_then(|k| map.get_mut(&k)) {
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            return Err(PatchError::new(
+                ScimType::InvalidPath,
+                format!("{:?} is not multi-valued", path.attr),
+            ));
+        }
+        None if kind == OpKind::Remove => return Ok(()),
+        None => {
+            set(map, &path.attr, Value::Array(Vec::new()));
+            match find_key(map, &path.attr).and_then(|k| map.get_mut(&k)) {
+                Some(Value::Array(items)) => items,
+                _ => {
+                    return Err(PatchError::new(
+                        ScimType::InvalidPath,
+                        "cannot create the attribute",
+                    ));
+                }
+            }
+        }
+    };
+    let hits: Vec<usize> = (0..items.len())
+        .filter(|&i| f.matches_element(&items[i], &parent))
+        .collect();
+    let result = match kind {
+        OpKind::Remove => {
+            remove_matched(items, &hits, sub);
+            Ok(())
+        }
+        _ if hits.is_empty() => add_seeded(items, kind, f, sub, value, path),
+        _ => update_matched(items, &hits, kind, sub, value),
+    };
+    if matches!(map.get(&find_key(map, &path.attr).unwrap_or_default()), Some(Value::Array(a)) if a.is_empty())
+    {
+        remove(map, &path.attr);
+    }
+    result
+}
+
+fn remove_matched(items: &mut Vec<Value>, hits: &[usize], sub: Option<&str>) {
+    match sub {
+        None => {
+            let mut i = 0;
+            items.retain(|_| {
+                let keep = !hits.contains(&i);
+                i += 1;
+                keep
+            });
+        }
+        Some(sub) => {
+            for &i in hits {
+                if let Some(obj) = items.get_mut(i).and_then(Value::as_object_mut) {
+                    remove(obj, sub);
+                }
+            }
+        }
+    }
+}
+
+fn update_matched(
+    items: &mut [Value],
+    hits: &[usize],
+    kind: OpKind,
+    sub: Option<&str>,
+    value: Option<Value>,
+) -> Result<(), PatchError> {
+    for &i in hits {
+        let Some(item) = items.get_mut(i) else {
+            continue;
+        };
+        match (sub, &value, kind) {
+            (Some(sub), _, _) => {
+                let obj = item.as_object_mut().ok_or_else(|| {
+                    PatchError::new(
+                        ScimType::InvalidPath,
+                        "the matched value has no sub-attributes",
+                    )
+                })?;
+                op_attr(obj, OpKind::Replace, sub, value.clone())?;
+            }
+            (None, Some(Value::Object(v)), OpKind::Add) => match item.as_object_mut() {
+                Some(obj) => merge(obj, v.clone(), OpKind::Add),
+                None => *item = Value::Object(v.clone()),
+            },
+            (None, Some(v), _) => *item = v.clone(),
+            (None, None, _) => {
+                return Err(PatchError::new(ScimType::InvalidValue, "missing \"value\""));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `add` through a filter that matched nothing: a new element built from the
+/// filter's `eq` terms (e.g. `type eq "work"`) and the value. Anything else
+/// is `noTarget`.
+fn add_seeded(
+    items: &mut Vec<Value>,
+    kind: OpKind,
+    f: &Filter,
+    sub: Option<&str>,
+    value: Option<Value>,
+    path: &PatchPath,
+) -> Result<(), PatchError> {
+    let no_target = || PatchError::new(ScimType::NoTarget, format!("no value matches {path}"));
+    if kind != OpKind::Add {
+        return Err(no_target());
+    }
+    let mut element = Map::new();
+    seed(f, &mut element).ok_or_else(no_target)?;
+    match (sub, value) {
+        (Some(sub), Some(v)) => set(&mut element, sub, v),
+        (None, Some(Value::Object(v))) => merge(&mut element, v, OpKind::Add),
+        _ => {
+            return Err(PatchError::new(
+                ScimType::InvalidValue,
+                format!("cannot add this value at {path}"),
+            ));
+        }
+    }
+    items.push(Value::Object(element));
+    Ok(())
+}
+
+/// Fills `element` from a conjunction of `attr eq literal` terms.
+fn seed(f: &Filter, element: &mut Map<String, Value>) -> Option<()> {
+    match f {
+        Filter::Compare {
+            path,
+            op: CompareOp::Eq,
+            value,
+        } if path.schema.is_none() && path.sub.is_none() => {
+            let v = match value {
+                Literal::String(s) => Value::String(s.clone()),
+                Literal::Number(n) => Value::Number(n.clone()),
+                Literal::Bool(b) => Value::Bool(*b),
+                Literal::Null => return None,
+            };
+            set(element, &path.attr, v);
+            Some(())
+        }
+        Filter::And(terms) => terms.iter().try_for_each(|t| seed(t, element)),
+        _ => None,
+    }
+}
+
+/// Coerces `"true"`/`"false"` strings (any case) to booleans for the known
+/// boolean attributes, at any depth of the value.
+fn coerce(name: &str, value: Value) -> Result<Value, PatchError> {
+    match value {
+        Value::String(s) if is_boolean_attr(name) => match s.to_ascii_lowercase().as_str() {
+            "true" => Ok(Value::Bool(true)),
+            "false" => Ok(Value::Bool(false)),
+            _ => Err(PatchError::new(
+                ScimType::InvalidValue,
+                format!("{name:?} must be a boolean, got {s:?}"),
+            )),
+        },
+        Value::Object(map) => map
+            .into_iter()
+            .map(|(k, v)| coerce(&k, v).map(|v| (k, v)))
+            .collect::<Result<Map<_, _>, _>>()
+            .map(Value::Object),
+        Value::Array(items) => items
+            .into_iter()
+            .map(|v| coerce(name, v))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array),
+        v => Ok(v),
+    }
+}
+
+fn is_boolean_attr(name: &str) -> bool {
+    BOOLEAN_ATTRIBUTES
+        .iter()
+        .any(|b| b.eq_ignore_ascii_case(name))
+}
+
+/// The `value` of each element of `members`, in order.
+fn member_ids(doc: &Map<String, Value>) -> Vec<String> {
+    find_key(doc, "members")
+        .and_then(|k| doc.get(&k))
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|m| get_ci(m, "value").and_then(Value::as_str))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The ids of `a` not in `b`, in `a`'s order, without duplicates.
+fn difference(a: &[String], b: &[String]) -> Vec<String> {
+    let b: HashSet<&str> = b.iter().map(String::as_str).collect();
+    let mut seen = HashSet::new();
+    a.iter()
+        .filter(|id| !b.contains(id.as_str()) && seen.insert(id.as_str()))
+        .cloned()
+        .collect()
+}
