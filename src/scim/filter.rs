@@ -915,3 +915,423 @@ fn compare_num(a: &Number, op: CompareOp, b: &Number) -> bool {
         CompareOp::Co | CompareOp::Sw | CompareOp::Ew => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn user() -> Value {
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "id": "2819c223",
+            "externalId": "Ext-1",
+            "userName": "Bjensen@Example.com",
+            "name": {"givenName": "Barbara", "familyName": "Jensen"},
+            "active": true,
+            "emails": [
+                {"value": "bjensen@example.com", "type": "work", "primary": true},
+                {"value": "babs@jensen.org", "type": "home"}
+            ],
+            "loginCount": 7,
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {
+                "employeeNumber": "701984",
+                "manager": {"value": "26118915"}
+            },
+            "meta": {"lastModified": "2011-05-13T04:42:34Z"}
+        })
+    }
+
+    fn m(filter: &str) -> bool {
+        match parse(filter) {
+            Ok(f) => f.matches(&user()),
+            Err(e) => panic!("{filter}: {e}"),
+        }
+    }
+
+    #[test]
+    fn parses_paths_with_schema_and_sub_attribute() {
+        let f =
+            parse("urn:ietf:params:scim:schemas:core:2.0:User:name.givenName eq \"x\"").unwrap();
+        let Filter::Compare { path, op, value } = f else {
+            panic!("{f:?}")
+        };
+        assert_eq!(
+            path.schema.as_deref(),
+            Some("urn:ietf:params:scim:schemas:core:2.0:User")
+        );
+        assert_eq!(path.attr, "name");
+        assert_eq!(path.sub.as_deref(), Some("givenName"));
+        assert_eq!(op, CompareOp::Eq);
+        assert_eq!(value, Literal::String("x".into()));
+    }
+
+    #[test]
+    fn operators_and_keywords_are_case_insensitive() {
+        assert!(m("USERNAME EQ \"bjensen@example.com\""));
+        assert!(m("userName Eq \"x\" OR Active eQ TRUE"));
+        assert!(m("NOT (userName sw \"z\") AnD emails PR"));
+    }
+
+    #[test]
+    fn every_operator() {
+        assert!(m("userName eq \"bjensen@example.com\""));
+        assert!(m("userName ne \"other\""));
+        assert!(m("userName co \"jensen\""));
+        assert!(m("userName sw \"bj\""));
+        assert!(m("userName ew \".COM\""));
+        assert!(m("loginCount gt 6") && !m("loginCount gt 7"));
+        assert!(m("loginCount ge 7") && m("loginCount lt 7.5") && m("loginCount le 7"));
+        assert!(!m("meta.lastModified gt \"2011-05-13T04:42:34Z\""));
+        assert!(m("meta.lastModified ge \"2011-05-13T04:42:34Z\""));
+        assert!(m("name.givenName pr") && !m("nickName pr"));
+        assert!(m("nickName eq null") && !m("nickName ne null") && m("userName ne null"));
+    }
+
+    #[test]
+    fn and_binds_tighter_than_or() {
+        let f = parse("a pr or b pr and c pr").unwrap();
+        assert!(matches!(&f, Filter::Or(t) if t.len() == 2 && matches!(t[1], Filter::And(_))));
+        // false or (true and false) = false; (false or true) and false = false;
+        // true or (false and x) = true.
+        assert!(!m(
+            "userName eq \"x\" or active eq true and loginCount eq 1"
+        ));
+        assert!(m("active eq true or userName eq \"x\" and loginCount eq 1"));
+        assert!(!m(
+            "(active eq true or userName eq \"x\") and loginCount eq 1"
+        ));
+    }
+
+    #[test]
+    fn multi_valued_and_value_paths() {
+        assert!(m("emails.value eq \"babs@jensen.org\""));
+        assert!(
+            m("emails eq \"babs@jensen.org\""),
+            "complex compared by value"
+        );
+        assert!(m("emails[type eq \"work\" and value co \"example\"]"));
+        assert!(!m("emails[type eq \"home\" and value co \"example\"]"));
+        assert!(m(
+            "emails[type eq \"work\"].value eq \"BJENSEN@example.com\""
+        ));
+        assert!(!m(
+            "emails[type eq \"home\"].value eq \"bjensen@example.com\""
+        ));
+        assert!(m("emails[primary eq true].type eq \"work\""));
+        assert!(m("emails[not (type eq \"work\")]"));
+    }
+
+    #[test]
+    fn extension_schema_paths() {
+        assert!(m(
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber eq \"701984\""
+        ));
+        assert!(m(
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value eq \"26118915\""
+        ));
+        assert!(!m("urn:example:other:employeeNumber pr"));
+    }
+
+    #[test]
+    fn user_name_is_case_insensitive_external_id_is_not() {
+        assert!(m("userName eq \"BJENSEN@EXAMPLE.COM\""));
+        assert!(m("externalId eq \"Ext-1\"") && !m("externalId eq \"ext-1\""));
+        let f = parse("userName eq \"BJENSEN@EXAMPLE.COM\"").unwrap();
+        assert!(!f.matches_with(&user(), &|_| true));
+    }
+
+    #[test]
+    fn string_escapes_and_literals() {
+        let f = parse(r#"title eq "a \"q\" \u00e9\n""#).unwrap();
+        assert!(
+            matches!(f, Filter::Compare { value: Literal::String(s), .. } if s == "a \"q\" é\n")
+        );
+        assert!(matches!(
+            parse("x eq -1.5e3").unwrap(),
+            Filter::Compare {
+                value: Literal::Number(_),
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse("x eq False").unwrap(),
+            Filter::Compare {
+                value: Literal::Bool(false),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn errors_have_positions() {
+        let e = parse("userName eq").unwrap_err();
+        assert_eq!(e.position, 11);
+        assert_eq!(e.scim_type(), ScimType::InvalidFilter);
+        assert_eq!(parse("userName xx \"a\"").unwrap_err().position, 9);
+        assert_eq!(parse("userName eq \"a").unwrap_err().position, 12);
+        assert_eq!(parse("(userName pr").unwrap_err().position, 12);
+        assert_eq!(parse("userName pr )").unwrap_err().position, 12);
+        assert!(parse("userName eq bare").is_err());
+        assert!(parse("1abc pr").is_err());
+        assert!(parse("a:b pr").is_err());
+        assert!(parse("emails[type[x pr]]").is_err(), "nested value filters");
+        assert!(parse("").is_err());
+        assert!(parse("userName eq \"a\" @").is_err());
+    }
+
+    #[test]
+    fn bounded_length_and_depth() {
+        let long = format!("userName eq \"{}\"", "a".repeat(MAX_FILTER_LEN));
+        assert!(parse(&long).unwrap_err().message.contains("longer"));
+        let ok = format!("{}a pr{}", "(".repeat(MAX_DEPTH), ")".repeat(MAX_DEPTH));
+        assert!(parse(&ok).is_ok());
+        let deep = format!(
+            "{}a pr{}",
+            "(".repeat(MAX_DEPTH + 1),
+            ")".repeat(MAX_DEPTH + 1)
+        );
+        assert!(parse(&deep).unwrap_err().message.contains("deeper"));
+        let nots = format!("{}a pr{}", "not (".repeat(1000), ")".repeat(1000));
+        assert!(parse(&nots).is_err());
+        // A long flat chain stays flat: no deep tree to recurse through.
+        let chain = vec!["a pr"; 400].join(" and ");
+        assert!(matches!(parse(&chain).unwrap(), Filter::And(t) if t.len() == 400));
+    }
+
+    #[test]
+    fn indexable_shapes() {
+        let idx = |s: &str| parse(s).unwrap().indexable().map(|i| format!("{i:?}"));
+        assert_eq!(
+            idx("userName eq \"a@b\"").as_deref(),
+            Some("UserName(\"a@b\")")
+        );
+        assert_eq!(
+            idx("urn:ietf:params:scim:schemas:core:2.0:User:userName eq \"a\"").as_deref(),
+            Some("UserName(\"a\")")
+        );
+        assert_eq!(
+            idx("externalId eq \"e\"").as_deref(),
+            Some("ExternalId(\"e\")")
+        );
+        assert_eq!(
+            idx("emails[type eq \"work\"].value eq \"w\"").as_deref(),
+            Some("WorkEmail(\"w\")")
+        );
+        assert_eq!(
+            idx("emails.value eq \"v\"").as_deref(),
+            Some("Email(\"v\")")
+        );
+        assert_eq!(idx("active eq false").as_deref(), Some("Active(false)"));
+        assert_eq!(idx("userName sw \"a\""), None);
+        assert_eq!(idx("active eq \"true\""), None);
+        assert_eq!(idx("emails[type eq \"home\"].value eq \"w\""), None);
+        assert_eq!(idx("urn:x:ext:userName eq \"a\""), None);
+        assert_eq!(idx("userName eq \"a\" and active eq true"), None);
+    }
+
+    #[test]
+    fn patch_paths() {
+        let p = parse_path("members[value eq \"id\"]").unwrap();
+        assert_eq!(p.attr, "members");
+        assert!(p.filter.is_some() && p.sub.is_none());
+        let p = parse_path("emails[type eq \"work\"].value").unwrap();
+        assert_eq!(p.sub.as_deref(), Some("value"));
+        let p = parse_path("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager")
+            .unwrap();
+        assert_eq!(
+            p.schema.as_deref(),
+            Some("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User")
+        );
+        assert_eq!(p.attr, "manager");
+        let p = parse_path("name.givenName").unwrap();
+        assert_eq!(
+            (p.attr.as_str(), p.sub.as_deref()),
+            ("name", Some("givenName"))
+        );
+        assert!(parse_path("name.givenName[x pr]").is_err());
+        assert!(parse_path("members[value eq \"a\"] x").is_err());
+        assert!(parse_path("").is_err());
+        assert_eq!(p.to_string(), "name.givenName");
+    }
+
+    // ------------------------------------------------------------ properties
+
+    fn name() -> impl Strategy<Value = String> {
+        "[a-zA-Z][a-zA-Z0-9_-]{0,6}"
+    }
+
+    fn attr_path() -> impl Strategy<Value = AttrPath> {
+        let schema = prop_oneof![
+            Just(None),
+            Just(Some(
+                "urn:ietf:params:scim:schemas:core:2.0:User".to_string()
+            )),
+            Just(Some(
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User".to_string()
+            )),
+        ];
+        (schema, name(), proptest::option::of(name())).prop_map(|(schema, attr, sub)| AttrPath {
+            schema,
+            attr,
+            sub,
+        })
+    }
+
+    fn literal() -> impl Strategy<Value = Literal> {
+        prop_oneof![
+            any::<String>().prop_map(Literal::String),
+            any::<i64>().prop_map(|n| Literal::Number(n.into())),
+            (-1_000_000i64..1_000_000).prop_map(|n| {
+                Literal::Number(Number::from_f64(n as f64 / 64.0 + 0.5).unwrap_or_else(|| 0.into()))
+            }),
+            any::<bool>().prop_map(Literal::Bool),
+            Just(Literal::Null),
+        ]
+    }
+
+    fn op() -> impl Strategy<Value = CompareOp> {
+        prop_oneof![
+            Just(CompareOp::Eq),
+            Just(CompareOp::Ne),
+            Just(CompareOp::Co),
+            Just(CompareOp::Sw),
+            Just(CompareOp::Ew),
+            Just(CompareOp::Gt),
+            Just(CompareOp::Ge),
+            Just(CompareOp::Lt),
+            Just(CompareOp::Le),
+        ]
+    }
+
+    fn simple_path() -> impl Strategy<Value = AttrPath> {
+        name().prop_map(|n| AttrPath::simple(&n))
+    }
+
+    /// Comparisons and presence tests on `path`.
+    fn test_on(path: BoxedStrategy<AttrPath>) -> BoxedStrategy<Filter> {
+        prop_oneof![
+            (path.clone(), op(), literal()).prop_map(|(path, op, value)| Filter::Compare {
+                path,
+                op,
+                value
+            }),
+            path.prop_map(Filter::Present),
+        ]
+        .boxed()
+    }
+
+    fn tree(leaf: BoxedStrategy<Filter>) -> BoxedStrategy<Filter> {
+        leaf.prop_recursive(4, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 2..4).prop_map(Filter::And),
+                proptest::collection::vec(inner.clone(), 2..4).prop_map(Filter::Or),
+                inner.prop_map(|f| Filter::Not(Box::new(f))),
+            ]
+        })
+        .boxed()
+    }
+
+    fn filter_ast() -> BoxedStrategy<Filter> {
+        let inner = tree(test_on(simple_path().boxed()));
+        let value_path = (
+            name(),
+            inner,
+            proptest::option::of(test_on(
+                simple_path()
+                    .prop_filter("no sub", |p| p.sub.is_none())
+                    .boxed(),
+            )),
+        )
+            .prop_map(|(attr, filter, then)| Filter::ValuePath {
+                path: AttrPath::simple(&attr),
+                filter: Box::new(filter),
+                then: then.map(Box::new),
+            });
+        tree(prop_oneof![test_on(attr_path().boxed()), value_path].boxed())
+    }
+
+    const TOKENS: &[&str] = &[
+        "userName",
+        "emails",
+        "members",
+        ".value",
+        "name.givenName",
+        "urn:ietf:params:scim:schemas:core:2.0:User:",
+        "eq",
+        "ne",
+        "co",
+        "sw",
+        "ew",
+        "gt",
+        "ge",
+        "lt",
+        "le",
+        "pr",
+        "and",
+        "or",
+        "not",
+        "(",
+        ")",
+        "[",
+        "]",
+        "\"x\"",
+        "\"",
+        "\\",
+        "1",
+        "-2.5e3",
+        "true",
+        "null",
+        " ",
+        ".",
+        ":",
+        "é",
+        "\u{0}",
+    ];
+
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: 512,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn filter_parser_never_panics_on_chars(s in any::<String>()) {
+            let _ = parse(&s);
+            let _ = parse_path(&s);
+        }
+
+        #[test]
+        fn filter_parser_never_panics_on_tokens(toks in proptest::collection::vec(proptest::sample::select(TOKENS), 0..40)) {
+            let s = toks.concat();
+            if let Ok(f) = parse(&s) {
+                let _ = f.matches(&user());
+                let _ = f.indexable();
+            }
+            let _ = parse_path(&s);
+            let spaced = toks.join(" ");
+            let _ = parse(&spaced);
+            let _ = parse_path(&spaced);
+        }
+
+        #[test]
+        fn parse_render_roundtrip(f in filter_ast()) {
+            let text = f.to_string();
+            prop_assert_eq!(parse(&text), Ok(f.clone()), "rendered: {}", text);
+            let _ = f.matches(&user());
+        }
+
+        #[test]
+        fn patch_path_roundtrip(attr in name(), f in proptest::option::of(tree(test_on(simple_path().boxed()))), sub in proptest::option::of(name())) {
+            let p = PatchPath { schema: None, attr, filter: f, sub };
+            let text = p.to_string();
+            prop_assert_eq!(parse_path(&text), Ok(p), "rendered: {}", text);
+        }
+    }
+}
