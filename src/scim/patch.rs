@@ -704,3 +704,533 @@ fn difference(a: &[String], b: &[String]) -> Vec<String> {
         .cloned()
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn body(ops: Value) -> Value {
+        json!({"schemas": [PATCH_OP_SCHEMA], "Operations": ops})
+    }
+
+    fn run(resource: &Value, ops: Value) -> Result<PatchOutcome, PatchError> {
+        patch(resource, &body(ops))
+    }
+
+    fn ok(resource: &Value, ops: Value) -> PatchOutcome {
+        match run(resource, ops) {
+            Ok(o) => o,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn err(resource: &Value, ops: Value) -> ScimType {
+        match run(resource, ops) {
+            Ok(o) => panic!("expected an error, got {}", o.resource),
+            Err(e) => e.scim_type,
+        }
+    }
+
+    fn user() -> Value {
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "id": "u-1",
+            "userName": "bjensen@example.com",
+            "active": true,
+            "name": {"givenName": "Barbara", "familyName": "Jensen"},
+            "emails": [
+                {"value": "bjensen@example.com", "type": "work", "primary": true},
+                {"value": "babs@jensen.org", "type": "home"}
+            ],
+            "meta": {"resourceType": "User", "version": "W/\"1\""}
+        })
+    }
+
+    fn group(members: &[&str]) -> Value {
+        let members: Vec<Value> = members
+            .iter()
+            .map(|m| json!({"value": m, "display": m}))
+            .collect();
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "id": "g-1",
+            "displayName": "Admins",
+            "members": members
+        })
+    }
+
+    fn member_values(v: &Value) -> Vec<&str> {
+        v["members"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|m| m["value"].as_str()).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn body_shape_is_checked() {
+        let ops = json!([{"op": "replace", "path": "active", "value": false}]);
+        let no_schema = json!({"schemas": ["urn:x"], "Operations": ops});
+        assert_eq!(
+            parse_request(&no_schema).unwrap_err().scim_type,
+            ScimType::InvalidSyntax
+        );
+        assert_eq!(
+            parse_request(&json!([])).unwrap_err().scim_type,
+            ScimType::InvalidSyntax
+        );
+        let no_ops = json!({"schemas": [PATCH_OP_SCHEMA]});
+        assert_eq!(
+            parse_request(&no_ops).unwrap_err().scim_type,
+            ScimType::InvalidSyntax
+        );
+        // Entra: lower-case `operations`, PascalCase ops.
+        let entra = json!({"schemas": [PATCH_OP_SCHEMA], "operations": [{"op": "Replace", "path": "active", "value": "False"}]});
+        let req = parse_request(&entra).unwrap();
+        assert_eq!(req.operations[0].op, OpKind::Replace);
+        let bad_op = body(json!([{"op": "move", "path": "a", "value": 1}]));
+        assert_eq!(
+            parse_request(&bad_op).unwrap_err().scim_type,
+            ScimType::InvalidSyntax
+        );
+        let bad_path = body(json!([{"op": "add", "path": "emails[type eq]", "value": 1}]));
+        assert_eq!(
+            parse_request(&bad_path).unwrap_err().scim_type,
+            ScimType::InvalidPath
+        );
+        let no_value = body(json!([{"op": "add", "path": "title"}]));
+        assert_eq!(
+            parse_request(&no_value).unwrap_err().scim_type,
+            ScimType::InvalidValue
+        );
+    }
+
+    #[test]
+    fn okta_deactivation_without_path() {
+        let out = ok(
+            &user(),
+            json!([{"op": "replace", "value": {"active": false}}]),
+        );
+        assert_eq!(out.resource["active"], json!(false));
+        assert_eq!(out.resource["userName"], json!("bjensen@example.com"));
+    }
+
+    #[test]
+    fn entra_boolean_strings_any_case() {
+        for (s, b) in [("False", false), ("TRUE", true), ("false", false)] {
+            let out = ok(
+                &user(),
+                json!([{"op": "Replace", "path": "active", "value": s}]),
+            );
+            assert_eq!(out.resource["active"], json!(b));
+        }
+        let out = ok(
+            &user(),
+            json!([{"op": "Replace", "value": {"active": "False"}}]),
+        );
+        assert_eq!(out.resource["active"], json!(false));
+        let out = ok(
+            &user(),
+            json!([{"op": "replace", "path": "emails[type eq \"home\"].primary", "value": "True"}]),
+        );
+        assert_eq!(out.resource["emails"][1]["primary"], json!(true));
+        assert_eq!(
+            err(
+                &user(),
+                json!([{"op": "replace", "path": "active", "value": "yes"}])
+            ),
+            ScimType::InvalidValue
+        );
+        // Not a boolean attribute: left a string.
+        let out = ok(
+            &user(),
+            json!([{"op": "replace", "path": "title", "value": "True"}]),
+        );
+        assert_eq!(out.resource["title"], json!("True"));
+    }
+
+    #[test]
+    fn entra_multi_op_body_is_applied_in_order() {
+        let out = ok(
+            &user(),
+            json!([
+                {"op": "Replace", "path": "displayName", "value": "Babs"},
+                {"op": "Add", "path": "title", "value": "CEO"},
+                {"op": "Replace", "path": "name.familyName", "value": "Smith"},
+                {"op": "Replace", "path": "emails[type eq \"work\"].value", "value": "babs@example.com"},
+                {"op": "Remove", "path": "title"}
+            ]),
+        );
+        let r = &out.resource;
+        assert_eq!(r["displayName"], json!("Babs"));
+        assert!(r.get("title").is_none());
+        assert_eq!(
+            r["name"],
+            json!({"givenName": "Barbara", "familyName": "Smith"})
+        );
+        assert_eq!(r["emails"][0]["value"], json!("babs@example.com"));
+        assert_eq!(r["emails"][1]["value"], json!("babs@jensen.org"));
+    }
+
+    #[test]
+    fn atomic_all_or_nothing() {
+        let original = user();
+        let e = run(
+            &original,
+            json!([
+                {"op": "replace", "path": "active", "value": false},
+                {"op": "replace", "path": "emails[type eq \"other\"].value", "value": "x"}
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(e.scim_type, ScimType::NoTarget);
+        assert!(e.message.starts_with("Operations[1]"), "{}", e.message);
+        assert_eq!(original, user());
+    }
+
+    #[test]
+    fn keys_match_case_insensitively_keeping_stored_spelling() {
+        let out = ok(
+            &user(),
+            json!([{"op": "replace", "path": "USERNAME", "value": "b@x"}]),
+        );
+        assert_eq!(out.resource["userName"], json!("b@x"));
+        assert!(out.resource.get("USERNAME").is_none());
+        let out = ok(
+            &user(),
+            json!([{"op": "replace", "value": {"NAME": {"GIVENNAME": "Bab"}}}]),
+        );
+        assert_eq!(out.resource["name"]["givenName"], json!("Bab"));
+        assert_eq!(out.resource["name"]["familyName"], json!("Jensen"));
+    }
+
+    #[test]
+    fn add_without_path_merges() {
+        let out = ok(
+            &user(),
+            json!([{"op": "add", "value": {
+                "nickName": "Babs",
+                "name": {"middleName": "J"},
+                "emails": [{"value": "b@third.org", "type": "other"}]
+            }}]),
+        );
+        let r = &out.resource;
+        assert_eq!(r["nickName"], json!("Babs"));
+        assert_eq!(r["name"]["middleName"], json!("J"));
+        assert_eq!(r["name"]["givenName"], json!("Barbara"));
+        assert_eq!(r["emails"].as_array().map(Vec::len), Some(3));
+    }
+
+    #[test]
+    fn replace_without_path_replaces_given_attributes() {
+        let out = ok(
+            &user(),
+            json!([{"op": "replace", "value": {"emails": [{"value": "only@x", "type": "work"}]}}]),
+        );
+        assert_eq!(
+            out.resource["emails"],
+            json!([{"value": "only@x", "type": "work"}])
+        );
+        assert_eq!(out.resource["active"], json!(true));
+    }
+
+    #[test]
+    fn extension_attributes() {
+        let manager = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager";
+        let out = ok(
+            &user(),
+            json!([{"op": "Add", "path": manager, "value": {"value": "m-1"}}]),
+        );
+        let ext = &out.resource[ENTERPRISE_USER_SCHEMA];
+        assert_eq!(ext["manager"], json!({"value": "m-1"}));
+        assert!(
+            out.resource["schemas"]
+                .as_array()
+                .is_some_and(|s| s.contains(&json!(ENTERPRISE_USER_SCHEMA)))
+        );
+        let out2 = ok(&out.resource, json!([{"op": "Remove", "path": manager}]));
+        assert!(
+            out2.resource[ENTERPRISE_USER_SCHEMA]
+                .get("manager")
+                .is_none()
+        );
+        // No path, Okta-style: the extension as an object key.
+        let out = ok(
+            &user(),
+            json!([{"op": "replace", "value": {ENTERPRISE_USER_SCHEMA: {"department": "R&D"}}}]),
+        );
+        assert_eq!(
+            out.resource[ENTERPRISE_USER_SCHEMA]["department"],
+            json!("R&D")
+        );
+        // A core-schema prefix addresses the top level.
+        let out = ok(
+            &user(),
+            json!([{"op": "replace", "path": "urn:ietf:params:scim:schemas:core:2.0:User:displayName", "value": "B"}]),
+        );
+        assert_eq!(out.resource["displayName"], json!("B"));
+        // No path with a fully qualified attribute as key.
+        let out = ok(
+            &user(),
+            json!([{"op": "replace", "value": {
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber": "42"
+            }}]),
+        );
+        assert_eq!(
+            out.resource[ENTERPRISE_USER_SCHEMA]["employeeNumber"],
+            json!("42")
+        );
+    }
+
+    #[test]
+    fn value_filtered_paths() {
+        let out = ok(
+            &user(),
+            json!([{"op": "remove", "path": "emails[type eq \"home\"]"}]),
+        );
+        assert_eq!(out.resource["emails"].as_array().map(Vec::len), Some(1));
+        assert_eq!(out.resource["emails"][0]["type"], json!("work"));
+        let out = ok(
+            &user(),
+            json!([{"op": "remove", "path": "emails[type eq \"work\"].primary"}]),
+        );
+        assert!(out.resource["emails"][0].get("primary").is_none());
+        let out = ok(
+            &user(),
+            json!([{"op": "replace", "path": "emails[type eq \"home\"]", "value": {"value": "n@x", "type": "home"}}]),
+        );
+        assert_eq!(
+            out.resource["emails"][1],
+            json!({"value": "n@x", "type": "home"})
+        );
+        // Removing the only matching values leaves the rest; removing all unassigns.
+        let out = ok(
+            &user(),
+            json!([{"op": "remove", "path": "emails[value co \"@\"]"}]),
+        );
+        assert!(out.resource.get("emails").is_none());
+        // A remove matching nothing is a no-op.
+        let out = ok(
+            &user(),
+            json!([{"op": "remove", "path": "emails[type eq \"other\"]"}]),
+        );
+        assert_eq!(out.resource, user());
+    }
+
+    #[test]
+    fn add_through_eq_filter_creates_the_element() {
+        let mut u = user();
+        if let Some(o) = u.as_object_mut() {
+            o.shift_remove("emails");
+        }
+        let out = ok(
+            &u,
+            json!([{"op": "Add", "path": "emails[type eq \"work\"].value", "value": "w@x"}]),
+        );
+        assert_eq!(
+            out.resource["emails"],
+            json!([{"type": "work", "value": "w@x"}])
+        );
+        assert_eq!(
+            err(
+                &u,
+                json!([{"op": "Replace", "path": "emails[type eq \"work\"].value", "value": "w@x"}])
+            ),
+            ScimType::NoTarget
+        );
+        assert_eq!(
+            err(
+                &user(),
+                json!([{"op": "add", "path": "emails[type co \"zz\" or display pr].value", "value": "x"}])
+            ),
+            ScimType::NoTarget
+        );
+    }
+
+    #[test]
+    fn read_only_attributes() {
+        assert_eq!(
+            err(
+                &user(),
+                json!([{"op": "replace", "path": "id", "value": "other"}])
+            ),
+            ScimType::Mutability
+        );
+        assert_eq!(
+            err(&user(), json!([{"op": "remove", "path": "meta"}])),
+            ScimType::Mutability
+        );
+        assert_eq!(
+            err(
+                &user(),
+                json!([{"op": "replace", "path": "meta.version", "value": "x"}])
+            ),
+            ScimType::Mutability
+        );
+        assert_eq!(
+            err(
+                &user(),
+                json!([{"op": "replace", "value": {"id": "other"}}])
+            ),
+            ScimType::Mutability
+        );
+        // Echoing the current id (some clients send the whole resource) is fine.
+        let out = ok(
+            &user(),
+            json!([{"op": "replace", "value": {"id": "u-1", "active": false}}]),
+        );
+        assert_eq!(out.resource["active"], json!(false));
+    }
+
+    #[test]
+    fn remove_without_path_is_no_target() {
+        let e =
+            parse_request(&body(json!([{"op": "Remove", "value": {"active": true}}]))).unwrap_err();
+        assert_eq!(e.scim_type, ScimType::NoTarget);
+    }
+
+    #[test]
+    fn entra_add_members_appends_without_duplicates() {
+        let out = ok(
+            &group(&["u0"]),
+            json!([{"op": "Add", "path": "members", "value": [{"value": "u1"}, {"value": "u0"}, {"value": "u1"}]}]),
+        );
+        assert_eq!(member_values(&out.resource), ["u0", "u1"]);
+        assert_eq!(out.members_added, ["u1"]);
+        assert!(out.members_removed.is_empty());
+        // Onto a group with no members yet.
+        let mut empty = group(&[]);
+        if let Some(o) = empty.as_object_mut() {
+            o.shift_remove("members");
+        }
+        let out = ok(
+            &empty,
+            json!([{"op": "add", "path": "members", "value": [{"value": "u1"}, {"value": "u1"}]}]),
+        );
+        assert_eq!(member_values(&out.resource), ["u1"]);
+        assert_eq!(out.members_added, ["u1"]);
+    }
+
+    #[test]
+    fn okta_and_entra_remove_by_filter_removes_only_that_member() {
+        let out = ok(
+            &group(&["u1", "u2", "u3"]),
+            json!([{"op": "Remove", "path": "members[value eq \"u1\"]"}]),
+        );
+        assert_eq!(member_values(&out.resource), ["u2", "u3"]);
+        assert_eq!(out.members_removed, ["u1"]);
+        assert!(out.members_added.is_empty());
+        // Absent member: nothing removed, nothing else touched.
+        let out = ok(
+            &group(&["u2"]),
+            json!([{"op": "remove", "path": "members[value eq \"u9\"]"}]),
+        );
+        assert_eq!(member_values(&out.resource), ["u2"]);
+        assert!(out.members_removed.is_empty());
+    }
+
+    #[test]
+    fn entra_remove_members_by_value_array_removes_only_those() {
+        let out = ok(
+            &group(&["u1", "u2", "u3"]),
+            json!([{"op": "Remove", "path": "members", "value": [{"value": "u1"}, {"value": "u3"}, {"value": "u9"}]}]),
+        );
+        assert_eq!(member_values(&out.resource), ["u2"]);
+        assert_eq!(out.members_removed, ["u1", "u3"]);
+        // Without a value the whole attribute goes.
+        let out = ok(
+            &group(&["u1", "u2"]),
+            json!([{"op": "remove", "path": "members"}]),
+        );
+        assert!(out.resource.get("members").is_none());
+        assert_eq!(out.members_removed, ["u1", "u2"]);
+    }
+
+    #[test]
+    fn replace_members_reports_both_sides() {
+        let out = ok(
+            &group(&["u1", "u2"]),
+            json!([{"op": "replace", "path": "members", "value": [{"value": "u2"}, {"value": "u3"}]}]),
+        );
+        assert_eq!(member_values(&out.resource), ["u2", "u3"]);
+        assert_eq!(out.members_added, ["u3"]);
+        assert_eq!(out.members_removed, ["u1"]);
+    }
+
+    #[test]
+    fn multi_op_group_patch() {
+        let out = ok(
+            &group(&["u1", "u2"]),
+            json!([
+                {"op": "Replace", "path": "displayName", "value": "Ops"},
+                {"op": "Add", "path": "members", "value": [{"value": "u3"}]},
+                {"op": "Remove", "path": "members", "value": [{"value": "u1"}]},
+                {"op": "Remove", "path": "members[value eq \"u3\"]"},
+                {"op": "Add", "path": "members", "value": [{"value": "u4"}]}
+            ]),
+        );
+        assert_eq!(out.resource["displayName"], json!("Ops"));
+        assert_eq!(member_values(&out.resource), ["u2", "u4"]);
+        assert_eq!(out.members_added, ["u4"]);
+        assert_eq!(out.members_removed, ["u1"]);
+    }
+
+    #[test]
+    fn errors_name_their_scim_type() {
+        assert_eq!(
+            err(
+                &user(),
+                json!([{"op": "add", "path": "userName.x[type pr]", "value": 1}])
+            ),
+            ScimType::InvalidPath
+        );
+        assert_eq!(
+            err(
+                &user(),
+                json!([{"op": "replace", "path": "userName[type pr]", "value": 1}])
+            ),
+            ScimType::InvalidPath
+        );
+        assert_eq!(
+            err(&user(), json!([{"op": "add", "value": "not an object"}])),
+            ScimType::InvalidValue
+        );
+        assert_eq!(
+            err(
+                &user(),
+                json!([{"op": "add", "path": "userName.first", "value": "x"}])
+            ),
+            ScimType::InvalidPath
+        );
+        assert_eq!(ScimType::NoTarget.to_string(), "noTarget");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn patch_never_panics(
+            op in prop_oneof![Just("add"), Just("Replace"), Just("REMOVE")],
+            path in proptest::option::of(prop_oneof![
+                any::<String>(),
+                Just("members[value eq \"u1\"]".to_string()),
+                Just("emails[type eq \"work\"].value".to_string()),
+                "[a-z]{1,6}(\\.[a-z]{1,6})?",
+            ]),
+            value in proptest::option::of(prop_oneof![
+                any::<String>().prop_map(Value::String),
+                Just(json!([{"value": "u1"}])),
+                Just(json!({"active": "False", "name": {"givenName": 1}})),
+                Just(json!(true)),
+            ]),
+        ) {
+            let mut o = serde_json::Map::new();
+            o.insert("op".into(), json!(op));
+            if let Some(p) = path { o.insert("path".into(), json!(p)); }
+            if let Some(v) = value { o.insert("value".into(), v); }
+            let _ = patch(&group(&["u1", "u2"]), &body(json!([o])));
+            let _ = patch(&user(), &body(json!([o])));
+        }
+    }
+}
