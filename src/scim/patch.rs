@@ -296,10 +296,31 @@ fn apply_path(
     };
     let name = path.sub.as_deref().unwrap_or(&path.attr);
     let value = value.map(|v| coerce(name, v.clone())).transpose()?;
+    let value = value.map(|v| wrap_manager(path, v));
     match (&path.filter, &path.sub) {
         (None, None) => op_attr(container, kind, &path.attr, value),
         (None, Some(sub)) => op_sub(container, kind, &path.attr, sub, value),
         (Some(f), sub) => op_filtered(container, kind, path, f, sub.as_deref(), value),
+    }
+}
+
+/// Entra sends the enterprise `manager` as a bare id string; the schema
+/// makes it complex: `{"value": id}`.
+fn wrap_manager(path: &PatchPath, value: Value) -> Value {
+    let is_manager = path.attr.eq_ignore_ascii_case("manager")
+        && path.filter.is_none()
+        && path.sub.is_none()
+        && path
+            .schema
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case(ENTERPRISE_USER_SCHEMA));
+    match value {
+        Value::String(id) if is_manager => {
+            let mut m = Map::new();
+            m.insert("value".to_string(), Value::String(id));
+            Value::Object(m)
+        }
+        v => v,
     }
 }
 
@@ -395,7 +416,11 @@ fn op_attr(
     let existing = find_key(map, name).and_then(|k| map.get_mut(&k));
     match (kind, existing, value) {
         (OpKind::Remove, None, _) => {}
-        (OpKind::Remove, Some(Value::Array(items)), Some(Value::Array(named))) => {
+        (OpKind::Remove, Some(Value::Array(items)), Some(named)) if !named.is_null() => {
+            let named = match named {
+                Value::Array(named) => named,
+                one => vec![one],
+            };
             items.retain(|e| !named.iter().any(|n| same_value(e, n)));
             if items.is_empty() {
                 remove(map, name);
@@ -949,6 +974,15 @@ mod tests {
                 .as_array()
                 .is_some_and(|s| s.contains(&json!(ENTERPRISE_USER_SCHEMA)))
         );
+        // Entra: the manager as a bare id.
+        let entra = ok(
+            &user(),
+            json!([{"op": "Add", "path": manager, "value": "m-2"}]),
+        );
+        assert_eq!(
+            entra.resource[ENTERPRISE_USER_SCHEMA]["manager"],
+            json!({"value": "m-2"})
+        );
         let out2 = ok(&out.resource, json!([{"op": "Remove", "path": manager}]));
         assert!(
             out2.resource[ENTERPRISE_USER_SCHEMA]
@@ -1138,6 +1172,12 @@ mod tests {
         );
         assert_eq!(member_values(&out.resource), ["u2"]);
         assert_eq!(out.members_removed, ["u1", "u3"]);
+        // A single object rather than an array names one member too.
+        let out = ok(
+            &group(&["u1", "u2"]),
+            json!([{"op": "Remove", "path": "members", "value": {"value": "u2"}}]),
+        );
+        assert_eq!(member_values(&out.resource), ["u1"]);
         // Without a value the whole attribute goes.
         let out = ok(
             &group(&["u1", "u2"]),
