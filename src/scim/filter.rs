@@ -219,6 +219,16 @@ pub enum Indexable<'a> {
     Active(bool),
 }
 
+/// How a store can answer a filter: from index lookups, or by a scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexPlan<'a> {
+    /// No index applies: scan and test every resource.
+    Scan,
+    /// The union of these lookups holds every match; re-check each candidate
+    /// with [`Filter::matches`] (an `and` narrows, it does not decide).
+    Lookups(Vec<Indexable<'a>>),
+}
+
 /// The default `caseExact` hook: `id` and `externalId` are case-exact
 /// (RFC 7643 §3.1), every other attribute (`userName`, emails, …) is not.
 pub fn default_case_exact(path: &AttrPath) -> bool {
@@ -743,6 +753,33 @@ impl Filter {
         }
     }
 
+    /// The index plan for this filter: a leaf of an indexable shape; an
+    /// `and` with any indexable operand (its first); an `or` whose operands
+    /// all have lookups (their union). Anything else is a scan.
+    pub fn index_plan(&self) -> IndexPlan<'_> {
+        if let Some(i) = self.indexable() {
+            return IndexPlan::Lookups(vec![i]);
+        }
+        match self {
+            Filter::And(terms) => terms
+                .iter()
+                .map(Filter::index_plan)
+                .find(|p| *p != IndexPlan::Scan)
+                .unwrap_or(IndexPlan::Scan),
+            Filter::Or(terms) => {
+                let mut all = Vec::new();
+                for t in terms {
+                    match t.index_plan() {
+                        IndexPlan::Lookups(l) => all.extend(l),
+                        IndexPlan::Scan => return IndexPlan::Scan,
+                    }
+                }
+                IndexPlan::Lookups(all)
+            }
+            _ => IndexPlan::Scan,
+        }
+    }
+
     /// The index this filter can be answered from, if it is one of the
     /// indexable shapes (a core-schema prefix is allowed). For `and`/`or`
     /// a handler can call this on the operands: an indexable operand of an
@@ -1129,6 +1166,23 @@ mod tests {
         assert_eq!(idx("emails[type eq \"home\"].value eq \"w\""), None);
         assert_eq!(idx("urn:x:ext:userName eq \"a\""), None);
         assert_eq!(idx("userName eq \"a\" and active eq true"), None);
+    }
+
+    #[test]
+    fn index_plans() {
+        let plan = |s: &str| format!("{:?}", parse(s).unwrap().index_plan());
+        assert_eq!(plan("userName eq \"a\""), "Lookups([UserName(\"a\")])");
+        assert_eq!(
+            plan("title pr and (externalId eq \"e\" or emails.value eq \"v\")"),
+            "Lookups([ExternalId(\"e\"), Email(\"v\")])"
+        );
+        assert_eq!(
+            plan("title pr and active eq true"),
+            "Lookups([Active(true)])"
+        );
+        assert_eq!(plan("userName eq \"a\" or title pr"), "Scan");
+        assert_eq!(plan("not (userName eq \"a\")"), "Scan");
+        assert_eq!(plan("userName ne \"a\""), "Scan");
     }
 
     #[test]

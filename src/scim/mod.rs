@@ -9,7 +9,8 @@
 //!   renderer, evaluator against a resource, and [`filter::Filter::indexable`]
 //!   which recognises the shapes a store can answer from an index
 //!   (`userName eq`, `externalId eq`, `emails[type eq "work"].value eq`,
-//!   `emails.value eq`, `active eq`). It also parses PATCH paths
+//!   `emails.value eq`, `active eq`); [`filter::Filter::index_plan`] extends
+//!   it to `and`/`or` combinations. It also parses PATCH paths
 //!   ([`filter::parse_path`]). Input is bounded in length and nesting depth.
 //! - [`patch`]: PATCH operations (RFC 7644 §3.5.2) — parsing a PatchOp body as
 //!   Okta and Entra send it, and applying all operations atomically, reporting
