@@ -1,7 +1,8 @@
 //! Property-based tests on every parser at the edge: the signature header,
 //! event JSON, NDJSON import lines, path and query parameters, and bearer
-//! tokens. For arbitrary and for mutated-valid inputs: never a panic, always
-//! a clear error naming a field (or a line), and nothing written.
+//! tokens, and the SCIM filter and PATCH parsers. For arbitrary and for
+//! mutated-valid inputs: never a panic, always a clear error naming a field
+//! (or a line), and nothing written.
 //!
 //! Case counts are set per property below (PROPTEST_CASES overrides them).
 
@@ -16,6 +17,7 @@ use rollcall::auth::{AuthConfig, Verifier};
 use rollcall::ingest::ndjson::{self, NdjsonError};
 use rollcall::ingest::signature::{WebhookVerifier, sign};
 use rollcall::ingest::workos::Event;
+use rollcall::scim::{filter, patch};
 use rollcall::store::{Store, StoreOptions};
 use serde_json::{Value, json};
 
@@ -354,5 +356,68 @@ proptest! {
         let imported = ndjson::import(&restored, exported.as_bytes(), |_| {});
         prop_assert!(imported.is_ok(), "{} accepted event(s) exported a file import refuses: {:?}\n{}", accepted, imported.err(), exported);
         prop_assert_eq!(export_text(&restored), exported);
+    }
+}
+
+/// SCIM PatchOp bodies as Okta and Entra send them, for mutation.
+fn valid_patch_bodies() -> Vec<Value> {
+    let schemas = json!(["urn:ietf:params:scim:api:messages:2.0:PatchOp"]);
+    vec![
+        json!({"schemas": schemas, "Operations": [{"op": "replace", "value": {"active": false}}]}),
+        json!({"schemas": schemas, "Operations": [{"op": "Replace", "path": "active", "value": "False"}]}),
+        json!({"schemas": schemas, "Operations": [{"op": "Add", "path": "members", "value": [{"value": "u1"}]}]}),
+        json!({"schemas": schemas, "Operations": [{"op": "Remove", "path": "members[value eq \"u1\"]"}]}),
+        json!({"schemas": schemas, "Operations": [
+            {"op": "Remove", "path": "members", "value": [{"value": "u2"}]},
+            {"op": "Replace", "path": "emails[type eq \"work\"].value", "value": "x@y"},
+            {"op": "Add", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager", "value": "m"}
+        ]}),
+    ]
+}
+
+fn scim_resource() -> Value {
+    json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "id": "u1", "userName": "a@b.test",
+        "active": true, "emails": [{"value": "a@b.test", "type": "work", "primary": true}],
+        "members": [{"value": "u1"}, {"value": "u2"}]})
+}
+
+proptest! {
+    #![proptest_config(cases(4000))]
+
+    /// Any text as a filter or a PATCH path: a value or a positioned error
+    /// inside the input, never a panic; what parses renders and re-parses to
+    /// the same filter.
+    #[test]
+    fn scim_filters_and_paths_never_panic(text in ".{0,200}") {
+        match filter::parse(&text) {
+            Ok(f) => {
+                let _ = f.matches(&scim_resource());
+                prop_assert_eq!(filter::parse(&f.to_string()), Ok(f));
+            }
+            Err(e) => prop_assert!(e.position <= text.len(), "{:?} past the end of {:?}", e, text),
+        }
+        if let Err(e) = filter::parse_path(&text) {
+            prop_assert!(e.position <= text.len());
+        }
+    }
+
+    /// Arbitrary and mutated PatchOp bodies: applied or refused, never a
+    /// panic, and the input resource is never changed.
+    #[test]
+    fn scim_patch_bodies_never_panic(
+        which in 0usize..5,
+        at in prop::collection::vec(any::<usize>(), 0..5),
+        with in json_value(),
+        arbitrary in json_value(),
+    ) {
+        let resource = scim_resource();
+        let mut body = valid_patch_bodies().swap_remove(which);
+        mutate(&mut body, &at, with);
+        for body in [body, arbitrary] {
+            if let Err(e) = patch::patch(&resource, &body) {
+                prop_assert!(!e.message.is_empty());
+            }
+            prop_assert_eq!(&resource, &scim_resource());
+        }
     }
 }
