@@ -421,7 +421,7 @@ fn op_attr(
                 Value::Array(named) => named,
                 one => vec![one],
             };
-            items.retain(|e| !named.iter().any(|n| same_value(e, n)));
+            remove_named(items, &named);
             if items.is_empty() {
                 remove(map, name);
             }
@@ -454,23 +454,31 @@ fn append(items: &mut Vec<Value>, value: Value, name: &str) {
         v => vec![v],
     };
     let members = name.eq_ignore_ascii_case("members");
+    let mut seen: HashSet<String> = items.iter().map(|e| element_key(e, members)).collect();
     for v in new {
-        let dup = items
-            .iter()
-            .any(|e| if members { same_value(e, &v) } else { *e == v });
-        if !dup {
+        if seen.insert(element_key(&v, members)) {
             items.push(v);
         }
     }
 }
 
-/// Whether an element is the one named by `named`: by `value` when `named`
-/// is an object with one, else by equality.
-fn same_value(element: &Value, named: &Value) -> bool {
-    match get_ci(named, "value") {
-        Some(v) => get_ci(element, "value") == Some(v),
-        None => element == named,
+/// A key identifying an element, for set lookups in big groups: its
+/// `value` when `by_value` and it has one, else its JSON text.
+fn element_key(e: &Value, by_value: bool) -> String {
+    match get_ci(e, "value").filter(|_| by_value) {
+        Some(v) => format!("v:{v}"),
+        None => format!("j:{e}"),
     }
+}
+
+/// Removes the elements named by `named` (by `value` when a named item has
+/// one, else by equality), in one pass.
+fn remove_named(items: &mut Vec<Value>, named: &[Value]) {
+    let keys: HashSet<String> = named.iter().map(|n| element_key(n, true)).collect();
+    items.retain(|e| {
+        let by_value = get_ci(e, "value").is_some() && keys.contains(&element_key(e, true));
+        !by_value && !keys.contains(&element_key(e, false))
+    });
 }
 
 /// Merges sub-attributes into a complex value: objects recursively,
@@ -569,9 +577,15 @@ fn op_filtered(
 fn remove_matched(items: &mut Vec<Value>, hits: &[usize], sub: Option<&str>) {
     match sub {
         None => {
+            let mut hit = vec![false; items.len()];
+            for &i in hits {
+                if let Some(h) = hit.get_mut(i) {
+                    *h = true;
+                }
+            }
             let mut i = 0;
             items.retain(|_| {
-                let keep = !hits.contains(&i);
+                let keep = !hit.get(i).copied().unwrap_or(false);
                 i += 1;
                 keep
             });
@@ -1196,6 +1210,35 @@ mod tests {
         assert_eq!(member_values(&out.resource), ["u2", "u3"]);
         assert_eq!(out.members_added, ["u3"]);
         assert_eq!(out.members_removed, ["u1"]);
+    }
+
+    #[test]
+    fn big_group_membership_changes_touch_only_the_named() {
+        let ids: Vec<String> = (0..50_000).map(|i| format!("u{i}")).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let g = group(&refs);
+        let add: Vec<Value> = (50_000..52_000)
+            .map(|i| json!({"value": format!("u{i}")}))
+            .collect();
+        let del: Vec<Value> = (0..2_000)
+            .map(|i| json!({"value": format!("u{}", i * 2)}))
+            .collect();
+        let started = std::time::Instant::now();
+        let out = ok(
+            &g,
+            json!([
+                {"op": "Add", "path": "members", "value": add},
+                {"op": "Remove", "path": "members", "value": del}
+            ]),
+        );
+        eprintln!(
+            "50k-member group, 2k adds + 2k removes: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(out.members_added.len(), 2_000);
+        assert_eq!(out.members_removed.len(), 2_000);
+        assert_eq!(member_values(&out.resource).len(), 50_000);
+        assert_eq!(out.members_removed[1], "u2");
     }
 
     #[test]
