@@ -291,6 +291,9 @@ fn apply_path(
     if read_only(doc, kind, path, value)? {
         return Ok(());
     }
+    if let Some(urn) = whole_extension(doc, path) {
+        return apply_extension(doc, kind, &urn, value);
+    }
     let Some(container) = container(doc, path.schema.as_deref(), kind != OpKind::Remove)? else {
         return Ok(());
     };
@@ -302,6 +305,37 @@ fn apply_path(
         (None, Some(sub)) => op_sub(container, kind, &path.attr, sub, value),
         (Some(f), sub) => op_filtered(container, kind, path, f, sub.as_deref(), value),
     }
+}
+
+/// The extension URN when a path names a whole extension object (e.g.
+/// `urn:ietf:params:scim:schemas:extension:enterprise:2.0:User`), which the
+/// path grammar reads as schema `…:2.0` and attribute `User`.
+fn whole_extension(doc: &Map<String, Value>, path: &PatchPath) -> Option<String> {
+    let schema = path.schema.as_deref()?;
+    let urn = format!("{schema}:{}", path.attr);
+    let whole = path.filter.is_none() && path.sub.is_none() && is_extension_key(doc, &urn);
+    whole.then_some(urn)
+}
+
+/// An operation on a whole extension object: `add`/`replace` its
+/// attributes as a no-path operation would; `remove` drops it and its
+/// `schemas` entry.
+fn apply_extension(
+    doc: &mut Map<String, Value>,
+    kind: OpKind,
+    urn: &str,
+    value: Option<&Value>,
+) -> Result<(), PatchError> {
+    if kind != OpKind::Remove {
+        let mut wrapped = Map::new();
+        wrapped.insert(urn.to_string(), value.cloned().unwrap_or(Value::Null));
+        return apply_without_path(doc, kind, Some(&Value::Object(wrapped)));
+    }
+    remove(doc, urn);
+    if let Some(Value::Array(schemas)) = doc.get_mut("schemas") {
+        schemas.retain(|s| !s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(urn)));
+    }
+    Ok(())
 }
 
 /// Entra sends the enterprise `manager` as a bare id string; the schema
@@ -1011,6 +1045,24 @@ mod tests {
         assert_eq!(
             out.resource[ENTERPRISE_USER_SCHEMA]["department"],
             json!("R&D")
+        );
+        // The whole extension as the path.
+        let out = ok(
+            &user(),
+            json!([{"op": "add", "path": ENTERPRISE_USER_SCHEMA, "value": {"costCenter": "4130"}}]),
+        );
+        assert_eq!(
+            out.resource[ENTERPRISE_USER_SCHEMA],
+            json!({"costCenter": "4130"})
+        );
+        let out = ok(
+            &out.resource,
+            json!([{"op": "remove", "path": ENTERPRISE_USER_SCHEMA}]),
+        );
+        assert!(out.resource.get(ENTERPRISE_USER_SCHEMA).is_none());
+        assert_eq!(
+            out.resource["schemas"],
+            json!(["urn:ietf:params:scim:schemas:core:2.0:User"])
         );
         // A core-schema prefix addresses the top level.
         let out = ok(
