@@ -19,6 +19,22 @@
 //! Errors carry the RFC's `scimType` ([`ScimType`]) so a handler can build the
 //! SCIM Error response directly.
 //!
+//! # Decisions a handler relies on
+//!
+//! - Filters: at most [`filter::MAX_FILTER_LEN`] bytes and
+//!   [`filter::MAX_DEPTH`] levels; `and`/`or` are n-ary. Strings compare
+//!   case-insensitively except `id` and `externalId`
+//!   ([`filter::default_case_exact`]; pass another hook to
+//!   [`filter::Filter::matches_with`] once schemas say more). An index plan
+//!   gives candidates; always re-check them with `matches`.
+//! - PATCH: at most [`patch::MAX_OPERATIONS`] operations; `remove` of
+//!   something absent is a no-op (IdPs retry); `replace` through a value
+//!   filter matching nothing is `noTarget`, `add` through an `eq` filter
+//!   creates the element; `id`/`meta` may be echoed unchanged but not
+//!   changed. [`patch::PatchOutcome`]'s member lists are the difference
+//!   between `members` before and after, so the resource given to
+//!   [`patch::apply`] must carry the group's full `members`.
+//!
 //! # Still to come (see issue 11)
 //!
 //! - HTTP: `/scim/v2/{directory_id}/…` routes (`Users`, `Groups`, `.search`,
