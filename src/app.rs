@@ -139,6 +139,7 @@ impl Application {
         });
         let mut state = app_state(&settings, store.clone(), auth, committer.clone())?;
         state.sync = sync_status.clone();
+        state.public_url = settings.public_url(addr).into();
         let (stop_background, stopped) = watch::channel(false);
         let mut background = vec![tokio::spawn(
             state.auth.clone().keep_keys_fresh(stopped.clone()),
@@ -371,6 +372,15 @@ pub fn app_state(
             grace: settings.stream_grace,
             min_rate: settings.min_stream_rate,
         },
+        // SCIM bodies come from a directory's own identity provider, once
+        // its token is checked; a big group's member list may be megabytes.
+        scim_intake: Arc::new(BodyIntake::new(
+            settings.max_webhook_bodies,
+            settings.webhook_body_budget,
+            settings.body_timeout,
+            settings.max_scim_body_bytes,
+        )),
+        public_url: settings.public_url(settings.listen).into(),
     })
 }
 

@@ -13,8 +13,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::app::{self, Application, StartupError};
 use crate::auth;
 use crate::config::{
-    self, BackupArgs, Command, ExportArgs, HealthcheckArgs, ImportArgs, RestoreArgs, ServeArgs,
-    Settings, TokenArgs,
+    self, BackupArgs, Command, DirectoryCommand, ExportArgs, HealthcheckArgs, ImportArgs,
+    RestoreArgs, ServeArgs, Settings, TokenArgs,
 };
 use crate::dev;
 use crate::ingest::committer::Committer;
@@ -52,6 +52,7 @@ pub fn run(command: Command, data: &Path) -> Result<(), CliError> {
         Command::Migrate => migrate(data),
         Command::Sync(args) => runtime()?.block_on(sync(data, &args)),
         Command::Healthcheck(args) => runtime()?.block_on(healthcheck(&args)),
+        Command::Directory(command) => directory(data, &command),
     }
 }
 
@@ -555,6 +556,108 @@ fn backup(data: &Path, args: &BackupArgs) -> Result<(), CliError> {
         &checked,
         started.elapsed().as_secs_f64(),
     );
+    Ok(())
+}
+
+fn directory(data: &Path, command: &DirectoryCommand) -> Result<(), CliError> {
+    use crate::scim::admin::{self, DirectoryOp};
+    let (op, output) = match command {
+        DirectoryCommand::Create(a) => (
+            DirectoryOp::Create {
+                organization_id: a.org.clone(),
+                name: a.name.clone(),
+                provider: a.provider.clone(),
+            },
+            &a.output,
+        ),
+        DirectoryCommand::List(a) => (DirectoryOp::List, &a.output),
+        DirectoryCommand::Delete(a) => (DirectoryOp::Delete { id: a.id.clone() }, &a.output),
+        DirectoryCommand::RotateToken(a) => {
+            (DirectoryOp::RotateToken { id: a.id.clone() }, &a.output)
+        }
+    };
+    let result = match running_server(data)? {
+        #[cfg(unix)]
+        Some(server) => crate::control::request_directory(server, &op).map_err(CliError::Other)?,
+        #[cfg(not(unix))]
+        Some(server) => match server {},
+        None => {
+            if matches!(op, DirectoryOp::Create { .. }) {
+                check_data_folder(
+                    data,
+                    false,
+                    "create it first (or start the server with --create)",
+                )?;
+            } else if !data.exists() {
+                return Err(CliError::Other(format!(
+                    "no database at {}",
+                    data.display()
+                )));
+            }
+            let store = open_without_server(data)?;
+            admin::run(&store, &op).map_err(CliError::Other)?
+        }
+    };
+    let base = config::public_url(
+        output.public.normalized().as_deref(),
+        output.listen,
+        output.tls_cert.is_some(),
+    );
+    let scim_url =
+        |id: &serde_json::Value| format!("{base}/scim/v2/{}", id.as_str().unwrap_or_default());
+    match &op {
+        DirectoryOp::Create { .. } | DirectoryOp::RotateToken { .. } => {
+            let url = scim_url(&result["id"]);
+            let token = result["token"].as_str().unwrap_or_default();
+            if output.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"id": result["id"], "scim_url": url, "token": token})
+                );
+            } else {
+                println!(
+                    "directory:  {} ({}, {})",
+                    result["id"].as_str().unwrap_or_default(),
+                    result["type"].as_str().unwrap_or_default(),
+                    result["organization_id"].as_str().unwrap_or_default()
+                );
+                println!("SCIM URL:   {url}");
+                println!("token:      {token}");
+                eprintln!("The token is shown this once; rollcall keeps only its hash.");
+            }
+        }
+        DirectoryOp::List => {
+            if output.json {
+                let mut all = result.clone();
+                if let Some(list) = all.as_array_mut() {
+                    for d in list {
+                        d["scim_url"] = serde_json::Value::String(scim_url(&d["id"]));
+                    }
+                }
+                println!("{all}");
+            } else {
+                for d in result.as_array().into_iter().flatten() {
+                    println!(
+                        "{}  {}  {}  {:?}  {} users  {} groups  {}",
+                        d["id"].as_str().unwrap_or_default(),
+                        d["organization_id"].as_str().unwrap_or_default(),
+                        d["type"].as_str().unwrap_or_default(),
+                        d["name"].as_str().unwrap_or_default(),
+                        d["user_count"],
+                        d["group_count"],
+                        scim_url(&d["id"]),
+                    );
+                }
+            }
+        }
+        DirectoryOp::Delete { .. } => {
+            if output.json {
+                println!("{result}");
+            } else {
+                println!("deleted {}", result["deleted"].as_str().unwrap_or_default());
+            }
+        }
+    }
     Ok(())
 }
 

@@ -74,6 +74,69 @@ pub enum Command {
     /// Ask the server on this machine whether it is ready (`GET /readyz`);
     /// exit status 0 when it is. For a container's HEALTHCHECK.
     Healthcheck(HealthcheckArgs),
+    /// Directories fed by SCIM straight from an identity provider: create,
+    /// list, delete, rotate-token (while the server runs, or not).
+    #[command(subcommand)]
+    Directory(DirectoryCommand),
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum DirectoryCommand {
+    /// Create a SCIM directory; prints its SCIM base URL and bearer token
+    /// (shown this once; only its hash is kept).
+    Create(DirectoryCreateArgs),
+    /// List the SCIM directories (never their tokens).
+    List(DirectoryListArgs),
+    /// Delete a SCIM directory with all of its users and groups.
+    Delete(DirectoryIdArgs),
+    /// Give a SCIM directory a new token; the old one stops working at once.
+    RotateToken(DirectoryIdArgs),
+}
+
+/// What every `rollcall directory` subcommand may print a URL with.
+#[derive(Args, Debug, Clone)]
+pub struct DirectoryOutputArgs {
+    /// Print exactly one JSON value on stdout (for scripts).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub public: PublicUrlArgs,
+    /// The server's listen address, for the default public URL.
+    #[arg(long, env = "ROLLCALL_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The server's certificate (only whether it is set matters: https).
+    #[arg(long, env = "ROLLCALL_TLS_CERT", hide = true)]
+    pub tls_cert: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DirectoryCreateArgs {
+    /// The organization (`org_…`) whose directory this is.
+    #[arg(long)]
+    pub org: String,
+    /// The directory's name.
+    #[arg(long)]
+    pub name: String,
+    /// The identity provider (sets the Char `type`): okta, entra,
+    /// onelogin, jumpcloud or generic.
+    #[arg(long, default_value = "generic")]
+    pub provider: String,
+    #[command(flatten)]
+    pub output: DirectoryOutputArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DirectoryListArgs {
+    #[command(flatten)]
+    pub output: DirectoryOutputArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DirectoryIdArgs {
+    /// The directory's id.
+    pub id: String,
+    #[command(flatten)]
+    pub output: DirectoryOutputArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -289,6 +352,22 @@ pub struct ServeArgs {
     /// duration, request id) and answer an `X-Request-Id`.
     #[arg(long, env = "ROLLCALL_ACCESS_LOG")]
     pub access_log: bool,
+    #[command(flatten)]
+    pub public: PublicUrlArgs,
+    /// Largest SCIM request body accepted, in bytes (a PUT of a big group
+    /// lists every member).
+    #[arg(long, env = "ROLLCALL_MAX_SCIM_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_scim_body_bytes: usize,
+}
+
+/// Where clients reach the server, for the URLs it hands out.
+#[derive(Args, Debug, Clone, Default)]
+pub struct PublicUrlArgs {
+    /// The server's URL as clients reach it (SCIM base URLs and resource
+    /// `location`s are built from it); default: `http(s)://` and the listen
+    /// address.
+    #[arg(long, env = "ROLLCALL_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -386,6 +465,10 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     /// One log line per request.
     pub access_log: bool,
+    /// `--public-url`, without a trailing slash.
+    pub public_url: Option<String>,
+    /// Largest SCIM request body.
+    pub max_scim_body_bytes: usize,
 }
 
 /// The certificate chain and private key of `--tls-cert` / `--tls-key`.
@@ -434,6 +517,8 @@ impl Settings {
             tls: None,
             metrics_listen: None,
             access_log: false,
+            public_url: None,
+            max_scim_body_bytes: 8 * 1024 * 1024,
         }
     }
 
@@ -481,11 +566,38 @@ impl Settings {
         }
         s.metrics_listen = args.metrics_listen;
         s.access_log = args.access_log;
+        s.public_url = args.public.normalized();
+        s.max_scim_body_bytes = args.max_scim_body_bytes.max(1024);
         s
     }
 }
 
+impl PublicUrlArgs {
+    /// The URL without trailing slashes; `None` when unset or empty.
+    pub fn normalized(&self) -> Option<String> {
+        self.public_url
+            .as_deref()
+            .map(|u| u.trim().trim_end_matches('/').to_owned())
+            .filter(|u| !u.is_empty())
+    }
+}
+
+/// The URL clients reach a server at: `public` when set, else built from
+/// the address it listens on.
+pub fn public_url(public: Option<&str>, listen: SocketAddr, tls: bool) -> String {
+    match public {
+        Some(url) => url.to_owned(),
+        None => format!("{}://{listen}", if tls { "https" } else { "http" }),
+    }
+}
+
 impl Settings {
+    /// The URL clients reach this server at, given the address it is bound
+    /// to (see [`public_url`]).
+    pub fn public_url(&self, bound: SocketAddr) -> String {
+        public_url(self.public_url.as_deref(), bound, self.tls.is_some())
+    }
+
     /// Where large list bodies are kept: a folder beside the database,
     /// named after it (so two databases in one folder never share one).
     pub fn body_files_dir(&self) -> PathBuf {

@@ -105,6 +105,11 @@ pub enum Request {
     Backup { path: PathBuf },
     /// The NDJSON export, streamed back.
     Export,
+    /// A SCIM directory operation (`rollcall directory …`), answered with
+    /// one line `{"ok":true,"result":…}`.
+    Directory {
+        request: crate::scim::admin::DirectoryOp,
+    },
 }
 
 /// The control socket of the database at `data`: `<data>.sock` beside it.
@@ -268,12 +273,23 @@ async fn handle(stream: UnixStream, store: Arc<Store>, jobs: Arc<Jobs>) {
         }
     };
     tracing::info!(?request, "control request");
+    if let Request::Directory { request } = request {
+        let result = on_low_thread(move || crate::scim::admin::run(&store, &request)).await;
+        let line = match result {
+            Ok(Ok(result)) => {
+                let mut l = json!({"ok": true, "result": result}).to_string();
+                l.push('\n');
+                l.into_bytes()
+            }
+            Ok(Err(e)) | Err(e) => refusal(e),
+        };
+        let _ = stream.write_all(&line).await;
+        return;
+    }
     let Some(slot) = jobs.take(matches!(request, Request::Backup { .. })) else {
         let busy = match request {
             Request::Backup { .. } => "a backup is already running".to_owned(),
-            Request::Export => {
-                format!("{MAX_EXPORTS} exports are already running; try again later")
-            }
+            _ => format!("{MAX_EXPORTS} exports are already running; try again later"),
         };
         tracing::info!(error = %busy, "control request refused");
         let _ = stream.write_all(&refusal(busy)).await;
@@ -308,6 +324,8 @@ async fn handle(stream: UnixStream, store: Arc<Store>, jobs: Arc<Jobs>) {
             };
             let _ = stream.write_all(&line).await;
         }
+        // Answered above, without a job slot.
+        Request::Directory { .. } => {}
         Request::Export => {
             let stream = match stream.into_std().and_then(|s| {
                 s.set_nonblocking(false)?;
@@ -468,6 +486,32 @@ fn send(stream: &mut StdStream, request: &Request) -> Result<(), String> {
 fn refused(line: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(line).ok()?;
     (v["ok"] == false).then(|| v["error"].as_str().unwrap_or("refused").to_owned())
+}
+
+/// Asks the server to run a directory operation.
+///
+/// # Errors
+/// The server's refusal, or a broken channel.
+pub fn request_directory(
+    mut stream: StdStream,
+    request: &crate::scim::admin::DirectoryOp,
+) -> Result<serde_json::Value, String> {
+    send(
+        &mut stream,
+        &Request::Directory {
+            request: request.clone(),
+        },
+    )?;
+    let mut line = Vec::new();
+    BufReader::new(stream)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| format!("the server's answer was cut short: {e}"))?;
+    if let Some(error) = refused(&line) {
+        return Err(error);
+    }
+    let mut v: serde_json::Value = serde_json::from_slice(&line)
+        .map_err(|_| "the server's answer was cut short".to_owned())?;
+    Ok(v["result"].take())
 }
 
 /// Asks the server to write a backup to `path`.

@@ -664,6 +664,110 @@ impl OrgMembership {
     }
 }
 
+/// Where a SCIM-fed directory's `workos_directory_id` starts: WorkOS ids
+/// never do (`directory_…`), so WorkOS sync and SCIM can each tell the
+/// other's directories apart without a lookup.
+pub const SCIM_DIRECTORY_PREFIX: &str = "scim_directory_";
+
+impl Directory {
+    /// Whether this directory is fed by SCIM (created with `rollcall
+    /// directory create`) rather than by WorkOS.
+    pub fn is_scim(&self) -> bool {
+        is_scim_directory_id(&self.workos_directory_id)
+    }
+}
+
+/// Whether a `workos_directory_id` names a SCIM-fed directory.
+pub fn is_scim_directory_id(id: &str) -> bool {
+    id.starts_with(SCIM_DIRECTORY_PREFIX)
+}
+
+/// The identity provider a SCIM directory is fed by: what its Char `type`
+/// says.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum ScimProvider {
+    Okta,
+    Entra,
+    OneLogin,
+    JumpCloud,
+    Generic,
+}
+
+impl ScimProvider {
+    /// Every provider, in the order `--provider` lists them.
+    pub const ALL: [Self; 5] = [
+        Self::Okta,
+        Self::Entra,
+        Self::OneLogin,
+        Self::JumpCloud,
+        Self::Generic,
+    ];
+
+    /// The `--provider` spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Okta => "okta",
+            Self::Entra => "entra",
+            Self::OneLogin => "onelogin",
+            Self::JumpCloud => "jumpcloud",
+            Self::Generic => "generic",
+        }
+    }
+
+    /// Parses the `--provider` spelling (case-insensitive; `azure` is Entra).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "okta" => Some(Self::Okta),
+            "entra" | "azure" => Some(Self::Entra),
+            "onelogin" => Some(Self::OneLogin),
+            "jumpcloud" => Some(Self::JumpCloud),
+            "generic" => Some(Self::Generic),
+            _ => None,
+        }
+    }
+
+    /// The directory type WorkOS gives this provider's SCIM directories, so
+    /// the Char `type` is the same as for one fed through WorkOS
+    /// (`okta_scim`, `azure_scim`, …).
+    pub fn workos_type(self) -> &'static str {
+        match self {
+            Self::Okta => "okta scim v2.0",
+            Self::Entra => "azure scim v2.0",
+            Self::OneLogin => "onelogin scim v2.0",
+            Self::JumpCloud => "jump cloud scim v2.0",
+            Self::Generic => "generic scim v2.0",
+        }
+    }
+}
+
+/// What makes a directory SCIM-fed: its provider and the SHA-256 of its
+/// bearer token (the token itself is shown once and never stored).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct ScimDirectory {
+    pub id: DirectoryId,
+    pub provider: ScimProvider,
+    pub token_sha256: [u8; 32],
+    /// When the current token was issued.
+    pub token_issued_at: Timestamp,
+}
+
+/// The attributes a SCIM directory indexes, each a key range per
+/// directory: what makes `filter=userName eq "…"` a lookup, not a scan.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum ScimKey {
+    /// A user's `userName`, lower-cased (unique in the directory).
+    UserName = 1,
+    /// A user's `externalId`, as given (case-exact).
+    UserExternalId = 2,
+    /// Every `emails[].value` of a user, lower-cased.
+    UserEmail = 3,
+    /// A group's `displayName`, lower-cased.
+    GroupName = 4,
+    /// A group's `externalId`, as given.
+    GroupExternalId = 5,
+}
+
 /// The form emails are compared in: trimmed, lower-cased.
 pub fn email_key(email: &str) -> String {
     email.trim().to_lowercase()

@@ -121,6 +121,12 @@ impl ApiError {
         }
     }
 
+    /// The message of this error's body, for answers in another shape
+    /// (SCIM's).
+    pub fn message(&self) -> String {
+        self.parts().3
+    }
+
     /// The HTTP status this error answers with.
     pub fn status(&self) -> StatusCode {
         self.parts().0

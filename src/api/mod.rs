@@ -13,6 +13,7 @@ pub mod directories;
 pub mod errors;
 pub mod health;
 pub mod lists;
+pub mod scim;
 pub mod slots;
 pub mod spec;
 pub mod spool;
@@ -61,6 +62,11 @@ pub struct AppState {
     pub streams: Arc<slots::StreamSlots>,
     /// How slowly a client may read a stream.
     pub pace: spool::Pace,
+    /// Bounds on SCIM request bodies (read once their token is checked).
+    pub scim_intake: Arc<webhooks::BodyIntake>,
+    /// The server's URL as clients reach it (SCIM `location`s), no
+    /// trailing slash.
+    pub public_url: Arc<str>,
 }
 
 /// The state as handlers hold it: one reference count per request.
@@ -136,7 +142,9 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     health::routes(state.clone())
         .or(api)
         .unify()
-        .or(webhooks::routes(state))
+        .or(webhooks::routes(state.clone()))
+        .unify()
+        .or(scim::routes(state))
         .unify()
         .or(method_not_allowed(webhooks))
         .unify()

@@ -39,7 +39,7 @@ use super::workos::{
 use crate::model::{
     AuthkitUser, Directory, DirectoryGroup, DirectoryGroupId, DirectoryId, DirectoryUser,
     DirectoryUserId, MappedRole, OrgMembership, Provenance, Record, Timestamp, UserState,
-    derive_id, email_key,
+    derive_id, email_key, is_scim_directory_id,
 };
 use crate::store::{Snapshot, Store, StoreError, Tx};
 
@@ -107,6 +107,12 @@ fn apply_kind(
     at: Timestamp,
     raw: Option<&[u8]>,
 ) -> Result<Outcome, StoreError> {
+    if let Some(dir) = kind
+        .workos_directory_id()
+        .filter(|d| is_scim_directory_id(d))
+    {
+        return Ok(conflict("directory", dir, SCIM_OWNED));
+    }
     let outcome = match kind {
         EventKind::DirectoryActivated(d) => {
             upsert::<Directories>(tx, d, d.updated_at.unwrap_or(at), NO_INTERNAL)?
@@ -160,6 +166,9 @@ fn apply_kind(
 fn deletion_version(updated_at: Option<Timestamp>, at: Timestamp) -> Timestamp {
     updated_at.map_or(at, |u| u.max(at))
 }
+
+/// Why WorkOS data naming a SCIM directory changes nothing: SCIM owns it.
+const SCIM_OWNED: &str = "the directory is fed by SCIM, not WorkOS";
 
 /// Logs why an event changed nothing: it contradicts what is stored.
 fn conflict(kind: &str, workos_id: &str, why: &str) -> Outcome {
@@ -853,6 +862,23 @@ pub enum Gone {
 }
 
 impl Listed {
+    /// The directory the item is about, if it is about one.
+    pub fn workos_directory_id(&self) -> Option<&str> {
+        match self {
+            Self::Directory(d, _) => Some(&d.id),
+            Self::User(u, _) => Some(&u.directory_id),
+            Self::Group(g, _) => Some(&g.directory_id),
+            Self::Membership { directory_id, .. } => Some(directory_id),
+            Self::Gone(
+                Gone::Directory(directory_id)
+                | Gone::User { directory_id, .. }
+                | Gone::Group { directory_id, .. }
+                | Gone::Membership { directory_id, .. },
+            ) => Some(directory_id),
+            Self::AuthkitUser(_) | Self::OrgMembership(_) | Self::Gone(_) => None,
+        }
+    }
+
     /// The WorkOS version of the object: its `updated_at`, else its
     /// `created_at` (`None` when it has neither; memberships and deletions
     /// carry their own time).
@@ -875,6 +901,12 @@ impl Listed {
 /// # Errors
 /// Storage failures.
 pub fn apply_listed(tx: &mut Tx<'_>, item: &Listed) -> Result<Outcome, StoreError> {
+    if let Some(dir) = item
+        .workos_directory_id()
+        .filter(|d| is_scim_directory_id(d))
+    {
+        return Ok(conflict("directory", dir, SCIM_OWNED));
+    }
     let Some(version) = item.version() else {
         return Ok(Outcome::Stale);
     };
@@ -1190,6 +1222,20 @@ fn linked_user(tx: &Tx<'_>, dir: DirectoryId, key: &str) -> Result<Option<Link>,
         version: membership.source.updated_at.max(authkit),
         user_id: membership.user_id,
     }))
+}
+
+/// The AuthKit user a directory user of `dir` with this email (already
+/// trimmed and lower-cased) is linked to, with the version of that link:
+/// what a SCIM-fed user gets, as a WorkOS-fed one does.
+///
+/// # Errors
+/// Storage failures.
+pub(crate) fn authkit_link(
+    tx: &Tx<'_>,
+    dir: DirectoryId,
+    email_key: &str,
+) -> Result<Option<(String, Timestamp)>, StoreError> {
+    Ok(linked_user(tx, dir, email_key)?.map(|l| (l.user_id, l.version)))
 }
 
 /// Points every directory user with this email, in every directory, at the

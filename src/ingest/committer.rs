@@ -15,21 +15,30 @@ use tokio::sync::{mpsc, oneshot};
 use super::apply::{Listed, Outcome, apply_event, apply_listed};
 use super::workos::Event;
 use crate::metrics::METRICS;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Tx};
 
 /// Jobs waiting for the committer at most; senders beyond wait for room.
 const QUEUE_DEPTH: usize = 4096;
 
 /// What one sender asks to apply, in order, in one transaction: events,
 /// then listed objects (backfill, reconcile), then the pull cursor and
-/// named progress markers (`None` removes one) stored with them.
+/// named progress markers (`None` removes one) stored with them, then a
+/// write of its own ([`Committer::run`]).
 #[derive(Default)]
 pub struct Work {
     pub events: Vec<Event>,
     pub items: Vec<Listed>,
     pub cursor: Option<String>,
     pub marks: Vec<(String, Option<Vec<u8>>)>,
+    pub write: Option<WriteFn>,
 }
+
+/// A write run inside the committer's transaction. It may run more than
+/// once (a failed batch is retried job by job, each time in a new
+/// transaction), so it must not assume it runs only once; whatever it
+/// refuses must be refused before it writes anything, as the transaction
+/// it shares with other jobs is still committed.
+pub type WriteFn = Box<dyn FnMut(&mut Tx<'_>) -> Result<(), StoreError> + Send>;
 
 struct Job {
     work: Work,
@@ -104,6 +113,32 @@ impl Committer {
         Ok(answer.await.map_err(|_| SubmitError::Stopped)??)
     }
 
+    /// Runs `write` in a durable transaction shared with whatever else is
+    /// queued (group commit) and returns what it returned, once committed.
+    /// `write` must refuse (return `Ok` with its refusal) before it writes
+    /// anything: the transaction is committed with the other jobs' work.
+    ///
+    /// # Errors
+    /// As [`Committer::submit`].
+    pub async fn run<R: Send + 'static>(
+        &self,
+        mut write: impl FnMut(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, SubmitError> {
+        let slot = Arc::new(std::sync::Mutex::new(None));
+        let out = slot.clone();
+        self.submit_work(Work {
+            write: Some(Box::new(move |tx| {
+                let r = write(tx)?;
+                *out.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                Ok(())
+            })),
+            ..Work::default()
+        })
+        .await?;
+        let result = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        result.ok_or(SubmitError::Stopped)
+    }
+
     /// Asks the thread to commit what is queued and stop; later submissions
     /// fail with [`SubmitError::Stopped`].
     pub async fn stop(&self) {
@@ -143,11 +178,11 @@ fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Msg>, max_batch: usize) {
     }
 }
 
-fn apply_jobs(store: &Store, jobs: &[Job]) -> Result<Vec<Vec<Outcome>>, StoreError> {
+fn apply_jobs(store: &Store, jobs: &mut [Job]) -> Result<Vec<Vec<Outcome>>, StoreError> {
     store.write(|tx| {
         let mut all = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            let work = &job.work;
+        for job in jobs.iter_mut() {
+            let work = &mut job.work;
             let mut outcomes = Vec::with_capacity(work.events.len() + work.items.len());
             for event in &work.events {
                 outcomes.push(apply_event(tx, event)?);
@@ -161,15 +196,18 @@ fn apply_jobs(store: &Store, jobs: &[Job]) -> Result<Vec<Vec<Outcome>>, StoreErr
             for (name, value) in &work.marks {
                 tx.set_mark(name, value.as_deref())?;
             }
+            if let Some(write) = &mut work.write {
+                write(tx)?;
+            }
             all.push(outcomes);
         }
         Ok(all)
     })
 }
 
-fn commit(store: &Store, batch: Vec<Job>) {
+fn commit(store: &Store, mut batch: Vec<Job>) {
     let started = std::time::Instant::now();
-    let applied = apply_jobs(store, &batch);
+    let applied = apply_jobs(store, &mut batch);
     METRICS.commit(batch.len(), started.elapsed(), applied.is_ok());
     match applied {
         Ok(outcomes) => {

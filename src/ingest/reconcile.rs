@@ -141,6 +141,9 @@ pub async fn round(ctx: &Context) -> Result<ReconcileReport, SyncError> {
             .snapshot()?
             .all_directories()?
             .into_iter()
+            // SCIM directories are not WorkOS's: never deleted for
+            // missing from its listing.
+            .filter(|d| !d.is_scim())
             .filter(|d| scope.is_empty() || scope.contains(&d.organization_id))
             .map(|d| d.workos_directory_id)
             .collect())

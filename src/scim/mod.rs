@@ -45,8 +45,11 @@
 //!   record.
 //! - CLI: `rollcall directory create|rotate-token|list|delete`.
 
+pub mod admin;
+pub mod discovery;
 pub mod filter;
 pub mod patch;
+pub mod service;
 
 /// The `scimType` error codes of RFC 7644 §3.12 that these engines produce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -63,6 +66,10 @@ pub enum ScimType {
     InvalidValue,
     /// The operation tried to modify a read-only attribute (`id`, `meta`).
     Mutability,
+    /// A value that must be unique (a user's `userName`) is taken.
+    Uniqueness,
+    /// More results than `maxResults`, or more operations than allowed.
+    TooMany,
 }
 
 impl ScimType {
@@ -75,6 +82,8 @@ impl ScimType {
             ScimType::NoTarget => "noTarget",
             ScimType::InvalidValue => "invalidValue",
             ScimType::Mutability => "mutability",
+            ScimType::Uniqueness => "uniqueness",
+            ScimType::TooMany => "tooMany",
         }
     }
 }

@@ -93,6 +93,8 @@ macro_rules! every_table {
         $m!(tables::ORG_MEMBERSHIPS);
         $m!(tables::PARKED_EVENTS);
         $m!(tables::PARKED_BY_TIME);
+        $m!(tables::SCIM_DIRECTORIES);
+        $m!(tables::SCIM_INDEX);
     };
 }
 

@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{
     AuthkitUser, Directory, DirectoryGroup, DirectoryGroupId, DirectoryId, DirectoryUser,
-    DirectoryUserId, Email, MappedRole, OrgMembership, Provenance, Timestamp, UserState,
+    DirectoryUserId, Email, MappedRole, OrgMembership, Provenance, ScimDirectory, Timestamp,
+    UserState,
 };
 
 /// The only record format this build writes and reads.
@@ -361,6 +362,16 @@ pub fn encode_org_membership(m: &OrgMembership) -> Vec<u8> {
 /// # Errors
 /// When the bytes are not an organization membership record of this format.
 pub fn decode_org_membership(bytes: &[u8]) -> Result<OrgMembership, CodecError> {
+    decode_plain(bytes)
+}
+
+pub fn encode_scim_directory(s: &ScimDirectory) -> Vec<u8> {
+    encode_plain(s)
+}
+
+/// # Errors
+/// When the bytes are not a SCIM directory record of this format.
+pub fn decode_scim_directory(bytes: &[u8]) -> Result<ScimDirectory, CodecError> {
     decode_plain(bytes)
 }
 

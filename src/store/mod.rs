@@ -369,8 +369,22 @@ impl Store {
                     known: SCHEMA_VERSION,
                 });
             }
-            // Every table was created with the schema version.
-            Some(Ok(_)) => return Ok(false),
+            // Every table was created with the schema version, but the
+            // SCIM tables came later within it: a file written before them
+            // gets them once, on its first open by this build.
+            Some(Ok(_)) => {
+                let missing = matches!(
+                    db.begin_read()?.open_table(tables::SCIM_INDEX),
+                    Err(redb::TableError::TableDoesNotExist(_))
+                );
+                if missing {
+                    let txn = db.begin_write()?;
+                    txn.open_table(tables::SCIM_DIRECTORIES)?;
+                    txn.open_table(tables::SCIM_INDEX)?;
+                    txn.commit()?;
+                }
+                return Ok(false);
+            }
             Some(Err(_)) => {
                 return Err(StoreError::NotADatabase {
                     path: path.to_owned(),
@@ -409,6 +423,8 @@ impl Store {
         create(&txn, tables::ORG_MEMBERSHIPS)?;
         create(&txn, tables::PARKED_EVENTS)?;
         create(&txn, tables::PARKED_BY_TIME)?;
+        create(&txn, tables::SCIM_DIRECTORIES)?;
+        create(&txn, tables::SCIM_INDEX)?;
         txn.commit()?;
         Ok(true)
     }

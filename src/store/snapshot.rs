@@ -12,7 +12,7 @@ use super::codec::{self, TAG_INACTIVE};
 use super::{StoreError, tables};
 use crate::model::{
     AuthkitUser, Directory, DirectoryGroup, DirectoryGroupId, DirectoryId, DirectoryUser,
-    DirectoryUserId, UserState,
+    DirectoryUserId, ScimDirectory, ScimKey, UserState,
 };
 
 /// Which slice of a directory's users (or groups) to read.
@@ -90,6 +90,36 @@ pub(super) fn get_authkit_user(
         Some(v) => Ok(Some(codec::decode_authkit_user(v.value())?)),
         None => Ok(None),
     }
+}
+
+pub(super) fn get_scim_directory(
+    t: &impl ReadableTable<u128, Bytes>,
+    dir: DirectoryId,
+) -> Result<Option<ScimDirectory>, StoreError> {
+    match t.get(dir.as_u128())? {
+        Some(v) => Ok(Some(codec::decode_scim_directory(v.value())?)),
+        None => Ok(None),
+    }
+}
+
+/// Every SCIM index entry of one directory.
+pub(super) fn scim_range(dir: u128) -> std::ops::Range<(u128, u8, &'static str, u128)> {
+    // One past the largest `ScimKey`.
+    (dir, 0, "", 0)..(dir, ScimKey::GroupExternalId as u8 + 1, "", 0)
+}
+
+pub(super) fn scim_find(
+    t: &impl ReadableTable<(u128, u8, &'static str, u128), ()>,
+    dir: DirectoryId,
+    key: ScimKey,
+    value: &str,
+) -> Result<Vec<Uuid>, StoreError> {
+    let (d, k) = (dir.as_u128(), key as u8);
+    let mut out = Vec::new();
+    for entry in t.range((d, k, value, 0u128)..=(d, k, value, u128::MAX))? {
+        out.push(Uuid::from_u128(entry?.0.value().3));
+    }
+    Ok(out)
 }
 
 /// The key range of one directory's records, starting after `after`.
@@ -333,6 +363,109 @@ impl Snapshot {
             }
         }
         Ok(())
+    }
+
+    /// The SCIM side of a directory, if it is fed by SCIM.
+    ///
+    /// # Errors
+    /// On a storage or decoding failure.
+    pub fn scim_directory(&self, dir: DirectoryId) -> Result<Option<ScimDirectory>, StoreError> {
+        get_scim_directory(&self.txn.open_table(tables::SCIM_DIRECTORIES)?, dir)
+    }
+
+    /// The users or groups of `dir` whose `key` attribute is `value` (see
+    /// [`super::Tx::scim_find`]).
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub fn scim_find(
+        &self,
+        dir: DirectoryId,
+        key: ScimKey,
+        value: &str,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        scim_find(&self.txn.open_table(tables::SCIM_INDEX)?, dir, key, value)
+    }
+
+    /// One group by internal ids.
+    ///
+    /// # Errors
+    /// On a storage or decoding failure.
+    pub fn group(
+        &self,
+        dir: DirectoryId,
+        id: DirectoryGroupId,
+    ) -> Result<Option<DirectoryGroup>, StoreError> {
+        get_group(&self.txn.open_table(tables::GROUPS)?, dir, id)
+    }
+
+    /// The ids of a group's members, in id order.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub fn member_ids(&self, group: DirectoryGroupId) -> Result<Vec<DirectoryUserId>, StoreError> {
+        let members = self.txn.open_table(tables::MEMBERS_BY_GROUP)?;
+        let g = group.as_u128();
+        let mut out = Vec::new();
+        for entry in members.range((g, 0u128)..=(g, u128::MAX))? {
+            out.push(DirectoryUserId::from_u128(entry?.0.value().1));
+        }
+        Ok(out)
+    }
+
+    /// Visits a directory's users as records, in creation order, starting
+    /// after `after`, until `visit` breaks.
+    ///
+    /// # Errors
+    /// On a storage or decoding failure.
+    pub fn visit_user_records(
+        &self,
+        dir: DirectoryId,
+        after: Option<Uuid>,
+        mut visit: impl FnMut(DirectoryUser) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        let users = self.txn.open_table(tables::USERS)?;
+        for entry in users.range(directory_range(dir, after))? {
+            let (_, value) = entry?;
+            if visit(codec::decode_user(value.value())?).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Visits a directory's groups as records, like
+    /// [`Snapshot::visit_user_records`].
+    ///
+    /// # Errors
+    /// On a storage or decoding failure.
+    pub fn visit_group_records(
+        &self,
+        dir: DirectoryId,
+        after: Option<Uuid>,
+        mut visit: impl FnMut(DirectoryGroup) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        let groups = self.txn.open_table(tables::GROUPS)?;
+        for entry in groups.range(directory_range(dir, after))? {
+            let (_, value) = entry?;
+            if visit(codec::decode_group(value.value())?).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every SCIM-fed directory's SCIM side.
+    ///
+    /// # Errors
+    /// On a storage or decoding failure.
+    pub fn scim_directories(&self) -> Result<Vec<ScimDirectory>, StoreError> {
+        let table = self.txn.open_table(tables::SCIM_DIRECTORIES)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            out.push(codec::decode_scim_directory(entry?.1.value())?);
+        }
+        Ok(out)
     }
 
     /// One user by internal ids.

@@ -84,6 +84,16 @@ pub const PARKED_EVENTS: TableDefinition<(&str, u64), (i64, &[u8])> =
 pub const PARKED_BY_TIME: TableDefinition<(i64, &str, u64), ()> =
     TableDefinition::new("parked_by_time_v1");
 
+/// `directory id → ScimDirectory` (codec): the directories fed by SCIM,
+/// with the hash of their bearer token.
+pub const SCIM_DIRECTORIES: TableDefinition<u128, &[u8]> =
+    TableDefinition::new("scim_directories_v1");
+/// `(directory id, ScimKey as u8, value, user or group id) → ()`: the SCIM
+/// attributes filters look up, one key range per directory and attribute
+/// (values lower-cased where SCIM compares them case-insensitively).
+pub const SCIM_INDEX: TableDefinition<(u128, u8, &str, u128), ()> =
+    TableDefinition::new("scim_index_v1");
+
 pub const META_SCHEMA_VERSION: &str = "schema_version";
 pub const META_EVENTS_CURSOR: &str = "events_cursor";
 pub const META_PARKED_SEQ: &str = "parked_seq";

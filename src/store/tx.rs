@@ -14,13 +14,15 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::directories::DirectoryChanges;
 use super::snapshot::{
-    Bytes, get_authkit_user, get_directory, get_directory_ref, get_group, get_record_ref, get_user,
+    Bytes, get_authkit_user, get_directory, get_directory_ref, get_group, get_record_ref,
+    get_scim_directory, get_user, scim_find, scim_range,
 };
 use super::{Retention, StoreError, codec, tables};
 use crate::model::{
     AuthkitUser, Directory, DirectoryGroup, DirectoryGroupId, DirectoryId, DirectoryUser,
-    DirectoryUserId, OrgMembership, Timestamp, json_digest,
+    DirectoryUserId, OrgMembership, ScimDirectory, ScimKey, Timestamp, json_digest,
 };
+use uuid::Uuid;
 
 /// How many expired entries of each kind one transaction prunes at most.
 const PRUNE_BATCH: usize = 256;
@@ -69,6 +71,8 @@ pub struct Tx<'t> {
     org_memberships: Table<'t, (&'static str, &'static str), Bytes>,
     parked_events: Table<'t, (&'static str, u64), (i64, Bytes)>,
     parked_by_time: Table<'t, (i64, &'static str, u64), ()>,
+    scim_directories: Table<'t, u128, Bytes>,
+    scim_index: Table<'t, (u128, u8, &'static str, u128), ()>,
     touched: HashMap<DirectoryId, Delta>,
     /// Final directory records written (None: deleted), for the store's
     /// in-memory map once the transaction commits.
@@ -115,6 +119,8 @@ impl<'t> Tx<'t> {
             org_memberships: txn.open_table(tables::ORG_MEMBERSHIPS)?,
             parked_events: txn.open_table(tables::PARKED_EVENTS)?,
             parked_by_time: txn.open_table(tables::PARKED_BY_TIME)?,
+            scim_directories: txn.open_table(tables::SCIM_DIRECTORIES)?,
+            scim_index: txn.open_table(tables::SCIM_INDEX)?,
             touched: HashMap::new(),
             changes: HashMap::new(),
             resolved: HashMap::new(),
@@ -263,6 +269,9 @@ impl<'t> Tx<'t> {
                 .retain_in((g, 0u128)..=(g, u128::MAX), |_, _| false)?;
         }
         self.groups.retain_in(range, |_, _| false)?;
+
+        self.scim_index.retain_in(scim_range(dir), |_, _| false)?;
+        self.scim_directories.remove(dir)?;
 
         self.directories.remove(dir)?;
         self.directories_by_org
@@ -611,6 +620,67 @@ impl<'t> Tx<'t> {
             self.groups_by_member.remove((u, g))?;
         }
         Ok(existed)
+    }
+
+    // ---- SCIM ----------------------------------------------------------------
+
+    /// The SCIM side of a directory, if it is fed by SCIM.
+    ///
+    /// # Errors
+    /// On a storage or decoding failure.
+    pub fn scim_directory(&self, dir: DirectoryId) -> Result<Option<ScimDirectory>, StoreError> {
+        get_scim_directory(&self.scim_directories, dir)
+    }
+
+    /// Records (or replaces) the SCIM side of a directory: its provider and
+    /// token hash. The directory record itself is [`Tx::put_directory`]'s.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub fn put_scim_directory(&mut self, s: &ScimDirectory) -> Result<(), StoreError> {
+        self.dirty = true;
+        self.scim_directories
+            .insert(s.id.as_u128(), codec::encode_scim_directory(s).as_slice())?;
+        Ok(())
+    }
+
+    /// The users or groups of `dir` whose `key` attribute is `value` (as
+    /// indexed: lower-cased where SCIM compares case-insensitively).
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub fn scim_find(
+        &self,
+        dir: DirectoryId,
+        key: ScimKey,
+        value: &str,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        scim_find(&self.scim_index, dir, key, value)
+    }
+
+    /// Replaces the index entries of one user or group: `old` are removed,
+    /// `new` inserted (entries in both are left alone).
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub fn set_scim_keys(
+        &mut self,
+        dir: DirectoryId,
+        id: Uuid,
+        old: &[(ScimKey, String)],
+        new: &[(ScimKey, String)],
+    ) -> Result<(), StoreError> {
+        let (d, r) = (dir.as_u128(), id.as_u128());
+        for (key, value) in old.iter().filter(|e| !new.contains(e)) {
+            self.dirty = true;
+            self.scim_index.remove((d, *key as u8, value.as_str(), r))?;
+        }
+        for (key, value) in new.iter().filter(|e| !old.contains(e)) {
+            self.dirty = true;
+            self.scim_index
+                .insert((d, *key as u8, value.as_str(), r), ())?;
+        }
+        Ok(())
     }
 
     // ---- tombstones, seen events, parked events, cursor --------------------

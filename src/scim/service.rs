@@ -1,0 +1,1461 @@
+//! SCIM resources as rollcall keeps them: the bridge between a SCIM User or
+//! Group and the Char records of its directory.
+//!
+//! A SCIM user is a [`DirectoryUser`] whose `raw_attributes` is the resource
+//! as last stored (`schemas`, `id` and every attribute and extension the
+//! identity provider sent; never `meta`, which is derived, nor `password`);
+//! its Char fields are mapped from it ([`user_record`]). A SCIM group is a
+//! [`DirectoryGroup`] the same way, with its `members` kept as memberships,
+//! not in the resource, so a member change is one index write and a big
+//! group is never rewritten whole. The attributes filters look up are kept
+//! in the SCIM index ([`ScimKey`]).
+//!
+//! Every write here runs inside one committer transaction and checks
+//! everything it may refuse (`If-Match`, uniqueness, members) before it
+//! writes anything: a refusal leaves the transaction as it found it. Times
+//! are the server's, made strictly increasing per resource, so
+//! `meta.lastModified` (and the Char `updated_at`) never goes backwards and
+//! `meta.version` changes with every change.
+//!
+//! Nothing here speaks HTTP or touches redb directly.
+
+use std::collections::{BTreeSet, HashSet};
+use std::ops::ControlFlow;
+
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::ScimType;
+use super::filter::{self, Filter, IndexPlan, Indexable};
+use super::patch::{self, PatchRequest};
+use crate::ingest::apply::authkit_link;
+use crate::model::{
+    Directory, DirectoryGroup, DirectoryGroupId, DirectoryId, DirectoryUser, DirectoryUserId,
+    Email, Provenance, SCIM_DIRECTORY_PREFIX, ScimDirectory, ScimKey, ScimProvider, Timestamp,
+    UserState, email_key,
+};
+use crate::store::{Snapshot, StoreError, Tx};
+
+/// The core User schema.
+pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+/// The core Group schema.
+pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+
+/// The most resources one list or search answers (`filter.maxResults`).
+pub const MAX_RESULTS: u64 = 1000;
+
+/// A refusal in SCIM terms: the HTTP status, the RFC 7644 `scimType` where
+/// it names one, and a detail for the identity provider's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScimError {
+    pub status: u16,
+    pub scim_type: Option<ScimType>,
+    pub detail: String,
+}
+
+impl ScimError {
+    /// A 400 with a `scimType`.
+    pub fn bad(scim_type: ScimType, detail: impl Into<String>) -> Self {
+        Self {
+            status: 400,
+            scim_type: Some(scim_type),
+            detail: detail.into(),
+        }
+    }
+
+    /// A 404 for a resource this directory does not hold.
+    pub fn not_found(kind: ResourceKind, id: &str) -> Self {
+        Self {
+            status: 404,
+            scim_type: None,
+            detail: format!("{} {id} not found", kind.name()),
+        }
+    }
+
+    fn uniqueness(detail: impl Into<String>) -> Self {
+        Self {
+            status: 409,
+            scim_type: Some(ScimType::Uniqueness),
+            detail: detail.into(),
+        }
+    }
+
+    fn precondition() -> Self {
+        Self {
+            status: 412,
+            scim_type: None,
+            detail: "the resource has changed: its version does not match If-Match".into(),
+        }
+    }
+}
+
+impl From<patch::PatchError> for ScimError {
+    fn from(e: patch::PatchError) -> Self {
+        Self::bad(e.scim_type, e.message)
+    }
+}
+
+impl From<filter::FilterError> for ScimError {
+    fn from(e: filter::FilterError) -> Self {
+        Self::bad(e.scim_type(), e.to_string())
+    }
+}
+
+/// What a write returns: a storage failure (the commit fails), or the
+/// SCIM answer — the stored resource or a refusal that wrote nothing.
+pub type Written<T> = Result<Result<T, ScimError>, StoreError>;
+
+/// Users or groups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResourceKind {
+    User,
+    Group,
+}
+
+impl ResourceKind {
+    /// `User` or `Group`, as `meta.resourceType` says.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::User => "User",
+            Self::Group => "Group",
+        }
+    }
+
+    /// The endpoint: `Users` or `Groups`.
+    pub fn endpoint(self) -> &'static str {
+        match self {
+            Self::User => "Users",
+            Self::Group => "Groups",
+        }
+    }
+
+    /// The core schema URN.
+    pub fn schema(self) -> &'static str {
+        match self {
+            Self::User => USER_SCHEMA,
+            Self::Group => GROUP_SCHEMA,
+        }
+    }
+}
+
+/// One stored resource, ready to render.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stored {
+    pub kind: ResourceKind,
+    pub id: Uuid,
+    /// The stored form: no `meta`, no `members`.
+    pub resource: Map<String, Value>,
+    pub created: Timestamp,
+    pub updated: Timestamp,
+    /// A group's member ids, when they were asked for.
+    pub members: Option<Vec<Uuid>>,
+}
+
+impl Stored {
+    /// `meta.version` and the `ETag`: a digest of the stored form and its
+    /// time, so it changes with every change (a membership change re-stamps
+    /// its group) and is the same on every read.
+    pub fn version(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        hash.update(serde_json::to_vec(&self.resource).unwrap_or_default());
+        hash.update(self.updated.0.to_be_bytes());
+        format!("W/\"{}\"", hex::encode(&hash.finalize()[..8]))
+    }
+
+    /// The resource as SCIM answers it: the stored form with `members`
+    /// (when loaded) and `meta`, projected by `projection`. `base` is the
+    /// directory's SCIM base URL.
+    pub fn render(&self, base: &str, projection: &Projection) -> Value {
+        let mut out = self.resource.clone();
+        if let Some(members) = &self.members {
+            let list = members
+                .iter()
+                .map(|m| {
+                    serde_json::json!({
+                        "value": m.to_string(),
+                        "$ref": format!("{base}/Users/{m}"),
+                        "type": "User",
+                    })
+                })
+                .collect();
+            out.insert("members".into(), Value::Array(list));
+        }
+        out.insert(
+            "meta".into(),
+            serde_json::json!({
+                "resourceType": self.kind.name(),
+                "created": self.created.to_rfc3339(),
+                "lastModified": self.updated.to_rfc3339(),
+                "location": format!("{base}/{}/{}", self.kind.endpoint(), self.id),
+                "version": self.version(),
+            }),
+        );
+        projection.apply(self.kind, &mut out);
+        Value::Object(out)
+    }
+
+    /// Whether `if_match` (an `If-Match` header) allows changing this
+    /// version: absent, `*`, or one of its listed tags (weak or strong).
+    fn allows(&self, if_match: Option<&str>) -> bool {
+        let Some(header) = if_match else {
+            return true;
+        };
+        let mine = self.version();
+        let bare = mine.trim_start_matches("W/");
+        header
+            .split(',')
+            .map(str::trim)
+            .any(|tag| tag == "*" || tag == mine || tag.trim_start_matches("W/") == bare)
+    }
+
+    fn from_user(u: &DirectoryUser) -> Self {
+        Self {
+            kind: ResourceKind::User,
+            id: u.id.0,
+            resource: parse_stored(u.raw_attributes.as_deref()),
+            created: u.created_at,
+            updated: u.source.updated_at,
+            members: None,
+        }
+    }
+
+    fn from_group(g: &DirectoryGroup, members: Option<Vec<Uuid>>) -> Self {
+        Self {
+            kind: ResourceKind::Group,
+            id: g.id.0,
+            resource: parse_stored(g.raw_attributes.as_deref()),
+            created: g.created_at,
+            updated: g.source.updated_at,
+            members,
+        }
+    }
+
+    /// The resource a filter or PATCH sees: the stored form with its
+    /// members when loaded.
+    fn as_value(&self) -> Value {
+        let mut out = self.resource.clone();
+        if let Some(members) = &self.members {
+            out.insert(
+                "members".into(),
+                Value::Array(
+                    members
+                        .iter()
+                        .map(|m| serde_json::json!({ "value": m.to_string() }))
+                        .collect(),
+                ),
+            );
+        }
+        Value::Object(out)
+    }
+}
+
+fn parse_stored(raw: Option<&str>) -> Map<String, Value> {
+    raw.and_then(|r| serde_json::from_str::<Map<String, Value>>(r).ok())
+        .unwrap_or_default()
+}
+
+// ---- projection ------------------------------------------------------------
+
+/// `attributes` / `excludedAttributes` (RFC 7644 §3.4.2.5): which attributes
+/// an answer carries. `id`, `schemas` and `meta` always are.
+#[derive(Clone, Debug, Default)]
+pub struct Projection {
+    include: Vec<Selector>,
+    exclude: Vec<Selector>,
+}
+
+/// One attribute named in a projection: a top-level key (a core attribute,
+/// or an extension's URN) and optionally the attribute below it.
+#[derive(Clone, Debug)]
+struct Selector {
+    top: String,
+    sub: Option<String>,
+}
+
+impl Selector {
+    fn parse(kind: ResourceKind, text: &str) -> Option<Self> {
+        let text = text.trim();
+        if text.is_empty() {
+            return None;
+        }
+        let top = if text
+            .get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case("urn:"))
+        {
+            // `urn:…:User:name.givenName` or `urn:…enterprise:2.0:User:employeeNumber`:
+            // the schema is everything before the last `:`.
+            let at = text.rfind(':')?;
+            let (schema, attr) = (&text[..at], &text[at + 1..]);
+            if schema.eq_ignore_ascii_case(kind.schema()) {
+                attr.to_owned()
+            } else {
+                return Some(Self {
+                    top: schema.to_owned(),
+                    sub: Some(attr.to_owned()),
+                });
+            }
+        } else {
+            text.to_owned()
+        };
+        Some(match top.split_once('.') {
+            Some((t, s)) => Self {
+                top: t.to_owned(),
+                sub: Some(s.to_owned()),
+            },
+            None => Self { top, sub: None },
+        })
+    }
+
+    fn names(&self, key: &str) -> bool {
+        self.top.eq_ignore_ascii_case(key)
+    }
+}
+
+impl Projection {
+    /// From the comma-separated query parameters (or a search body's lists
+    /// joined with commas).
+    pub fn parse(kind: ResourceKind, attributes: Option<&str>, excluded: Option<&str>) -> Self {
+        let list = |s: Option<&str>| {
+            s.map(|s| {
+                s.split(',')
+                    .filter_map(|a| Selector::parse(kind, a))
+                    .collect()
+            })
+            .unwrap_or_default()
+        };
+        Self {
+            include: list(attributes),
+            exclude: list(excluded),
+        }
+    }
+
+    /// Whether a group's `members` are to be answered (a big group's are
+    /// not even read when they are not).
+    pub fn wants_members(&self) -> bool {
+        let named = |list: &[Selector]| list.iter().any(|s| s.names("members"));
+        if !self.include.is_empty() {
+            return named(&self.include);
+        }
+        !self
+            .exclude
+            .iter()
+            .any(|s| s.names("members") && s.sub.is_none())
+    }
+
+    fn apply(&self, _kind: ResourceKind, out: &mut Map<String, Value>) {
+        const ALWAYS: [&str; 3] = ["id", "schemas", "meta"];
+        let always = |k: &str| ALWAYS.iter().any(|a| a.eq_ignore_ascii_case(k));
+        if !self.include.is_empty() {
+            out.retain(|key, value| {
+                if always(key) {
+                    return true;
+                }
+                let named: Vec<&Selector> = self.include.iter().filter(|s| s.names(key)).collect();
+                if named.is_empty() {
+                    return false;
+                }
+                if named.iter().any(|s| s.sub.is_none()) {
+                    return true;
+                }
+                let subs: Vec<&str> = named.iter().filter_map(|s| s.sub.as_deref()).collect();
+                keep_subs(value, &subs);
+                true
+            });
+        }
+        for s in &self.exclude {
+            let Some(key) = out.keys().find(|k| s.names(k) && !always(k)).cloned() else {
+                continue;
+            };
+            match &s.sub {
+                None => {
+                    out.remove(&key);
+                }
+                Some(sub) => {
+                    if let Some(v) = out.get_mut(&key) {
+                        drop_sub(v, sub);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn keep_subs(value: &mut Value, subs: &[&str]) {
+    match value {
+        Value::Object(map) => map.retain(|k, _| subs.iter().any(|s| s.eq_ignore_ascii_case(k))),
+        Value::Array(items) => items.iter_mut().for_each(|i| keep_subs(i, subs)),
+        _ => {}
+    }
+}
+
+fn drop_sub(value: &mut Value, sub: &str) {
+    match value {
+        Value::Object(map) => map.retain(|k, _| !k.eq_ignore_ascii_case(sub)),
+        Value::Array(items) => items.iter_mut().for_each(|i| drop_sub(i, sub)),
+        _ => {}
+    }
+}
+
+// ---- from a request body to the stored form --------------------------------
+
+/// What a request may not set: `id` is the server's, `meta` is derived,
+/// `password` is write-only and rollcall has no use for it, a user's
+/// `groups` is read-only (memberships are the groups' to say).
+const NOT_STORED: [&str; 4] = ["id", "meta", "password", "groups"];
+
+/// A resource's stored form, and for a group the member ids its body named.
+type Form = (Map<String, Value>, Option<Vec<String>>);
+
+/// The stored form of a User or Group body (POST or PUT), with `id`, and
+/// for a group the member ids it names.
+fn stored_form(kind: ResourceKind, body: Value, id: Uuid) -> Result<Form, ScimError> {
+    let Value::Object(mut body) = body else {
+        return Err(ScimError::bad(
+            ScimType::InvalidSyntax,
+            "the body must be a JSON object",
+        ));
+    };
+    let members = match kind {
+        ResourceKind::Group => Some(take_members(&mut body)?),
+        ResourceKind::User => None,
+    };
+    let mut schemas: Vec<String> = match take_ci(&mut body, "schemas") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(list)) => list
+            .into_iter()
+            .map(|s| match s {
+                Value::String(s) => Ok(s),
+                _ => Err(ScimError::bad(
+                    ScimType::InvalidValue,
+                    "schemas must be a list of strings",
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(ScimError::bad(
+                ScimType::InvalidValue,
+                "schemas must be a list of strings",
+            ));
+        }
+    };
+    if !schemas
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(kind.schema()))
+    {
+        schemas.insert(0, kind.schema().to_owned());
+    }
+    let mut rest = Map::new();
+    for (key, value) in body {
+        if NOT_STORED.iter().any(|n| n.eq_ignore_ascii_case(&key)) || value.is_null() {
+            continue;
+        }
+        // An extension object present but not declared gets declared.
+        if key.contains(':') && !schemas.iter().any(|s| s.eq_ignore_ascii_case(&key)) {
+            schemas.push(key.clone());
+        }
+        rest.insert(key, value);
+    }
+    let mut out = Map::new();
+    out.insert(
+        "schemas".into(),
+        Value::Array(schemas.into_iter().map(Value::String).collect()),
+    );
+    out.insert("id".into(), Value::String(id.to_string()));
+    out.extend(rest);
+    validate(kind, &mut out)?;
+    Ok((out, members))
+}
+
+fn take_ci(map: &mut Map<String, Value>, key: &str) -> Option<Value> {
+    let found = map.keys().find(|k| k.eq_ignore_ascii_case(key)).cloned()?;
+    map.remove(&found)
+}
+
+/// The `value`s of a group body's `members`.
+fn take_members(body: &mut Map<String, Value>) -> Result<Vec<String>, ScimError> {
+    match take_ci(body, "members") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(list)) => list.iter().map(member_value).collect(),
+        Some(_) => Err(ScimError::bad(
+            ScimType::InvalidValue,
+            "members must be a list",
+        )),
+    }
+}
+
+fn member_value(m: &Value) -> Result<String, ScimError> {
+    if let Some(kind) = filter::get_ci(m, "type").and_then(Value::as_str)
+        && !kind.eq_ignore_ascii_case("User")
+    {
+        return Err(ScimError::bad(
+            ScimType::InvalidValue,
+            "only users can be group members (no nested groups)",
+        ));
+    }
+    filter::get_ci(m, "value")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| ScimError::bad(ScimType::InvalidValue, "a member needs a string value"))
+}
+
+/// Checks the attributes rollcall relies on and normalises what identity
+/// providers send loosely (`"False"` for `false`).
+fn validate(kind: ResourceKind, r: &mut Map<String, Value>) -> Result<(), ScimError> {
+    let required = match kind {
+        ResourceKind::User => "userName",
+        ResourceKind::Group => "displayName",
+    };
+    match r.iter().find(|(k, _)| k.eq_ignore_ascii_case(required)) {
+        Some((_, Value::String(s))) if !s.trim().is_empty() => {}
+        _ => {
+            return Err(ScimError::bad(
+                ScimType::InvalidValue,
+                format!("{required} is required and must be a non-empty string"),
+            ));
+        }
+    }
+    if let Some(v) = r.get("externalId").or_else(|| find_ci(r, "externalId"))
+        && !v.is_string()
+    {
+        return Err(ScimError::bad(
+            ScimType::InvalidValue,
+            "externalId must be a string",
+        ));
+    }
+    if kind == ResourceKind::Group {
+        return Ok(());
+    }
+    for (key, value) in r.iter_mut() {
+        if key.eq_ignore_ascii_case("active") {
+            *value = Value::Bool(boolean(value).ok_or_else(|| {
+                ScimError::bad(ScimType::InvalidValue, "active must be a boolean")
+            })?);
+        } else if key.eq_ignore_ascii_case("emails") {
+            let Value::Array(emails) = value else {
+                return Err(ScimError::bad(
+                    ScimType::InvalidValue,
+                    "emails must be a list",
+                ));
+            };
+            for e in emails {
+                let Value::Object(e) = e else {
+                    return Err(ScimError::bad(
+                        ScimType::InvalidValue,
+                        "an email must be an object",
+                    ));
+                };
+                for (k, v) in e.iter_mut() {
+                    if k.eq_ignore_ascii_case("primary") {
+                        *v = Value::Bool(boolean(v).ok_or_else(|| {
+                            ScimError::bad(ScimType::InvalidValue, "primary must be a boolean")
+                        })?);
+                    } else if k.eq_ignore_ascii_case("value") && !v.is_string() {
+                        return Err(ScimError::bad(
+                            ScimType::InvalidValue,
+                            "an email value must be a string",
+                        ));
+                    }
+                }
+            }
+        } else if key.eq_ignore_ascii_case("name") && !value.is_object() {
+            return Err(ScimError::bad(
+                ScimType::InvalidValue,
+                "name must be an object",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn find_ci<'a>(r: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    r.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v)
+}
+
+fn str_ci<'a>(r: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    find_ci(r, key).and_then(Value::as_str)
+}
+
+fn boolean(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
+        Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
+        _ => None,
+    }
+}
+
+// ---- from the stored form to the Char record ---------------------------------
+
+/// The emails of a user resource, as the Char record keeps them.
+fn emails_of(r: &Map<String, Value>) -> Vec<Email> {
+    let Some(Value::Array(list)) = find_ci(r, "emails") else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter_map(|e| {
+            let e = e.as_object()?;
+            Some(Email {
+                value: str_ci(e, "value")?.to_owned(),
+                kind: str_ci(e, "type").map(str::to_owned),
+                primary: find_ci(e, "primary").and_then(boolean).unwrap_or(false),
+            })
+        })
+        .collect()
+}
+
+/// The Char `email`: the primary email, else the work one, else the first,
+/// else `userName` when it is an address, else empty.
+fn char_email(r: &Map<String, Value>, emails: &[Email]) -> String {
+    emails
+        .iter()
+        .find(|e| e.primary)
+        .or_else(|| {
+            emails.iter().find(|e| {
+                e.kind
+                    .as_deref()
+                    .is_some_and(|k| k.eq_ignore_ascii_case("work"))
+            })
+        })
+        .or_else(|| emails.first())
+        .map(|e| e.value.clone())
+        .or_else(|| {
+            str_ci(r, "userName")
+                .filter(|u| u.contains('@'))
+                .map(str::to_owned)
+        })
+        .unwrap_or_default()
+}
+
+fn name_part(r: &Map<String, Value>, part: &str) -> Option<String> {
+    find_ci(r, "name")
+        .and_then(Value::as_object)
+        .and_then(|n| str_ci(n, part))
+        .map(str::to_owned)
+}
+
+/// The Char record of a SCIM user.
+fn user_record(
+    tx: &Tx<'_>,
+    dir: DirectoryId,
+    id: Uuid,
+    r: &Map<String, Value>,
+    created: Timestamp,
+    updated: Timestamp,
+) -> Result<DirectoryUser, StoreError> {
+    let emails = emails_of(r);
+    let email = char_email(r, &emails);
+    let active = find_ci(r, "active").and_then(boolean).unwrap_or(true);
+    let link = authkit_link(tx, dir, &email_key(&email))?;
+    Ok(DirectoryUser {
+        id: DirectoryUserId(id),
+        directory_id: dir,
+        user_id: link.as_ref().map(|l| l.0.clone()),
+        workos_directory_user_id: id.to_string(),
+        email,
+        first_name: name_part(r, "givenName"),
+        last_name: name_part(r, "familyName"),
+        state: if active {
+            UserState::Active
+        } else {
+            UserState::Inactive
+        },
+        raw_attributes: Some(serde_json::to_string(r).unwrap_or_default()),
+        idp_id: str_ci(r, "externalId").map(str::to_owned),
+        created_at: created,
+        updated_at: link.map_or(updated, |l| l.1.max(updated)),
+        workos_state: if active { "active" } else { "inactive" }.to_owned(),
+        emails,
+        custom_attributes: None,
+        source: Provenance {
+            created_at: created,
+            updated_at: updated,
+        },
+    })
+}
+
+/// The Char record of a SCIM group.
+fn group_record(
+    dir: DirectoryId,
+    id: Uuid,
+    r: &Map<String, Value>,
+    created: Timestamp,
+    updated: Timestamp,
+) -> DirectoryGroup {
+    DirectoryGroup {
+        id: DirectoryGroupId(id),
+        directory_id: dir,
+        workos_directory_group_id: id.to_string(),
+        name: str_ci(r, "displayName").unwrap_or_default().to_owned(),
+        idp_id: str_ci(r, "externalId").map(str::to_owned),
+        raw_attributes: Some(serde_json::to_string(r).unwrap_or_default()),
+        mapped_role: None,
+        created_at: created,
+        updated_at: updated,
+        source: Provenance {
+            created_at: created,
+            updated_at: updated,
+        },
+    }
+}
+
+/// The index entries of a resource in its stored form.
+fn keys_of(kind: ResourceKind, r: &Map<String, Value>) -> Vec<(ScimKey, String)> {
+    let mut keys = Vec::new();
+    match kind {
+        ResourceKind::User => {
+            if let Some(name) = str_ci(r, "userName") {
+                keys.push((ScimKey::UserName, name.to_lowercase()));
+            }
+            if let Some(ext) = str_ci(r, "externalId") {
+                keys.push((ScimKey::UserExternalId, ext.to_owned()));
+            }
+            let mut seen = HashSet::new();
+            for e in emails_of(r) {
+                let v = e.value.to_lowercase();
+                if seen.insert(v.clone()) {
+                    keys.push((ScimKey::UserEmail, v));
+                }
+            }
+        }
+        ResourceKind::Group => {
+            if let Some(name) = str_ci(r, "displayName") {
+                keys.push((ScimKey::GroupName, name.to_lowercase()));
+            }
+            if let Some(ext) = str_ci(r, "externalId") {
+                keys.push((ScimKey::GroupExternalId, ext.to_owned()));
+            }
+        }
+    }
+    keys
+}
+
+/// A time after `previous`: now, or one microsecond past `previous` when
+/// the clock has not moved on (or went back).
+fn next_time(now: Timestamp, previous: Option<Timestamp>) -> Timestamp {
+    match previous {
+        Some(p) if p >= now => Timestamp(p.0 + 1),
+        _ => now,
+    }
+}
+
+// ---- writes (inside the committer's transaction) ---------------------------
+
+/// Whether `dir` is still a SCIM directory (it may have been deleted since
+/// the request was authenticated).
+fn directory_gone(tx: &Tx<'_>, dir: DirectoryId) -> Result<Option<ScimError>, StoreError> {
+    Ok(tx.scim_directory(dir)?.is_none().then(|| ScimError {
+        status: 404,
+        scim_type: None,
+        detail: "the directory no longer exists".into(),
+    }))
+}
+
+/// Refuses a `userName` another user of the directory holds already.
+fn check_unique(
+    tx: &Tx<'_>,
+    dir: DirectoryId,
+    id: Uuid,
+    r: &Map<String, Value>,
+) -> Result<Option<ScimError>, StoreError> {
+    let Some(name) = str_ci(r, "userName") else {
+        return Ok(None);
+    };
+    let holders = tx.scim_find(dir, ScimKey::UserName, &name.to_lowercase())?;
+    Ok(holders
+        .iter()
+        .any(|h| *h != id)
+        .then(|| ScimError::uniqueness(format!("userName {name:?} is taken in this directory"))))
+}
+
+macro_rules! refuse {
+    ($e:expr) => {
+        if let Some(refusal) = $e {
+            return Ok(Err(refusal));
+        }
+    };
+}
+
+/// Creates a user from a POST body.
+///
+/// # Errors
+/// Storage failures.
+pub fn create_user(tx: &mut Tx<'_>, dir: DirectoryId, body: Value) -> Written<Stored> {
+    refuse!(directory_gone(tx, dir)?);
+    let id = DirectoryUserId::new_v7().0;
+    let (r, _) = match stored_form(ResourceKind::User, body, id) {
+        Ok(form) => form,
+        Err(e) => return Ok(Err(e)),
+    };
+    refuse!(check_unique(tx, dir, id, &r)?);
+    let now = tx.now();
+    put_user(tx, dir, id, r, now, now, &[])
+}
+
+fn put_user(
+    tx: &mut Tx<'_>,
+    dir: DirectoryId,
+    id: Uuid,
+    r: Map<String, Value>,
+    created: Timestamp,
+    updated: Timestamp,
+    old_keys: &[(ScimKey, String)],
+) -> Written<Stored> {
+    let record = user_record(tx, dir, id, &r, created, updated)?;
+    tx.put_user(&record)?;
+    tx.set_scim_keys(dir, id, old_keys, &keys_of(ResourceKind::User, &r))?;
+    Ok(Ok(Stored::from_user(&record)))
+}
+
+/// The stored user `id` of `dir`, or a 404.
+fn existing_user(tx: &Tx<'_>, dir: DirectoryId, id: Uuid) -> Result<Option<Stored>, StoreError> {
+    Ok(tx
+        .user(dir, DirectoryUserId(id))?
+        .map(|u| Stored::from_user(&u)))
+}
+
+/// Replaces a user's attributes with a PUT body, or with what a PATCH made
+/// of them (`patch`).
+///
+/// # Errors
+/// Storage failures.
+pub fn replace_user(
+    tx: &mut Tx<'_>,
+    dir: DirectoryId,
+    id: Uuid,
+    change: Change,
+    if_match: Option<&str>,
+) -> Written<Stored> {
+    refuse!(directory_gone(tx, dir)?);
+    let Some(old) = existing_user(tx, dir, id)? else {
+        return Ok(Err(ScimError::not_found(
+            ResourceKind::User,
+            &id.to_string(),
+        )));
+    };
+    if !old.allows(if_match) {
+        return Ok(Err(ScimError::precondition()));
+    }
+    let body = match change {
+        Change::Replace(body) => body,
+        Change::Patch(request) => match patch::apply(&old.as_value(), &request) {
+            Ok(outcome) => outcome.resource,
+            Err(e) => return Ok(Err(e.into())),
+        },
+    };
+    let (r, _) = match stored_form(ResourceKind::User, body, id) {
+        Ok(form) => form,
+        Err(e) => return Ok(Err(e)),
+    };
+    if r == old.resource {
+        // Nothing changed: nothing is written, the version stays.
+        return Ok(Ok(old));
+    }
+    refuse!(check_unique(tx, dir, id, &r)?);
+    let updated = next_time(tx.now(), Some(old.updated));
+    let old_keys = keys_of(ResourceKind::User, &old.resource);
+    put_user(tx, dir, id, r, old.created, updated, &old_keys)
+}
+
+/// What a PUT or PATCH asks for.
+pub enum Change {
+    /// The whole resource (PUT).
+    Replace(Value),
+    /// Operations on the stored resource (PATCH).
+    Patch(PatchRequest),
+}
+
+/// Deletes a user (its memberships go with it, and its groups' versions
+/// move on).
+///
+/// # Errors
+/// Storage failures.
+pub fn delete_user(
+    tx: &mut Tx<'_>,
+    dir: DirectoryId,
+    id: Uuid,
+    if_match: Option<&str>,
+) -> Written<()> {
+    let Some(user) = tx.user(dir, DirectoryUserId(id))? else {
+        return Ok(Err(ScimError::not_found(
+            ResourceKind::User,
+            &id.to_string(),
+        )));
+    };
+    let old = Stored::from_user(&user);
+    if !old.allows(if_match) {
+        return Ok(Err(ScimError::precondition()));
+    }
+    let groups = tx.groups_of_member(user.id)?;
+    tx.delete_user(&user)?;
+    tx.set_scim_keys(dir, id, &keys_of(ResourceKind::User, &old.resource), &[])?;
+    for (group, _) in groups {
+        touch_group(tx, dir, group)?;
+    }
+    Ok(Ok(()))
+}
+
+/// Re-stamps a group whose members changed, so its version moves on.
+fn touch_group(
+    tx: &mut Tx<'_>,
+    dir: DirectoryId,
+    group: DirectoryGroupId,
+) -> Result<(), StoreError> {
+    if let Some(mut g) = tx.group(dir, group)? {
+        let updated = next_time(tx.now(), Some(g.source.updated_at));
+        g.updated_at = updated;
+        g.source.updated_at = updated;
+        tx.put_group(&g)?;
+    }
+    Ok(())
+}
+
+/// Member ids as users of `dir`, or the refusal naming the first that is
+/// not one.
+fn member_ids(
+    tx: &Tx<'_>,
+    dir: DirectoryId,
+    values: &[String],
+) -> Result<Result<Vec<Uuid>, ScimError>, StoreError> {
+    let mut out = Vec::with_capacity(values.len());
+    for v in values {
+        let known = match Uuid::try_parse(v) {
+            Ok(id) => tx.user(dir, DirectoryUserId(id))?.is_some().then_some(id),
+            Err(_) => None,
+        };
+        match known {
+            Some(id) => out.push(id),
+            None => {
+                return Ok(Err(ScimError::bad(
+                    ScimType::InvalidValue,
+                    format!("member {v:?} is not a user of this directory"),
+                )));
+            }
+        }
+    }
+    Ok(Ok(out))
+}
+
+/// Creates a group from a POST body, with the members it names.
+///
+/// # Errors
+/// Storage failures.
+pub fn create_group(tx: &mut Tx<'_>, dir: DirectoryId, body: Value) -> Written<Stored> {
+    refuse!(directory_gone(tx, dir)?);
+    let id = DirectoryGroupId::new_v7().0;
+    let (r, members) = match stored_form(ResourceKind::Group, body, id) {
+        Ok(form) => form,
+        Err(e) => return Ok(Err(e)),
+    };
+    let members = match member_ids(tx, dir, &members.unwrap_or_default())? {
+        Ok(m) => m,
+        Err(e) => return Ok(Err(e)),
+    };
+    let now = tx.now();
+    let record = group_record(dir, id, &r, now, now);
+    tx.put_group(&record)?;
+    tx.set_scim_keys(dir, id, &[], &keys_of(ResourceKind::Group, &r))?;
+    let set: BTreeSet<Uuid> = members.into_iter().collect();
+    for m in &set {
+        tx.put_membership(record.id, DirectoryUserId(*m), now)?;
+    }
+    Ok(Ok(Stored::from_group(
+        &record,
+        Some(set.into_iter().collect()),
+    )))
+}
+
+/// Replaces a group (PUT: its members become exactly those named) or
+/// patches it (only the members the operations name change).
+///
+/// # Errors
+/// Storage failures.
+pub fn replace_group(
+    tx: &mut Tx<'_>,
+    dir: DirectoryId,
+    id: Uuid,
+    change: Change,
+    if_match: Option<&str>,
+) -> Written<Stored> {
+    refuse!(directory_gone(tx, dir)?);
+    let gid = DirectoryGroupId(id);
+    let Some(group) = tx.group(dir, gid)? else {
+        return Ok(Err(ScimError::not_found(
+            ResourceKind::Group,
+            &id.to_string(),
+        )));
+    };
+    let before: Vec<Uuid> = tx
+        .members_of_group(gid)?
+        .into_iter()
+        .map(|(u, _)| u.0)
+        .collect();
+    let old = Stored::from_group(&group, Some(before.clone()));
+    if !old.allows(if_match) {
+        return Ok(Err(ScimError::precondition()));
+    }
+    let (body, added, removed) = match change {
+        Change::Replace(body) => {
+            let Value::Object(mut map) = body else {
+                return Ok(Err(ScimError::bad(
+                    ScimType::InvalidSyntax,
+                    "the body must be a JSON object",
+                )));
+            };
+            let named = match take_members(&mut map) {
+                Ok(m) => m,
+                Err(e) => return Ok(Err(e)),
+            };
+            let named = match member_ids(tx, dir, &named)? {
+                Ok(m) => m,
+                Err(e) => return Ok(Err(e)),
+            };
+            let after: BTreeSet<Uuid> = named.into_iter().collect();
+            let was: BTreeSet<Uuid> = before.iter().copied().collect();
+            let added = after.difference(&was).copied().collect();
+            let removed = was.difference(&after).copied().collect();
+            (Value::Object(map), added, removed)
+        }
+        Change::Patch(request) => {
+            let outcome = match patch::apply(&old.as_value(), &request) {
+                Ok(o) => o,
+                Err(e) => return Ok(Err(e.into())),
+            };
+            let added = match member_ids(tx, dir, &outcome.members_added)? {
+                Ok(m) => m,
+                Err(e) => return Ok(Err(e)),
+            };
+            let removed = outcome
+                .members_removed
+                .iter()
+                .filter_map(|v| Uuid::try_parse(v).ok())
+                .collect();
+            let mut body = outcome.resource;
+            if let Value::Object(map) = &mut body {
+                take_ci(map, "members");
+            }
+            (body, added, removed)
+        }
+    };
+    let (r, _) = match stored_form(ResourceKind::Group, body, id) {
+        Ok(form) => form,
+        Err(e) => return Ok(Err(e)),
+    };
+    let added: Vec<Uuid> = added;
+    let removed: Vec<Uuid> = removed;
+    if r == old.resource && added.is_empty() && removed.is_empty() {
+        return Ok(Ok(old));
+    }
+    let updated = next_time(tx.now(), Some(old.updated));
+    let record = group_record(dir, id, &r, old.created, updated);
+    tx.put_group(&record)?;
+    tx.set_scim_keys(
+        dir,
+        id,
+        &keys_of(ResourceKind::Group, &old.resource),
+        &keys_of(ResourceKind::Group, &r),
+    )?;
+    for m in &added {
+        tx.put_membership(gid, DirectoryUserId(*m), updated)?;
+    }
+    for m in &removed {
+        tx.delete_membership(gid, DirectoryUserId(*m))?;
+    }
+    let mut members: BTreeSet<Uuid> = before.into_iter().collect();
+    members.extend(added);
+    for m in &removed {
+        members.remove(m);
+    }
+    Ok(Ok(Stored::from_group(
+        &record,
+        Some(members.into_iter().collect()),
+    )))
+}
+
+/// Deletes a group with its memberships (its users stay).
+///
+/// # Errors
+/// Storage failures.
+pub fn delete_group(
+    tx: &mut Tx<'_>,
+    dir: DirectoryId,
+    id: Uuid,
+    if_match: Option<&str>,
+) -> Written<()> {
+    let Some(group) = tx.group(dir, DirectoryGroupId(id))? else {
+        return Ok(Err(ScimError::not_found(
+            ResourceKind::Group,
+            &id.to_string(),
+        )));
+    };
+    let old = Stored::from_group(&group, None);
+    if !old.allows(if_match) {
+        return Ok(Err(ScimError::precondition()));
+    }
+    tx.delete_group(&group)?;
+    tx.set_scim_keys(dir, id, &keys_of(ResourceKind::Group, &old.resource), &[])?;
+    Ok(Ok(()))
+}
+
+// ---- reads -------------------------------------------------------------------
+
+/// One resource of `dir` by its SCIM id; a group's members only when
+/// `members` (a big group's are not read otherwise).
+///
+/// # Errors
+/// Storage failures.
+pub fn get(
+    snap: &Snapshot,
+    dir: DirectoryId,
+    kind: ResourceKind,
+    id: &str,
+    members: bool,
+) -> Result<Option<Stored>, StoreError> {
+    let Ok(id) = Uuid::try_parse(id) else {
+        return Ok(None);
+    };
+    load(snap, dir, kind, id, members)
+}
+
+fn load(
+    snap: &Snapshot,
+    dir: DirectoryId,
+    kind: ResourceKind,
+    id: Uuid,
+    members: bool,
+) -> Result<Option<Stored>, StoreError> {
+    Ok(match kind {
+        ResourceKind::User => snap
+            .user(dir, DirectoryUserId(id))?
+            .map(|u| Stored::from_user(&u)),
+        ResourceKind::Group => match snap.group(dir, DirectoryGroupId(id))? {
+            Some(g) => {
+                let list = if members {
+                    Some(snap.member_ids(g.id)?.into_iter().map(|m| m.0).collect())
+                } else {
+                    None
+                };
+                Some(Stored::from_group(&g, list))
+            }
+            None => None,
+        },
+    })
+}
+
+/// One page of a list or search.
+#[derive(Debug)]
+pub struct Page {
+    /// Every match, not only this page's.
+    pub total: u64,
+    /// 1-based index of the first resource of this page.
+    pub start_index: u64,
+    pub resources: Vec<Stored>,
+}
+
+/// Lists the resources of `dir` matching `filter`, `count` of them from the
+/// `start_index`-th (1-based). A filter of an indexed shape is answered from
+/// the index; any other filter is tested against every resource.
+///
+/// # Errors
+/// Storage failures.
+pub fn search(
+    snap: &Snapshot,
+    dir: DirectoryId,
+    kind: ResourceKind,
+    filter: Option<&Filter>,
+    start_index: u64,
+    count: u64,
+    members: bool,
+) -> Result<Page, StoreError> {
+    let start_index = start_index.max(1);
+    let count = count.min(MAX_RESULTS);
+    let skip = start_index - 1;
+    let mut page = Page {
+        total: 0,
+        start_index,
+        resources: Vec::new(),
+    };
+    let Some(filter) = filter else {
+        let Some(d) = snap.directory(dir)? else {
+            return Ok(page);
+        };
+        page.total = match kind {
+            ResourceKind::User => d.user_count,
+            ResourceKind::Group => d.group_count,
+        };
+        if count > 0 {
+            let mut seen = 0u64;
+            let mut keep = |s: Stored| {
+                seen += 1;
+                if seen > skip {
+                    page.resources.push(s);
+                }
+                if page.resources.len() as u64 >= count {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            };
+            visit(snap, dir, kind, members, &mut keep)?;
+        }
+        return Ok(page);
+    };
+    // Members are read to test a filter only when it names them.
+    let filter_members = kind == ResourceKind::Group && names_members(filter);
+    let take = |s: Stored, page: &mut Page| {
+        if filter.matches(&s.as_value()) {
+            page.total += 1;
+            if page.total > skip && (page.resources.len() as u64) < count {
+                page.resources.push(s);
+            }
+        }
+    };
+    match lookups(kind, filter) {
+        Some(lookups) => {
+            let mut ids = BTreeSet::new();
+            for (key, value) in lookups {
+                ids.extend(snap.scim_find(dir, key, &value)?);
+            }
+            for id in ids {
+                if let Some(s) = load(snap, dir, kind, id, members || filter_members)? {
+                    take(s, &mut page);
+                }
+            }
+        }
+        None => {
+            let mut each = |s: Stored| {
+                take(s, &mut page);
+                ControlFlow::Continue(())
+            };
+            visit(snap, dir, kind, members || filter_members, &mut each)?;
+        }
+    }
+    if !members {
+        for s in &mut page.resources {
+            s.members = None;
+        }
+    }
+    Ok(page)
+}
+
+fn visit(
+    snap: &Snapshot,
+    dir: DirectoryId,
+    kind: ResourceKind,
+    members: bool,
+    f: &mut dyn FnMut(Stored) -> ControlFlow<()>,
+) -> Result<(), StoreError> {
+    match kind {
+        ResourceKind::User => snap.visit_user_records(dir, None, |u| f(Stored::from_user(&u))),
+        ResourceKind::Group => {
+            let mut failure = None;
+            snap.visit_group_records(dir, None, |g| {
+                let list = if members {
+                    match snap.member_ids(g.id) {
+                        Ok(m) => Some(m.into_iter().map(|m| m.0).collect()),
+                        Err(e) => {
+                            failure = Some(e);
+                            return ControlFlow::Break(());
+                        }
+                    }
+                } else {
+                    None
+                };
+                f(Stored::from_group(&g, list))
+            })?;
+            failure.map_or(Ok(()), Err)
+        }
+    }
+}
+
+fn names_members(filter: &Filter) -> bool {
+    filter.to_string().to_ascii_lowercase().contains("members")
+}
+
+/// The index lookups whose union holds every match of `filter`, or `None`
+/// when it must be tested against every resource.
+fn lookups(kind: ResourceKind, filter: &Filter) -> Option<Vec<(ScimKey, String)>> {
+    if kind == ResourceKind::Group {
+        return group_lookups(filter);
+    }
+    let IndexPlan::Lookups(plan) = filter.index_plan() else {
+        return None;
+    };
+    plan.into_iter()
+        .map(|i| match i {
+            Indexable::UserName(v) => Some((ScimKey::UserName, v.to_lowercase())),
+            Indexable::ExternalId(v) => Some((ScimKey::UserExternalId, v.to_owned())),
+            Indexable::WorkEmail(v) | Indexable::Email(v) => {
+                Some((ScimKey::UserEmail, v.to_lowercase()))
+            }
+            // Half of a directory is no narrower than all of it.
+            Indexable::Active(_) => None,
+        })
+        .collect()
+}
+
+fn group_lookups(filter: &Filter) -> Option<Vec<(ScimKey, String)>> {
+    use filter::{CompareOp, Literal};
+    match filter {
+        Filter::Compare {
+            path,
+            op: CompareOp::Eq,
+            value: Literal::String(v),
+        } if path.sub.is_none() => {
+            if path.is("displayName", None) {
+                Some(vec![(ScimKey::GroupName, v.to_lowercase())])
+            } else if path.is("externalId", None) {
+                Some(vec![(ScimKey::GroupExternalId, v.clone())])
+            } else {
+                None
+            }
+        }
+        Filter::And(terms) => terms.iter().find_map(group_lookups),
+        Filter::Or(terms) => {
+            let mut all = Vec::new();
+            for t in terms {
+                all.extend(group_lookups(t)?);
+            }
+            Some(all)
+        }
+        _ => None,
+    }
+}
+
+// ---- directories -------------------------------------------------------------
+
+/// A SCIM directory just created or given a new token: the token is in
+/// nothing else rollcall keeps or prints again.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub directory: Directory,
+    pub provider: ScimProvider,
+    pub token: String,
+}
+
+/// A new bearer token and its hash: 32 random bytes, base64url, prefixed
+/// so a leaked one is recognisable in a secret scanner.
+fn new_token() -> Result<(String, [u8; 32]), StoreError> {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| StoreError::Io(format!("no randomness: {e}")))?;
+    let token = format!(
+        "rcs_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    );
+    let hash = token_hash(&token);
+    Ok((token, hash))
+}
+
+/// What is stored of a token.
+pub fn token_hash(token: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Whether `token` is the current token of the SCIM directory `s`
+/// (compared in constant time).
+pub fn token_matches(s: &ScimDirectory, token: &str) -> bool {
+    let given = token_hash(token);
+    given
+        .iter()
+        .zip(&s.token_sha256)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
+}
+
+/// Creates a SCIM directory of `organization`.
+///
+/// # Errors
+/// Storage failures.
+pub fn create_directory(
+    tx: &mut Tx<'_>,
+    organization: &str,
+    name: &str,
+    provider: ScimProvider,
+) -> Result<Issued, StoreError> {
+    let id = DirectoryId::new_v7();
+    let now = tx.now();
+    let directory = Directory {
+        id,
+        organization_id: organization.to_owned(),
+        workos_directory_id: format!("{SCIM_DIRECTORY_PREFIX}{}", id.0.simple()),
+        name: name.to_owned(),
+        workos_type: provider.workos_type().to_owned(),
+        workos_state: "active".to_owned(),
+        domains: Vec::new(),
+        created_at: now,
+        updated_at: now,
+        user_count: 0,
+        group_count: 0,
+        revision: 0,
+        users_digest: 0,
+        groups_digest: 0,
+        source: Provenance {
+            created_at: now,
+            updated_at: now,
+        },
+    };
+    tx.put_directory(&directory)?;
+    let (token, token_sha256) = new_token()?;
+    tx.put_scim_directory(&ScimDirectory {
+        id,
+        provider,
+        token_sha256,
+        token_issued_at: now,
+    })?;
+    let directory = tx.directory(id)?.unwrap_or(directory);
+    Ok(Issued {
+        directory,
+        provider,
+        token,
+    })
+}
+
+/// Gives a SCIM directory a new token; the old one stops working with this
+/// commit. `None` when `dir` is not a SCIM directory.
+///
+/// # Errors
+/// Storage failures.
+pub fn rotate_token(tx: &mut Tx<'_>, dir: DirectoryId) -> Result<Option<Issued>, StoreError> {
+    let (Some(mut s), Some(directory)) = (tx.scim_directory(dir)?, tx.directory(dir)?) else {
+        return Ok(None);
+    };
+    let (token, hash) = new_token()?;
+    s.token_sha256 = hash;
+    s.token_issued_at = tx.now();
+    tx.put_scim_directory(&s)?;
+    Ok(Some(Issued {
+        directory,
+        provider: s.provider,
+        token,
+    }))
+}
+
+/// Deletes a SCIM directory with everything in it. `false` when `dir` is
+/// not a SCIM directory (a WorkOS one is WorkOS's to delete).
+///
+/// # Errors
+/// Storage failures.
+pub fn delete_directory(tx: &mut Tx<'_>, dir: DirectoryId) -> Result<bool, StoreError> {
+    if tx.scim_directory(dir)?.is_none() {
+        return Ok(false);
+    }
+    tx.delete_directory(dir)
+}
+
+/// Every SCIM directory with its provider, in creation order.
+///
+/// # Errors
+/// Storage failures.
+pub fn list_directories(snap: &Snapshot) -> Result<Vec<(Directory, ScimDirectory)>, StoreError> {
+    let mut out = Vec::new();
+    for s in snap.scim_directories()? {
+        if let Some(d) = snap.directory(s.id)? {
+            out.push((d, s));
+        }
+    }
+    Ok(out)
+}
