@@ -369,7 +369,7 @@ impl Projection {
             };
             match &s.sub {
                 None => {
-                    out.remove(&key);
+                    out.shift_remove(&key);
                 }
                 Some(sub) => {
                     if let Some(v) = out.get_mut(&key) {
@@ -469,7 +469,8 @@ fn stored_form(kind: ResourceKind, body: Value, id: Uuid) -> Result<Form, ScimEr
 
 fn take_ci(map: &mut Map<String, Value>, key: &str) -> Option<Value> {
     let found = map.keys().find(|k| k.eq_ignore_ascii_case(key)).cloned()?;
-    map.remove(&found)
+    // Not `remove`: with `preserve_order` it swaps the last key into place.
+    map.shift_remove(&found)
 }
 
 /// The `value`s of a group body's `members`.

@@ -399,3 +399,71 @@ pub async fn wait_ready(base: &str) {
     })
     .await;
 }
+
+/// A SCIM directory made through the running server's control socket, as
+/// `rollcall directory create` does.
+pub struct ScimDir {
+    pub id: String,
+    pub token: String,
+    /// `http://…/scim/v2/{id}`.
+    pub url: String,
+}
+
+impl TestApp {
+    /// Creates a SCIM directory of `org` for `provider` (okta, entra, …).
+    pub async fn scim_directory(&self, org: &str, provider: &str) -> ScimDir {
+        let result = self
+            .directory_op(rollcall::scim::admin::DirectoryOp::Create {
+                organization_id: org.to_owned(),
+                name: format!("{provider} SCIM"),
+                provider: provider.to_owned(),
+            })
+            .await
+            .expect("the directory is created");
+        let id = result["id"].as_str().unwrap().to_owned();
+        ScimDir {
+            url: format!("{}/scim/v2/{id}", self.base),
+            token: result["token"].as_str().unwrap().to_owned(),
+            id,
+        }
+    }
+
+    /// Runs a directory operation through the control socket.
+    pub async fn directory_op(
+        &self,
+        op: rollcall::scim::admin::DirectoryOp,
+    ) -> Result<Value, String> {
+        let data = self.db_path.clone();
+        tokio::task::spawn_blocking(move || {
+            let server = rollcall::control::connect(&data)?.ok_or("no control socket")?;
+            rollcall::control::request_directory(server, &op)
+        })
+        .await
+        .unwrap()
+    }
+
+    /// A SCIM request with `token`: status, headers and parsed body
+    /// (`Null` when empty).
+    pub async fn scim(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut req = self.client.request(method, url).bearer_auth(token);
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/scim+json")
+                .body(serde_json::to_vec(b).unwrap());
+        }
+        let resp = req.send().await.unwrap();
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        let bytes = resp.bytes().await.unwrap();
+        (
+            status,
+            headers,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+}

@@ -27,6 +27,7 @@ mod metrics;
 mod pagination;
 mod persistence;
 mod process;
+mod scim;
 mod scoping;
 mod secrets;
 mod sequence;
