@@ -15,10 +15,11 @@
 //! - [`net`]: the connection layer below warp — what hyper and warp would
 //!   otherwise decide alone about a connection.
 //! - [`config`], [`cli`], [`dev`]: settings, commands, the dev quickstart.
-//! - [`scim`]: SCIM 2.0 engines (filter language, PATCH) for issue 11; the
-//!   HTTP surface and storage are still to come.
+//! - [`scim`]: SCIM 2.0 — the filter language, the PATCH engine, SCIM
+//!   resources as Char records, the discovery documents and `rollcall
+//!   directory` (the routes are in [`api::scim`]).
 //! - `control`: the operator's Unix socket into a running server (backup,
-//!   export).
+//!   export, SCIM directory operations).
 
 pub mod api;
 pub mod app;

@@ -43,10 +43,13 @@ pub enum Route {
     Users,
     Groups,
     Webhooks,
+    ScimUsers,
+    ScimGroups,
+    Scim,
     Other,
 }
 
-const ROUTES: usize = 9;
+const ROUTES: usize = 12;
 const ROUTE_NAMES: [&str; ROUTES] = [
     "/healthz",
     "/readyz",
@@ -56,6 +59,9 @@ const ROUTE_NAMES: [&str; ROUTES] = [
     "/api/directories/{id}/users",
     "/api/directories/{id}/groups",
     "/webhooks/workos",
+    "/scim/v2/{id}/Users",
+    "/scim/v2/{id}/Groups",
+    "/scim/v2/{id}",
     "other",
 ];
 
@@ -68,6 +74,7 @@ impl Route {
             "/api/spec.json" => Self::Spec,
             "/api/directories" => Self::Directories,
             "/webhooks/workos" => Self::Webhooks,
+            _ if path.starts_with("/scim/v2/") => Self::scim(&path["/scim/v2/".len()..]),
             _ => {
                 let Some(rest) = path.strip_prefix("/api/directories/") else {
                     return Self::Other;
@@ -84,6 +91,18 @@ impl Route {
                     (false, Some(_)) => Self::Other,
                 }
             }
+        }
+    }
+
+    /// A SCIM path after `/scim/v2/`: a directory's Users (with `/{id}`
+    /// and `/.search`), its Groups, or anything else of its (discovery).
+    fn scim(rest: &str) -> Self {
+        let mut parts = rest.split('/');
+        match (parts.next(), parts.next()) {
+            (Some(""), _) => Self::Other,
+            (_, Some(r)) if r.eq_ignore_ascii_case("Users") => Self::ScimUsers,
+            (_, Some(r)) if r.eq_ignore_ascii_case("Groups") => Self::ScimGroups,
+            _ => Self::Scim,
         }
     }
 
@@ -1059,8 +1078,25 @@ mod tests {
             "/api/directories/x/members",
             "/metrics",
             "/healthz/",
+            "/scim/v2/",
+            "/scim/v2//Users",
         ] {
             assert_eq!(Route::classify(other), Route::Other, "{other}");
+        }
+    }
+
+    #[test]
+    fn scim_paths_are_counted_by_directory_template_never_by_id() {
+        for (path, template) in [
+            ("/scim/v2/d1/Users", "/scim/v2/{id}/Users"),
+            ("/scim/v2/d1/Users/u1", "/scim/v2/{id}/Users"),
+            ("/scim/v2/d1/users/.search", "/scim/v2/{id}/Users"),
+            ("/scim/v2/d1/Groups/g1", "/scim/v2/{id}/Groups"),
+            ("/scim/v2/d1/ServiceProviderConfig", "/scim/v2/{id}"),
+            ("/scim/v2/d1", "/scim/v2/{id}"),
+            ("/scim/v2/d1/.search", "/scim/v2/{id}"),
+        ] {
+            assert_eq!(Route::classify(path).name(), template, "{path}");
         }
     }
 

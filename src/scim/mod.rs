@@ -2,48 +2,35 @@
 //!
 //! # What is here
 //!
-//! Two pure, self-contained engines over `serde_json::Value` resources, with
-//! no I/O, ready to be called from HTTP handlers:
-//!
 //! - [`filter`]: the filter language (RFC 7644 §3.4.2.2) — parser to an AST,
-//!   renderer, evaluator against a resource, and [`filter::Filter::indexable`]
-//!   which recognises the shapes a store can answer from an index
-//!   (`userName eq`, `externalId eq`, `emails[type eq "work"].value eq`,
-//!   `emails.value eq`, `active eq`); [`filter::Filter::index_plan`] extends
-//!   it to `and`/`or` combinations. It also parses PATCH paths
-//!   ([`filter::parse_path`]). Input is bounded in length and nesting depth.
+//!   renderer, evaluator against a resource, and the shapes a store can
+//!   answer from an index ([`filter::Filter::index_plan`]); also PATCH paths
+//!   ([`filter::parse_path`]). Input is bounded in length and depth.
 //! - [`patch`]: PATCH operations (RFC 7644 §3.5.2) — parsing a PatchOp body as
 //!   Okta and Entra send it, and applying all operations atomically, reporting
 //!   the group members added and removed.
+//! - [`service`]: SCIM resources as Char records, and every SCIM read and
+//!   write on the store (writes run inside the committer's transaction).
+//! - [`discovery`]: `ServiceProviderConfig`, `ResourceTypes`, `Schemas`.
+//! - [`admin`]: `rollcall directory create|list|delete|rotate-token`.
 //!
-//! Errors carry the RFC's `scimType` ([`ScimType`]) so a handler can build the
-//! SCIM Error response directly.
+//! The HTTP surface is [`crate::api::scim`]. Errors carry the RFC's
+//! `scimType` ([`ScimType`]).
 //!
-//! # Decisions a handler relies on
+//! # Decisions the layers rely on
 //!
 //! - Filters: at most [`filter::MAX_FILTER_LEN`] bytes and
 //!   [`filter::MAX_DEPTH`] levels; `and`/`or` are n-ary. Strings compare
 //!   case-insensitively except `id` and `externalId`
-//!   ([`filter::default_case_exact`]; pass another hook to
-//!   [`filter::Filter::matches_with`] once schemas say more). An index plan
-//!   gives candidates; always re-check them with `matches`.
+//!   ([`filter::default_case_exact`]). An index plan gives candidates;
+//!   they are always re-checked with `matches`.
 //! - PATCH: at most [`patch::MAX_OPERATIONS`] operations; `remove` of
 //!   something absent is a no-op (IdPs retry); `replace` through a value
 //!   filter matching nothing is `noTarget`, `add` through an `eq` filter
 //!   creates the element; `id`/`meta` may be echoed unchanged but not
 //!   changed. [`patch::PatchOutcome`]'s member lists are the difference
 //!   between `members` before and after, so the resource given to
-//!   [`patch::apply`] must carry the group's full `members`.
-//!
-//! # Still to come (see issue 11)
-//!
-//! - HTTP: `/scim/v2/{directory_id}/…` routes (`Users`, `Groups`, `.search`,
-//!   `ServiceProviderConfig`, `ResourceTypes`, `Schemas`), the SCIM Error body
-//!   and `application/scim+json`, ETags / `If-Match`, pagination.
-//! - Storage: SCIM-owned directories, tokens stored as hashes, the indexes
-//!   behind [`filter::Indexable`], durable group commit, mapping to the Char
-//!   record.
-//! - CLI: `rollcall directory create|rotate-token|list|delete`.
+//!   [`patch::apply`] carries the group's full `members`.
 
 pub mod admin;
 pub mod discovery;

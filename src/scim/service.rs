@@ -4,7 +4,7 @@
 //! A SCIM user is a [`DirectoryUser`] whose `raw_attributes` is the resource
 //! as last stored (`schemas`, `id` and every attribute and extension the
 //! identity provider sent; never `meta`, which is derived, nor `password`);
-//! its Char fields are mapped from it ([`user_record`]). A SCIM group is a
+//! its Char fields are mapped from it (`user_record`). A SCIM group is a
 //! [`DirectoryGroup`] the same way, with its `members` kept as memberships,
 //! not in the resource, so a member change is one index write and a big
 //! group is never rewritten whole. The attributes filters look up are kept
