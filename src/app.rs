@@ -380,6 +380,7 @@ pub fn app_state(
             settings.body_timeout,
             settings.max_scim_body_bytes,
         )),
+        scim_lists: Arc::new(Semaphore::new(settings.workers.max(1))),
         public_url: settings.public_url(settings.listen).into(),
     })
 }

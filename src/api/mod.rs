@@ -64,6 +64,9 @@ pub struct AppState {
     pub pace: spool::Pace,
     /// Bounds on SCIM request bodies (read once their token is checked).
     pub scim_intake: Arc<webhooks::BodyIntake>,
+    /// SCIM lists and searches run at once (a filter no index answers
+    /// reads the whole directory).
+    pub scim_lists: Arc<tokio::sync::Semaphore>,
     /// The server's URL as clients reach it (SCIM `location`s), no
     /// trailing slash.
     pub public_url: Arc<str>,
@@ -172,7 +175,7 @@ pub fn authorization() -> impl Filter<Extract = (Option<String>,), Error = Infal
 /// 401 for a missing or invalid token, 403 for a valid one without organization.
 pub async fn organization(state: &AppState, auth: Option<String>) -> Result<String, ApiError> {
     let principal = state.auth.verify(auth.as_deref()).await.map_err(|e| {
-        REFUSALS.log(&e);
+        REFUSALS.log(&e as &dyn std::fmt::Display);
         match e {
             AuthError::Missing => ApiError::Unauthorized,
             AuthError::Rejected(_) => ApiError::InvalidToken,
@@ -187,11 +190,11 @@ pub async fn organization(state: &AppState, auth: Option<String>) -> Result<Stri
 /// this many lines a second: a flood of bad tokens must not flood the log.
 const REFUSALS_LOGGED_PER_SEC: u64 = 10;
 
-static REFUSALS: RefusalLog = RefusalLog::new();
+pub(crate) static REFUSALS: RefusalLog = RefusalLog::new();
 
 /// A per-second budget of log lines for refused tokens, and a count of
 /// those left out (reported with the next line that is written).
-struct RefusalLog {
+pub(crate) struct RefusalLog {
     /// `second << 32 | lines written in it`.
     window: AtomicU64,
     suppressed: AtomicU64,
@@ -205,7 +208,7 @@ impl RefusalLog {
         }
     }
 
-    fn log(&self, error: &AuthError) {
+    pub(crate) fn log(&self, error: &dyn std::fmt::Display) {
         let second = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())

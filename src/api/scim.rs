@@ -37,6 +37,8 @@ const SCIM_JSON: &str = "application/scim+json";
 const LIST_RESPONSE: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
 const SEARCH_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:SearchRequest";
 const ERROR: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+/// How long a list waits for its turn before a 503 with `Retry-After`.
+const LIST_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Every SCIM request.
 pub fn routes(state: Shared) -> BoxedFilter<(Response,)> {
@@ -181,13 +183,20 @@ async fn authenticate(
     headers: &HeaderMap,
 ) -> Result<DirectoryId, Failure> {
     let token = bearer(headers).ok_or(Failure::Unauthorized)?.to_owned();
-    let dir = DirectoryId::parse(segment).map_err(|_| Failure::Unauthorized)?;
+    let Ok(dir) = DirectoryId::parse(segment) else {
+        super::REFUSALS.log(&"a SCIM request for no SCIM directory");
+        return Err(Failure::Unauthorized);
+    };
     let store = state.store.clone();
     let scim = blocking(move || Ok(store.snapshot()?.scim_directory(dir)?)).await?;
     match scim {
         Some(s) if service::token_matches(&s, &token) => Ok(dir),
-        _ => {
-            tracing::info!("SCIM request refused: 401");
+        Some(_) => {
+            super::REFUSALS.log(&"a SCIM token not of this directory");
+            Err(Failure::Unauthorized)
+        }
+        None => {
+            super::REFUSALS.log(&"a SCIM request for no SCIM directory");
             Err(Failure::Unauthorized)
         }
     }
@@ -472,6 +481,14 @@ async fn answer_page(ctx: &Ctx, kinds: &[(ResourceKind, Query)]) -> Result<Respo
         return Err(not_found("endpoint"));
     };
     let (start_index, count) = (first.start_index, first.count);
+    // A list may read a whole directory: as many at once as there are
+    // event loops, the others wait a bounded time, then 503.
+    let _slot = tokio::time::timeout(LIST_WAIT, ctx.state.scim_lists.acquire())
+        .await
+        .map_err(|_| ApiError::Busy {
+            retry_after_secs: 1,
+        })?
+        .map_err(|_| ApiError::Unavailable)?;
     let mut total = 0u64;
     let mut resources = Vec::new();
     for (kind, query) in kinds {

@@ -44,6 +44,19 @@ pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 /// The most resources one list or search answers (`filter.maxResults`).
 pub const MAX_RESULTS: u64 = 1000;
 
+/// The largest stored form of one resource (its JSON, without `meta` and
+/// group members): an identity provider's user is a few KiB, and a page of
+/// [`MAX_RESULTS`] must stay a bounded answer.
+pub const MAX_RESOURCE_BYTES: usize = 64 * 1024;
+
+/// Roughly how much one page may hold: past this, a page ends early (with
+/// at least one resource) and the client asks for the next with
+/// `startIndex`, as RFC 7644 §3.4.2.4 allows.
+pub const PAGE_BUDGET_BYTES: usize = 16 * 1024 * 1024;
+
+/// What one rendered group member costs in a page, roughly.
+const MEMBER_BYTES: usize = 160;
+
 /// A refusal in SCIM terms: the HTTP status, the RFC 7644 `scimType` where
 /// it names one, and a detail for the identity provider's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,6 +162,8 @@ pub struct Stored {
     pub updated: Timestamp,
     /// A group's member ids, when they were asked for.
     pub members: Option<Vec<Uuid>>,
+    /// The stored form's length in bytes.
+    pub size: usize,
 }
 
 impl Stored {
@@ -209,8 +224,14 @@ impl Stored {
             .any(|tag| tag == "*" || tag == mine || tag.trim_start_matches("W/") == bare)
     }
 
+    /// Roughly what this resource adds to an answer.
+    fn weight(&self) -> usize {
+        self.size + self.members.as_ref().map_or(0, |m| m.len() * MEMBER_BYTES)
+    }
+
     fn from_user(u: &DirectoryUser) -> Self {
         Self {
+            size: u.raw_attributes.as_ref().map_or(0, String::len),
             kind: ResourceKind::User,
             id: u.id.0,
             resource: parse_stored(u.raw_attributes.as_deref()),
@@ -222,6 +243,7 @@ impl Stored {
 
     fn from_group(g: &DirectoryGroup, members: Option<Vec<Uuid>>) -> Self {
         Self {
+            size: g.raw_attributes.as_ref().map_or(0, String::len),
             kind: ResourceKind::Group,
             id: g.id.0,
             resource: parse_stored(g.raw_attributes.as_deref()),
@@ -464,6 +486,16 @@ fn stored_form(kind: ResourceKind, body: Value, id: Uuid) -> Result<Form, ScimEr
     out.insert("id".into(), Value::String(id.to_string()));
     out.extend(rest);
     validate(kind, &mut out)?;
+    let size = serde_json::to_vec(&out).map_or(usize::MAX, |v| v.len());
+    if size > MAX_RESOURCE_BYTES {
+        return Err(ScimError::bad(
+            ScimType::InvalidValue,
+            format!(
+                "the {} is {size} bytes; at most {MAX_RESOURCE_BYTES} are kept per resource",
+                kind.name()
+            ),
+        ));
+    }
     Ok((out, members))
 }
 
@@ -1188,12 +1220,14 @@ pub fn search(
         };
         if count > 0 {
             let mut seen = 0u64;
+            let mut bytes = 0usize;
             let mut keep = |s: Stored| {
                 seen += 1;
                 if seen > skip {
+                    bytes += s.weight();
                     page.resources.push(s);
                 }
-                if page.resources.len() as u64 >= count {
+                if page.resources.len() as u64 >= count || bytes > PAGE_BUDGET_BYTES {
                     ControlFlow::Break(())
                 } else {
                     ControlFlow::Continue(())
@@ -1205,10 +1239,15 @@ pub fn search(
     };
     // Members are read to test a filter only when it names them.
     let filter_members = kind == ResourceKind::Group && names_members(filter);
-    let take = |s: Stored, page: &mut Page| {
+    let mut bytes = 0usize;
+    let mut take = |s: Stored, page: &mut Page| {
         if filter.matches(&s.as_value()) {
             page.total += 1;
-            if page.total > skip && (page.resources.len() as u64) < count {
+            if page.total > skip
+                && (page.resources.len() as u64) < count
+                && bytes <= PAGE_BUDGET_BYTES
+            {
+                bytes += s.weight();
                 page.resources.push(s);
             }
         }
