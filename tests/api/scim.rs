@@ -72,3 +72,101 @@ async fn a_scim_user_appears_in_the_char_api_with_the_mapped_fields() {
     assert_eq!(d["type"], "okta_scim");
     assert_eq!(d["user_count"], 1);
 }
+
+fn user_body(name: &str, filler: usize) -> serde_json::Value {
+    json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": name,
+        "title": "x".repeat(filler),
+    })
+}
+
+#[tokio::test]
+async fn a_resource_over_the_size_bound_is_refused_and_nothing_is_stored() {
+    let app = spawn_app().await;
+    let dir = app.scim_directory("org_big", "generic").await;
+    let users = format!("{}/Users", dir.url);
+    let (status, _, err) = app
+        .scim(
+            Method::POST,
+            &users,
+            &dir.token,
+            Some(&user_body("big@x.test", 70 * 1024)),
+        )
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["scimType"], "invalidValue");
+    assert_eq!(err["status"], "400");
+    let (_, _, list) = app
+        .scim(Method::GET, &format!("{users}?count=0"), &dir.token, None)
+        .await;
+    assert_eq!(list["totalResults"], 0);
+}
+
+#[tokio::test]
+async fn a_page_past_the_byte_budget_ends_early_and_paging_reaches_every_user() {
+    let app = spawn_app().await;
+    let dir = app.scim_directory("org_budget", "generic").await;
+    let users = format!("{}/Users", dir.url);
+    // 300 users of ~60 KiB: ~18 MiB, over the 16 MiB a page may hold.
+    for i in 0..300 {
+        let (status, _, body) = app
+            .scim(
+                Method::POST,
+                &users,
+                &dir.token,
+                Some(&user_body(&format!("u{i:03}@x.test"), 60 * 1024)),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let mut seen = Vec::new();
+    let mut start = 1;
+    loop {
+        let (status, _, page) = app
+            .scim(
+                Method::GET,
+                &format!("{users}?startIndex={start}&count=1000&attributes=userName"),
+                &dir.token,
+                None,
+            )
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(page["totalResults"], 300, "every match is counted");
+        let got = page["Resources"].as_array().unwrap();
+        assert_eq!(page["itemsPerPage"], got.len());
+        assert_eq!(page["startIndex"], start);
+        if got.is_empty() {
+            break;
+        }
+        assert!(got.len() < 300, "the first page ended early: {}", got.len());
+        seen.extend(got.iter().map(|u| u["userName"].as_str().unwrap().to_owned()));
+        start += got.len();
+    }
+    let expected: Vec<String> = (0..300).map(|i| format!("u{i:03}@x.test")).collect();
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test]
+async fn a_request_without_the_token_is_refused_before_its_body_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let dir = app.scim_directory("org_unread", "okta").await;
+    for auth in ["", "Authorization: Bearer rcs_not-the-token\r\n"] {
+        let mut conn = tokio::net::TcpStream::connect(app.addr()).await.unwrap();
+        let head = format!(
+            "POST /scim/v2/{}/Users HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/scim+json\r\nContent-Length: 100000000\r\n\r\n{{",
+            dir.id
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), conn.read(&mut answer))
+            .await
+            .expect("answered without waiting for the 100 MB body")
+            .unwrap();
+        let text = String::from_utf8_lossy(&answer[..n]);
+        assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+        assert!(text.contains("application/scim+json"), "{text}");
+        assert!(text.contains("www-authenticate: Bearer"), "{text}");
+    }
+}
