@@ -461,6 +461,12 @@ fn print_exported(report: &ndjson::ExportReport) {
         report.authkit_users,
         report.org_memberships
     );
+    if report.scim_directories_skipped > 0 {
+        eprintln!(
+            "left out {} SCIM directories: NDJSON carries WorkOS data; `rollcall backup` copies them",
+            report.scim_directories_skipped
+        );
+    }
 }
 
 /// A running server's control socket, when a server holds the database.

@@ -140,7 +140,10 @@ async fn a_page_past_the_byte_budget_ends_early_and_paging_reaches_every_user() 
             break;
         }
         assert!(got.len() < 300, "the first page ended early: {}", got.len());
-        seen.extend(got.iter().map(|u| u["userName"].as_str().unwrap().to_owned()));
+        seen.extend(
+            got.iter()
+                .map(|u| u["userName"].as_str().unwrap().to_owned()),
+        );
         start += got.len();
     }
     let expected: Vec<String> = (0..300).map(|i| format!("u{i:03}@x.test")).collect();
@@ -169,4 +172,33 @@ async fn a_request_without_the_token_is_refused_before_its_body_is_read() {
         assert!(text.contains("application/scim+json"), "{text}");
         assert!(text.contains("www-authenticate: Bearer"), "{text}");
     }
+}
+
+#[tokio::test]
+async fn an_export_leaves_scim_directories_out_and_says_so() {
+    let app = spawn_app().await;
+    let dir = app.scim_directory("org_export", "entra").await;
+    let (status, _, _) = app
+        .scim(
+            Method::POST,
+            &format!("{}/Users", dir.url),
+            &dir.token,
+            Some(&user_body("kept@x.test", 10)),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let data = app.db_path.clone();
+    let (report, out) = tokio::task::spawn_blocking(move || {
+        let server = rollcall::control::connect(&data).unwrap().unwrap();
+        let mut out = Vec::new();
+        let report = rollcall::control::request_export(server, &mut out, |_| {}).unwrap();
+        (report, out)
+    })
+    .await
+    .unwrap();
+    assert_eq!(report.scim_directories_skipped, 1);
+    assert_eq!(report.directories, 0);
+    let text = String::from_utf8(out).unwrap();
+    assert!(!text.contains("scim_directory_"), "{text}");
+    assert!(!text.contains("kept@x.test"), "{text}");
 }
