@@ -1499,3 +1499,274 @@ pub fn list_directories(snap: &Snapshot) -> Result<Vec<(Directory, ScimDirectory
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn form(kind: ResourceKind, body: Value) -> Result<Map<String, Value>, ScimError> {
+        stored_form(kind, body, Uuid::nil()).map(|(r, _)| r)
+    }
+
+    #[test]
+    fn the_stored_form_keeps_what_was_sent_and_drops_what_the_server_owns() {
+        let r = form(
+            ResourceKind::User,
+            json!({
+                "id": "client-chosen",
+                "meta": {"version": "W/\"x\""},
+                "password": "hunter2",
+                "groups": [{"value": "g"}],
+                "userName": "ann@x.test",
+                "active": "False",
+                "emails": [{"value": "a@x.test", "primary": "True"}],
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"department": "R&D"},
+                "nickName": null
+            }),
+        )
+        .unwrap();
+        assert_eq!(r["id"], Uuid::nil().to_string(), "the id is the server's");
+        assert_eq!(
+            r["schemas"],
+            json!([
+                USER_SCHEMA,
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+            ]),
+            "the core schema and a present extension are declared"
+        );
+        for gone in ["meta", "password", "groups", "nickName"] {
+            assert!(!r.contains_key(gone), "{gone} is not stored");
+        }
+        assert_eq!(r["active"], false, "\"False\" is false");
+        assert_eq!(r["emails"][0]["primary"], true);
+        let keys: Vec<&str> = r.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "schemas",
+                "id",
+                "userName",
+                "active",
+                "emails",
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_body_without_its_required_attribute_or_with_wrong_types_is_refused() {
+        for (kind, body) in [
+            (ResourceKind::User, json!({})),
+            (ResourceKind::User, json!({"userName": "  "})),
+            (ResourceKind::User, json!({"userName": 7})),
+            (
+                ResourceKind::User,
+                json!({"userName": "a", "active": "maybe"}),
+            ),
+            (
+                ResourceKind::User,
+                json!({"userName": "a", "emails": "a@x"}),
+            ),
+            (
+                ResourceKind::User,
+                json!({"userName": "a", "emails": [{"value": 1}]}),
+            ),
+            (ResourceKind::User, json!({"userName": "a", "name": "Ann"})),
+            (
+                ResourceKind::User,
+                json!({"userName": "a", "externalId": 5}),
+            ),
+            (ResourceKind::User, json!({"userName": "a", "schemas": "x"})),
+            (ResourceKind::Group, json!({"members": []})),
+            (
+                ResourceKind::Group,
+                json!({"displayName": "g", "members": {}}),
+            ),
+            (
+                ResourceKind::Group,
+                json!({"displayName": "g", "members": [{"value": "u", "type": "Group"}]}),
+            ),
+            (ResourceKind::User, json!([1, 2])),
+        ] {
+            let e = form(kind, body.clone()).unwrap_err();
+            assert_eq!(e.status, 400, "{body}");
+            assert!(e.scim_type.is_some(), "{body}");
+        }
+    }
+
+    #[test]
+    fn the_char_email_is_the_primary_else_work_else_first_else_an_address_username() {
+        let email = |body: Value| {
+            let r = form(ResourceKind::User, body).unwrap();
+            char_email(&r, &emails_of(&r))
+        };
+        let list = json!([
+            {"value": "home@x.test", "type": "home"},
+            {"value": "work@x.test", "type": "work"},
+            {"value": "main@x.test", "type": "other", "primary": true}
+        ]);
+        assert_eq!(
+            email(json!({"userName": "u", "emails": list})),
+            "main@x.test"
+        );
+        let list = json!([{"value": "home@x.test", "type": "home"}, {"value": "work@x.test", "type": "Work"}]);
+        assert_eq!(
+            email(json!({"userName": "u", "emails": list})),
+            "work@x.test"
+        );
+        let list = json!([{"value": "home@x.test"}, {"value": "other@x.test"}]);
+        assert_eq!(
+            email(json!({"userName": "u", "emails": list})),
+            "home@x.test"
+        );
+        assert_eq!(email(json!({"userName": "ann@x.test"})), "ann@x.test");
+        assert_eq!(email(json!({"userName": "ann"})), "");
+    }
+
+    #[test]
+    fn projection_keeps_id_schemas_meta_and_what_was_asked() {
+        let stored = Stored {
+            kind: ResourceKind::User,
+            id: Uuid::nil(),
+            resource: form(
+                ResourceKind::User,
+                json!({
+                    "userName": "a",
+                    "name": {"givenName": "A", "familyName": "B"},
+                    "emails": [{"value": "a@x", "type": "work"}],
+                    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"department": "D", "costCenter": "C"}
+                }),
+            )
+            .unwrap(),
+            created: Timestamp(0),
+            updated: Timestamp(0),
+            members: None,
+            size: 0,
+        };
+        let only = |a: Option<&str>, e: Option<&str>| {
+            let v = stored.render("http://x", &Projection::parse(ResourceKind::User, a, e));
+            let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            keys.sort();
+            (keys, v)
+        };
+        let (keys, v) = only(Some("name.givenName,emails.value"), None);
+        assert_eq!(keys, ["emails", "id", "meta", "name", "schemas"]);
+        assert_eq!(v["name"], json!({"givenName": "A"}));
+        assert_eq!(v["emails"], json!([{"value": "a@x"}]));
+        let (keys, _) = only(
+            Some("urn:ietf:params:scim:schemas:core:2.0:User:userName"),
+            None,
+        );
+        assert_eq!(keys, ["id", "meta", "schemas", "userName"]);
+        let (_, v) = only(
+            Some("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"),
+            None,
+        );
+        assert_eq!(
+            v["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],
+            json!({"department": "D"})
+        );
+        let (keys, v) = only(None, Some("emails,name.familyName,id"));
+        assert!(!keys.contains(&"emails".to_owned()));
+        assert!(keys.contains(&"id".to_owned()), "id is always returned");
+        assert_eq!(v["name"], json!({"givenName": "A"}));
+    }
+
+    #[test]
+    fn versions_follow_every_change_and_if_match_accepts_weak_strong_and_star() {
+        let mut s = Stored {
+            kind: ResourceKind::User,
+            id: Uuid::nil(),
+            resource: form(ResourceKind::User, json!({"userName": "a"})).unwrap(),
+            created: Timestamp(1),
+            updated: Timestamp(1),
+            members: None,
+            size: 0,
+        };
+        let v1 = s.version();
+        assert!(s.allows(None));
+        assert!(s.allows(Some("*")));
+        assert!(s.allows(Some(&v1)));
+        assert!(s.allows(Some(v1.trim_start_matches("W/"))));
+        assert!(s.allows(Some(&format!("W/\"other\", {v1}"))));
+        assert!(!s.allows(Some("W/\"other\"")));
+        s.updated = Timestamp(2);
+        assert_ne!(s.version(), v1, "a re-stamp is a new version");
+        assert!(!s.allows(Some(&v1)));
+    }
+
+    #[test]
+    fn times_only_move_forward() {
+        assert_eq!(next_time(Timestamp(10), None), Timestamp(10));
+        assert_eq!(next_time(Timestamp(10), Some(Timestamp(5))), Timestamp(10));
+        assert_eq!(next_time(Timestamp(10), Some(Timestamp(10))), Timestamp(11));
+        assert_eq!(next_time(Timestamp(10), Some(Timestamp(50))), Timestamp(51));
+    }
+
+    #[test]
+    fn only_the_directory_token_matches() {
+        let s = ScimDirectory {
+            id: DirectoryId::new_v7(),
+            provider: ScimProvider::Okta,
+            token_sha256: token_hash("rcs_right"),
+            token_issued_at: Timestamp(0),
+        };
+        assert!(token_matches(&s, "rcs_right"));
+        for wrong in ["rcs_wrong", "", "rcs_righ", "rcs_right "] {
+            assert!(!token_matches(&s, wrong), "{wrong:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_json_body_is_stored_or_refused_never_a_panic(body in arb_json(3)) {
+            for kind in [ResourceKind::User, ResourceKind::Group] {
+                if let Ok(r) = form(kind, body.clone()) {
+                    proptest::prop_assert!(serde_json::to_vec(&r).unwrap().len() <= MAX_RESOURCE_BYTES);
+                    proptest::prop_assert_eq!(&r["id"], &json!(Uuid::nil().to_string()));
+                    let _ = keys_of(kind, &r);
+                    let _ = char_email(&r, &emails_of(&r));
+                }
+            }
+        }
+    }
+
+    fn arb_json(depth: u32) -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let names = prop::sample::select(vec![
+            "userName",
+            "displayName",
+            "emails",
+            "value",
+            "primary",
+            "type",
+            "active",
+            "name",
+            "givenName",
+            "externalId",
+            "members",
+            "schemas",
+            "id",
+            "meta",
+            "urn:x:ext",
+            "ACTIVE",
+            "Emails",
+        ]);
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            "[a-zA-Z@.é ]{0,12}".prop_map(Value::String),
+            Just(json!("False")),
+        ];
+        leaf.prop_recursive(depth, 64, 8, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((names.clone(), inner), 0..6).prop_map(|kv| {
+                    Value::Object(kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+                }),
+            ]
+        })
+    }
+}
