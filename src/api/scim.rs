@@ -690,11 +690,33 @@ where
             }
         })
         .await??;
-    let mut stored = stored;
     let projection = projection(ctx, kind);
-    if !projection.wants_members() {
-        stored.members = None;
+    let asked =
+        ctx.query.contains_key("attributes") || ctx.query.contains_key("excludedattributes");
+    if is_patch && kind == ResourceKind::Group && !asked {
+        // A group's answer lists every member: a PATCH changing one of a
+        // big group's would send them all back. RFC 7644 §3.5.2 allows 204
+        // (Okta documents it for group PATCH); `attributes` asks for a body.
+        let mut resp = Response::new(Vec::new().into());
+        *resp.status_mut() = StatusCode::NO_CONTENT;
+        set_etag(&mut resp, &stored.version());
+        return Ok(resp);
     }
+    let stored = match (projection.wants_members(), &stored.members) {
+        (false, _) => Stored {
+            members: None,
+            ..stored
+        },
+        (true, Some(_)) => stored,
+        // A member-only PATCH did not read the other members.
+        (true, None) => {
+            let store = ctx.state.store.clone();
+            let (dir, id) = (ctx.dir, stored.id.to_string());
+            blocking(move || Ok(service::get(&store.snapshot()?, dir, kind, &id, true)?))
+                .await?
+                .unwrap_or(stored)
+        }
+    };
     Ok(resource_answer(ctx, StatusCode::OK, &stored, &projection))
 }
 

@@ -202,3 +202,163 @@ async fn an_export_leaves_scim_directories_out_and_says_so() {
     assert!(!text.contains("scim_directory_"), "{text}");
     assert!(!text.contains("kept@x.test"), "{text}");
 }
+
+async fn members_of(app: &TestApp, dir: &ScimDir, group: &str) -> Vec<String> {
+    let (status, _, g) = app
+        .scim(
+            Method::GET,
+            &format!("{}/Groups/{group}", dir.url),
+            &dir.token,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{g}");
+    let mut ids: Vec<String> = g["members"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .map(|m| m["value"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn member_patches_touch_only_the_named_members_and_answer_204() {
+    let app = spawn_app().await;
+    let dir = app.scim_directory("org_members", "entra").await;
+    let mut users = Vec::new();
+    for i in 0..40 {
+        let (_, _, u) = app
+            .scim(
+                Method::POST,
+                &format!("{}/Users", dir.url),
+                &dir.token,
+                Some(&user_body(&format!("m{i}@x.test"), 0)),
+            )
+            .await;
+        users.push(u["id"].as_str().unwrap().to_owned());
+    }
+    let first: Vec<_> = users[..30].iter().map(|u| json!({"value": u})).collect();
+    let (status, headers, g) = app
+        .scim(
+            Method::POST,
+            &format!("{}/Groups", dir.url),
+            &dir.token,
+            Some(&json!({"displayName": "Big", "members": first})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let gid = g["id"].as_str().unwrap().to_owned();
+    let v1 = headers["etag"].to_str().unwrap().to_owned();
+    let group = format!("{}/Groups/{gid}", dir.url);
+    let patch = |ops: serde_json::Value| json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops});
+
+    // Entra: add two, remove one by value array (only it), in one request.
+    let (status, headers, body) = app
+        .scim(
+            Method::PATCH,
+            &group,
+            &dir.token,
+            Some(&patch(json!([
+                {"op": "Add", "path": "members", "value": [{"value": users[30]}, {"value": users[31]}]},
+                {"op": "Remove", "path": "members", "value": [{"value": users[0]}]}
+            ]))),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let v2 = headers["etag"].to_str().unwrap().to_owned();
+    assert_ne!(v1, v2, "the group's version moved on");
+    let mut expected: Vec<String> = users[1..32].to_vec();
+    expected.sort();
+    assert_eq!(members_of(&app, &dir, &gid).await, expected);
+
+    // Okta: remove by filter; removing one that is not there changes nothing.
+    let (status, _, _) = app
+        .scim(
+            Method::PATCH,
+            &group,
+            &dir.token,
+            Some(&patch(
+                json!([{"op": "remove", "path": format!("members[value eq \"{}\"]", users[1])}]),
+            )),
+        )
+        .await;
+    assert_eq!(status, 204);
+    expected.retain(|u| u != &users[1]);
+    assert_eq!(members_of(&app, &dir, &gid).await, expected);
+    let (status, headers, _) = app
+        .scim(
+            Method::PATCH,
+            &group,
+            &dir.token,
+            Some(&patch(
+                json!([{"op": "remove", "path": format!("members[value eq \"{}\"]", users[39])}]),
+            )),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let v3 = headers["etag"].to_str().unwrap().to_owned();
+    let (_, headers, _) = app.scim(Method::GET, &group, &dir.token, None).await;
+    assert_eq!(
+        headers["etag"].to_str().unwrap(),
+        v3,
+        "a no-op kept the version"
+    );
+
+    // An unknown member is refused and nothing of the request is applied.
+    let (status, _, err) = app
+        .scim(
+            Method::PATCH,
+            &group,
+            &dir.token,
+            Some(&patch(json!([
+                {"op": "add", "path": "members", "value": [{"value": users[35]}, {"value": "not-a-user"}]}
+            ]))),
+        )
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["scimType"], "invalidValue");
+    assert_eq!(members_of(&app, &dir, &gid).await, expected);
+
+    // Asking for attributes gets the resource back, members and all.
+    let (status, _, body) = app
+        .scim(
+            Method::PATCH,
+            &format!("{group}?attributes=members,displayName"),
+            &dir.token,
+            Some(&patch(
+                json!([{"op": "add", "path": "members", "value": [{"value": users[35]}]}]),
+            )),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    expected.push(users[35].clone());
+    expected.sort();
+    let mut got: Vec<String> = body["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["value"].as_str().unwrap().to_owned())
+        .collect();
+    got.sort();
+    assert_eq!(got, expected);
+
+    // Deleting a user takes it out of the group and moves the version on.
+    let (_, before, _) = app.scim(Method::GET, &group, &dir.token, None).await;
+    let (status, _, _) = app
+        .scim(
+            Method::DELETE,
+            &format!("{}/Users/{}", dir.url, users[2]),
+            &dir.token,
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    expected.retain(|u| u != &users[2]);
+    assert_eq!(members_of(&app, &dir, &gid).await, expected);
+    let (_, after, _) = app.scim(Method::GET, &group, &dir.token, None).await;
+    assert_ne!(before["etag"], after["etag"]);
+}
