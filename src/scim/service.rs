@@ -1184,7 +1184,9 @@ fn patch_members(
     // remove), as applying them in order would.
     let mut net = std::collections::BTreeMap::new();
     for (add, member) in steps {
-        net.insert(member, add);
+        // An id in other capitals names the same member.
+        let key = Uuid::try_parse(&member).map_or(member, |id| id.to_string());
+        net.insert(key, add);
     }
     let adds: Vec<String> = net
         .iter()
