@@ -254,54 +254,17 @@ where
         }
     };
     let m = &method;
-    match rest {
-        ["ServiceProviderConfig"] if m == Method::GET => Ok(json_answer(
-            StatusCode::OK,
-            &discovery::service_provider_config(&ctx.base),
-        )),
-        ["ResourceTypes"] if m == Method::GET => Ok(json_answer(
-            StatusCode::OK,
-            &list_of(discovery::resource_types(&ctx.base)),
-        )),
-        ["ResourceTypes", name] if m == Method::GET => discovery::resource_types(&ctx.base)
-            .into_iter()
-            .find(|t| {
-                t["id"]
-                    .as_str()
-                    .is_some_and(|id| id.eq_ignore_ascii_case(name))
-            })
-            .map(|t| json_answer(StatusCode::OK, &t))
-            .ok_or_else(|| not_found(&format!("resource type {name}"))),
-        ["Schemas"] if m == Method::GET => Ok(json_answer(
-            StatusCode::OK,
-            &list_of(discovery::schemas(&ctx.base)),
-        )),
-        ["Schemas", urn] if m == Method::GET => discovery::schemas(&ctx.base)
-            .into_iter()
-            .find(|s| {
-                s["id"]
-                    .as_str()
-                    .is_some_and(|id| id.eq_ignore_ascii_case(urn))
-            })
-            .map(|s| json_answer(StatusCode::OK, &s))
-            .ok_or_else(|| not_found(&format!("schema {urn}"))),
-        [res] if kind(res).is_some() => {
-            let kind = kind(res).unwrap_or(ResourceKind::User);
-            match method {
-                Method::GET => list(&ctx, kind).await,
-                Method::POST => create(&ctx, kind, body).await,
-                _ => Err(not_allowed()),
-            }
-        }
-        [res, ".search"] if kind(res).is_some() => {
-            let kind = kind(res).unwrap_or(ResourceKind::User);
-            match method {
-                Method::POST => search_body(&ctx, kind, body).await,
-                _ => Err(not_allowed()),
-            }
-        }
-        [res, id] if kind(res).is_some() => {
-            let kind = kind(res).unwrap_or(ResourceKind::User);
+    match (rest.first().copied().and_then(kind), rest) {
+        (Some(kind), [_]) => match method {
+            Method::GET => list(&ctx, kind).await,
+            Method::POST => create(&ctx, kind, body).await,
+            _ => Err(not_allowed()),
+        },
+        (Some(kind), [_, ".search"]) => match method {
+            Method::POST => search_body(&ctx, kind, body).await,
+            _ => Err(not_allowed()),
+        },
+        (Some(kind), [_, id]) => {
             let id = (*id).to_owned();
             match method {
                 Method::GET => get(&ctx, kind, id).await,
@@ -311,13 +274,39 @@ where
                 _ => Err(not_allowed()),
             }
         }
-        [".search"] => match method {
+        (_, [".search"]) => match method {
             Method::POST => search_all(&ctx, body).await,
             _ => Err(not_allowed()),
         },
-        ["ServiceProviderConfig" | "ResourceTypes" | "Schemas", ..] => Err(not_allowed()),
+        (_, ["ServiceProviderConfig"]) if m == Method::GET => Ok(json_answer(
+            StatusCode::OK,
+            &discovery::service_provider_config(&ctx.base),
+        )),
+        (_, ["ResourceTypes"]) if m == Method::GET => Ok(json_answer(
+            StatusCode::OK,
+            &list_of(discovery::resource_types(&ctx.base)),
+        )),
+        (_, ["ResourceTypes", name]) if m == Method::GET => {
+            find_by_id(discovery::resource_types(&ctx.base), name, "resource type")
+        }
+        (_, ["Schemas"]) if m == Method::GET => Ok(json_answer(
+            StatusCode::OK,
+            &list_of(discovery::schemas(&ctx.base)),
+        )),
+        (_, ["Schemas", urn]) if m == Method::GET => {
+            find_by_id(discovery::schemas(&ctx.base), urn, "schema")
+        }
+        (_, ["ServiceProviderConfig" | "ResourceTypes" | "Schemas", ..]) => Err(not_allowed()),
         _ => Err(not_found("endpoint")),
     }
+}
+
+/// The discovery document of `list` whose `id` is `id`.
+fn find_by_id(list: Vec<Value>, id: &str, what: &str) -> Result<Response, Failure> {
+    list.into_iter()
+        .find(|d| d["id"].as_str().is_some_and(|i| i.eq_ignore_ascii_case(id)))
+        .map(|d| json_answer(StatusCode::OK, &d))
+        .ok_or_else(|| not_found(&format!("{what} {id}")))
 }
 
 fn not_found(what: &str) -> Failure {
