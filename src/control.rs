@@ -488,20 +488,9 @@ fn refused(line: &[u8]) -> Option<String> {
     (v["ok"] == false).then(|| v["error"].as_str().unwrap_or("refused").to_owned())
 }
 
-/// Asks the server to run a directory operation.
-///
-/// # Errors
-/// The server's refusal, or a broken channel.
-pub fn request_directory(
-    mut stream: StdStream,
-    request: &crate::scim::admin::DirectoryOp,
-) -> Result<serde_json::Value, String> {
-    send(
-        &mut stream,
-        &Request::Directory {
-            request: request.clone(),
-        },
-    )?;
+/// Sends `request` and reads the one-line answer.
+fn one_line(mut stream: StdStream, request: &Request) -> Result<serde_json::Value, String> {
+    send(&mut stream, request)?;
     let mut line = Vec::new();
     BufReader::new(stream)
         .read_until(b'\n', &mut line)
@@ -509,32 +498,32 @@ pub fn request_directory(
     if let Some(error) = refused(&line) {
         return Err(error);
     }
-    let mut v: serde_json::Value = serde_json::from_slice(&line)
-        .map_err(|_| "the server's answer was cut short".to_owned())?;
-    Ok(v["result"].take())
+    serde_json::from_slice(&line).map_err(|_| "the server's answer was cut short".to_owned())
+}
+
+/// Asks the server to run a directory operation.
+///
+/// # Errors
+/// The server's refusal, or a broken channel.
+pub fn request_directory(
+    stream: StdStream,
+    request: &crate::scim::admin::DirectoryOp,
+) -> Result<serde_json::Value, String> {
+    let request = Request::Directory {
+        request: request.clone(),
+    };
+    Ok(one_line(stream, &request)?["result"].take())
 }
 
 /// Asks the server to write a backup to `path`.
 ///
 /// # Errors
 /// The server's refusal or failure, or a broken channel.
-pub fn request_backup(mut stream: StdStream, path: &Path) -> Result<Checked, String> {
-    send(
-        &mut stream,
-        &Request::Backup {
-            path: path.to_owned(),
-        },
-    )?;
-    let mut line = Vec::new();
-    BufReader::new(stream)
-        .read_until(b'\n', &mut line)
-        .map_err(|e| format!("the server's answer was cut short: {e}"))?;
-    if let Some(error) = refused(&line) {
-        return Err(error);
-    }
-    let v: serde_json::Value = serde_json::from_slice(&line)
-        .map_err(|_| "the server's answer was cut short".to_owned())?;
-    serde_json::from_value(v["backup"].clone())
+pub fn request_backup(stream: StdStream, path: &Path) -> Result<Checked, String> {
+    let request = Request::Backup {
+        path: path.to_owned(),
+    };
+    serde_json::from_value(one_line(stream, &request)?["backup"].take())
         .map_err(|e| format!("unreadable answer from the server: {e}"))
 }
 
