@@ -8,8 +8,11 @@ that does not find its one user).
 1. POST /Users from --clients (16) concurrent clients, each request a
    distinct user, each answered 201 (once durable: the committer group-
    commits with fsync before answering), --users (20,000) of them: users/s,
-   p50/p99/max latency, the server's and this client's CPU over the run;
-   then the directory's user_count (Char API `GET /api/directories/{id}`
+   p50/p99/max latency, the server's and this client's CPU over the run,
+   and where the server's time went: group commits (count, mean batch,
+   mean duration, and the share of the wall time the one committer thread
+   spent inside commits, from --metrics-listen) and CPU per server thread
+   kind (the committer, the event loops, the rest); then the directory's user_count (Char API `GET /api/directories/{id}`
    with a JWT) and SCIM `GET /Users?count=0` totalResults must both equal
    the number created.
 2. A second SCIM directory loaded with --big (100,000) users the same way
@@ -29,6 +32,7 @@ that does not find its one user).
     python3 benches/scim.py --users 5000 --big 20000 --lookups 500
     python3 benches/scim.py --skip-big --json   # only the POST run, JSON on stdout
     python3 benches/scim.py --group-commit-max 1   # one fsync per user, for contrast
+    python3 benches/scim.py --skip-big --clients 64  # more writers, bigger group commits
 
 The HTTP client is a few lines of plain asyncio (HTTP/1.1 keep-alive, no
 third-party packages) with every request body built before the clock
@@ -44,11 +48,13 @@ import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from load import ROOT, sh, status_kb, wait_healthy  # noqa: E402
@@ -66,6 +72,11 @@ class Server:
 
     def __init__(self, binary, workdir, extra=()):
         self.binary = binary
+        # Metrics on their own port, for the committer's numbers.
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.metrics_port = probe.getsockname()[1]
+        extra = [*extra, "--metrics-listen", f"127.0.0.1:{self.metrics_port}"]
         self.data = os.path.join(workdir, "db", "rollcall.redb")
         self.log = os.path.join(workdir, "server.log")
         # The Char API's tokens: HS256 with a throwaway secret.
@@ -104,6 +115,33 @@ class Server:
         with open(f"/proc/{self.proc.pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+    def thread_cpu(self):
+        """CPU seconds per thread kind (the committer, the event loops, the
+        rest: tokio's blocking pool and the runtime)."""
+        out = {}
+        for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
+            try:
+                with open(f"/proc/{self.proc.pid}/task/{tid}/stat") as f:
+                    stat = f.read()
+            except FileNotFoundError:
+                continue
+            name = stat[stat.index("(") + 1:stat.rindex(")")]
+            fields = stat.rsplit(")", 1)[1].split()
+            kind = ("committer" if name.startswith("rollcall-commit") else
+                    "event loops" if name.startswith("rollcall-loop") else "other")
+            out[kind] = out.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return out
+
+    def commit_stats(self):
+        """(commits, jobs, seconds inside commits) so far, from /metrics."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        def value(name):
+            m = re.search(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+-]+)$", text, re.M)
+            return float(m.group(1)) if m else float("nan")
+        return (value("rollcall_commit_duration_seconds_count"), value("rollcall_commit_batch_size_sum"),
+                value("rollcall_commit_duration_seconds_sum"))
 
     def peak_mb(self):
         return status_kb(self.proc.pid, "VmHWM") / 1024
@@ -210,11 +248,12 @@ async def post_users(server, scim, prefix, n, clients):
             if status != 201:
                 failures.append((i, status, body[:300]))
 
-    srv0, cli0 = server.cpu_seconds(), os.times()
+    srv0, cli0, thr0, com0 = server.cpu_seconds(), os.times(), server.thread_cpu(), server.commit_stats()
     t0 = time.perf_counter()
     await asyncio.gather(*(worker(c) for c in conns))
     wall = time.perf_counter() - t0
-    srv1, cli1 = server.cpu_seconds(), os.times()
+    srv1, cli1, thr1, com1 = server.cpu_seconds(), os.times(), server.thread_cpu(), server.commit_stats()
+    commits, jobs, in_commit = (b - a for a, b in zip(com0, com1))
     for c in conns:
         c.close()
     if failures:
@@ -227,6 +266,12 @@ async def post_users(server, scim, prefix, n, clients):
         "max_ms": latencies[-1] * 1000,
         "server_cpu_pct": (srv1 - srv0) / wall * 100,
         "client_cpu_pct": ((cli1.user - cli0.user) + (cli1.system - cli0.system)) / wall * 100,
+        "thread_cpu_pct": {k: (v - thr0.get(k, 0.0)) / wall * 100 for k, v in thr1.items()},
+        "commits": commits, "mean_batch": jobs / commits if commits else float("nan"),
+        "mean_commit_ms": in_commit / commits * 1000 if commits else float("nan"),
+        # Share of the wall time the committer spent inside commits (applying
+        # and fsyncing): near 100% means the one writer thread is the limit.
+        "committer_busy_pct": in_commit / wall * 100,
     }
 
 
@@ -394,9 +439,20 @@ def main():
             server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps(no_nan(results), indent=2))
     else:
         print_tables(results, args)
+
+
+def no_nan(v):
+    """NaN (a metric the server did not report) as null: JSON has no NaN."""
+    if isinstance(v, float) and v != v:
+        return None
+    if isinstance(v, dict):
+        return {k: no_nan(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [no_nan(x) for x in v]
+    return v
 
 
 def print_tables(r, args):
@@ -410,6 +466,13 @@ def print_tables(r, args):
         print(f"| {name} | {x['users']:,} | {x['clients']} | {x['users_per_s']:,.0f} | {x['p50_ms']:.1f} ms | "
               f"{x['p99_ms']:.1f} ms | {x['max_ms']:.1f} ms | {x['server_cpu_pct']:.0f}% | "
               f"{x['client_cpu_pct']:.0f}% |")
+    print("\n| run | commits | mean batch | mean commit | committer busy | CPU: committer | event loops | other |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, x in runs:
+        t = x["thread_cpu_pct"]
+        print(f"| {name} | {x['commits']:,.0f} | {x['mean_batch']:.1f} | {x['mean_commit_ms']:.2f} ms | "
+              f"{x['committer_busy_pct']:.0f}% | {t.get('committer', 0):.0f}% | {t.get('event loops', 0):.0f}% | "
+              f"{t.get('other', 0):.0f}% |")
     print(f"\nafter the POSTs: Char user_count {p['user_count']:,}, SCIM totalResults {p['scim_total']:,} "
           f"(created {p['users']:,})")
     if "filters" in r:
