@@ -622,14 +622,14 @@ where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
 {
-    let body = read_json(ctx, body).await?;
+    let new = service::prepare(kind, read_json(ctx, body).await?)?;
     let dir = ctx.dir;
     let stored = ctx
         .state
         .committer
         .run(move |tx| match kind {
-            ResourceKind::User => service::create_user(tx, dir, body.clone()),
-            ResourceKind::Group => service::create_group(tx, dir, body.clone()),
+            ResourceKind::User => service::create_user(tx, dir, &new),
+            ResourceKind::Group => service::create_group(tx, dir, &new),
         })
         .await??;
     Ok(resource_answer(

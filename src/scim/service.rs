@@ -811,20 +811,42 @@ macro_rules! refuse {
     };
 }
 
-/// Creates a user from a POST body.
+/// A POST body checked and put in its stored form before it reaches the
+/// writer (whose transaction every other write waits for), with the id it
+/// will have.
+#[derive(Debug, Clone)]
+pub struct NewResource {
+    id: Uuid,
+    form: Map<String, Value>,
+    members: Vec<String>,
+}
+
+/// Checks a POST body of `kind` and gives it its id.
+///
+/// # Errors
+/// The SCIM refusal of a body that cannot be stored.
+pub fn prepare(kind: ResourceKind, body: Value) -> Result<NewResource, ScimError> {
+    let id = match kind {
+        ResourceKind::User => DirectoryUserId::new_v7().0,
+        ResourceKind::Group => DirectoryGroupId::new_v7().0,
+    };
+    let (form, members) = stored_form(kind, body, id)?;
+    Ok(NewResource {
+        id,
+        form,
+        members: members.unwrap_or_default(),
+    })
+}
+
+/// Creates a user from a prepared POST body.
 ///
 /// # Errors
 /// Storage failures.
-pub fn create_user(tx: &mut Tx<'_>, dir: DirectoryId, body: Value) -> Written<Stored> {
+pub fn create_user(tx: &mut Tx<'_>, dir: DirectoryId, new: &NewResource) -> Written<Stored> {
     refuse!(directory_gone(tx, dir)?);
-    let id = DirectoryUserId::new_v7().0;
-    let (r, _) = match stored_form(ResourceKind::User, body, id) {
-        Ok(form) => form,
-        Err(e) => return Ok(Err(e)),
-    };
-    refuse!(check_unique(tx, dir, id, &r)?);
+    refuse!(check_unique(tx, dir, new.id, &new.form)?);
     let now = tx.now();
-    put_user(tx, dir, id, r, now, now, &[])
+    put_user(tx, dir, new.id, new.form.clone(), now, now, &[])
 }
 
 fn put_user(
@@ -981,25 +1003,21 @@ fn member_ids(
     Ok(Ok(out))
 }
 
-/// Creates a group from a POST body, with the members it names.
+/// Creates a group from a prepared POST body, with the members it names.
 ///
 /// # Errors
 /// Storage failures.
-pub fn create_group(tx: &mut Tx<'_>, dir: DirectoryId, body: Value) -> Written<Stored> {
+pub fn create_group(tx: &mut Tx<'_>, dir: DirectoryId, new: &NewResource) -> Written<Stored> {
     refuse!(directory_gone(tx, dir)?);
-    let id = DirectoryGroupId::new_v7().0;
-    let (r, members) = match stored_form(ResourceKind::Group, body, id) {
-        Ok(form) => form,
-        Err(e) => return Ok(Err(e)),
-    };
-    let members = match member_ids(tx, dir, &members.unwrap_or_default())? {
+    let (id, r) = (new.id, &new.form);
+    let members = match member_ids(tx, dir, &new.members)? {
         Ok(m) => m,
         Err(e) => return Ok(Err(e)),
     };
     let now = tx.now();
-    let record = group_record(dir, id, &r, now, now);
+    let record = group_record(dir, id, r, now, now);
     tx.put_group(&record)?;
-    tx.set_scim_keys(dir, id, &[], &keys_of(ResourceKind::Group, &r))?;
+    tx.set_scim_keys(dir, id, &[], &keys_of(ResourceKind::Group, r))?;
     let set: BTreeSet<Uuid> = members.into_iter().collect();
     for m in &set {
         tx.put_membership(record.id, DirectoryUserId(*m), now)?;
@@ -1330,21 +1348,17 @@ pub fn search(
             ResourceKind::Group => d.group_count,
         };
         if count > 0 {
-            let mut seen = 0u64;
             let mut bytes = 0usize;
             let mut keep = |s: Stored| {
-                seen += 1;
-                if seen > skip {
-                    bytes += s.weight();
-                    page.resources.push(s);
-                }
+                bytes += s.weight();
+                page.resources.push(s);
                 if page.resources.len() as u64 >= count || bytes > PAGE_BUDGET_BYTES {
                     ControlFlow::Break(())
                 } else {
                     ControlFlow::Continue(())
                 }
             };
-            visit(snap, dir, kind, members, &mut keep)?;
+            visit(snap, dir, kind, skip, members, &mut keep)?;
         }
         return Ok(page);
     };
@@ -1380,7 +1394,7 @@ pub fn search(
                 take(s, &mut page);
                 ControlFlow::Continue(())
             };
-            visit(snap, dir, kind, members || filter_members, &mut each)?;
+            visit(snap, dir, kind, 0, members || filter_members, &mut each)?;
         }
     }
     if !members {
@@ -1391,18 +1405,20 @@ pub fn search(
     Ok(page)
 }
 
+/// Visits the resources of `dir` from the `skip`-th on.
 fn visit(
     snap: &Snapshot,
     dir: DirectoryId,
     kind: ResourceKind,
+    skip: u64,
     members: bool,
     f: &mut dyn FnMut(Stored) -> ControlFlow<()>,
 ) -> Result<(), StoreError> {
     match kind {
-        ResourceKind::User => snap.visit_user_records(dir, None, |u| f(Stored::from_user(&u))),
+        ResourceKind::User => snap.visit_user_records(dir, skip, |u| f(Stored::from_user(&u))),
         ResourceKind::Group => {
             let mut failure = None;
-            snap.visit_group_records(dir, None, |g| {
+            snap.visit_group_records(dir, skip, |g| {
                 let list = if members {
                     match snap.member_ids(g.id) {
                         Ok(m) => Some(m.into_iter().map(|m| m.0).collect()),
