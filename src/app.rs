@@ -381,6 +381,7 @@ pub fn app_state(
             settings.max_scim_body_bytes,
         )),
         scim_lists: Arc::new(Semaphore::new(settings.workers.max(1))),
+        scim_cursors: Arc::default(),
         public_url: settings.public_url(settings.listen).into(),
     })
 }

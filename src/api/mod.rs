@@ -67,6 +67,8 @@ pub struct AppState {
     /// SCIM lists and searches run at once (a filter no index answers
     /// reads the whole directory).
     pub scim_lists: Arc<tokio::sync::Semaphore>,
+    /// Where recent SCIM pages ended (sequential paging is linear).
+    pub scim_cursors: Arc<crate::scim::service::PageCursors>,
     /// The server's URL as clients reach it (SCIM `location`s), no
     /// trailing slash.
     pub public_url: Arc<str>,

@@ -490,15 +490,16 @@ async fn answer_page(ctx: &Ctx, kinds: &[(ResourceKind, Query)]) -> Result<Respo
         let offset = total;
         let start = start_index.saturating_sub(offset).max(1);
         let room = count.saturating_sub(resources.len() as u64);
+        let cursors = ctx.state.scim_cursors.clone();
         let page: Page = blocking(move || {
             Ok(service::search(
                 &store.snapshot()?,
                 dir,
                 kind,
                 filter.as_ref(),
-                start,
-                room,
+                (start, room),
                 members,
+                &cursors,
             )?)
         })
         .await?;

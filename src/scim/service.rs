@@ -119,7 +119,7 @@ impl From<filter::FilterError> for ScimError {
 pub type Written<T> = Result<Result<T, ScimError>, StoreError>;
 
 /// Users or groups.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ResourceKind {
     User,
     Group,
@@ -1327,9 +1327,9 @@ pub fn search(
     dir: DirectoryId,
     kind: ResourceKind,
     filter: Option<&Filter>,
-    start_index: u64,
-    count: u64,
+    (start_index, count): (u64, u64),
     members: bool,
+    cursors: &PageCursors,
 ) -> Result<Page, StoreError> {
     let start_index = start_index.max(1);
     let count = count.min(MAX_RESULTS);
@@ -1348,6 +1348,12 @@ pub fn search(
             ResourceKind::Group => d.group_count,
         };
         if count > 0 {
+            let at = |index: u64| (dir, kind, d.revision, index);
+            // Where the previous page of this revision ended, if one did.
+            let (after, skip) = match cursors.get(at(start_index)) {
+                Some(last) => (Some(last), 0),
+                None => (None, skip),
+            };
             let mut bytes = 0usize;
             let mut keep = |s: Stored| {
                 bytes += s.weight();
@@ -1358,7 +1364,10 @@ pub fn search(
                     ControlFlow::Continue(())
                 }
             };
-            visit(snap, dir, kind, skip, members, &mut keep)?;
+            visit(snap, dir, kind, (after, skip), members, &mut keep)?;
+            if let Some(last) = page.resources.last() {
+                cursors.put(at(start_index + page.resources.len() as u64), last.id);
+            }
         }
         return Ok(page);
     };
@@ -1394,7 +1403,14 @@ pub fn search(
                 take(s, &mut page);
                 ControlFlow::Continue(())
             };
-            visit(snap, dir, kind, 0, members || filter_members, &mut each)?;
+            visit(
+                snap,
+                dir,
+                kind,
+                (None, 0),
+                members || filter_members,
+                &mut each,
+            )?;
         }
     }
     if !members {
@@ -1405,20 +1421,23 @@ pub fn search(
     Ok(page)
 }
 
-/// Visits the resources of `dir` from the `skip`-th on.
+/// Visits the resources of `dir` after a record id and from the
+/// `skip`-th on.
 fn visit(
     snap: &Snapshot,
     dir: DirectoryId,
     kind: ResourceKind,
-    skip: u64,
+    (after, skip): (Option<Uuid>, u64),
     members: bool,
     f: &mut dyn FnMut(Stored) -> ControlFlow<()>,
 ) -> Result<(), StoreError> {
     match kind {
-        ResourceKind::User => snap.visit_user_records(dir, skip, |u| f(Stored::from_user(&u))),
+        ResourceKind::User => {
+            snap.visit_user_records(dir, after, skip, |u| f(Stored::from_user(&u)))
+        }
         ResourceKind::Group => {
             let mut failure = None;
-            snap.visit_group_records(dir, skip, |g| {
+            snap.visit_group_records(dir, after, skip, |g| {
                 let list = if members {
                     match snap.member_ids(g.id) {
                         Ok(m) => Some(m.into_iter().map(|m| m.0).collect()),
@@ -1434,6 +1453,39 @@ fn visit(
             })?;
             failure.map_or(Ok(()), Err)
         }
+    }
+}
+
+/// Where recent unfiltered pages ended, so the next page of a client
+/// paging through a directory (Okta's import asks for every user, 100 at a
+/// time) starts from a key instead of stepping over every record before
+/// it. Keyed by the directory's revision: any write makes them stale.
+#[derive(Default)]
+pub struct PageCursors {
+    ends: std::sync::Mutex<std::collections::HashMap<CursorKey, Uuid>>,
+}
+
+/// (directory, kind, revision, the 1-based index the next page starts at).
+type CursorKey = (DirectoryId, ResourceKind, u64, u64);
+
+/// Page ends remembered at most (then forgotten all at once).
+const MAX_CURSORS: usize = 4096;
+
+impl PageCursors {
+    fn get(&self, key: CursorKey) -> Option<Uuid> {
+        self.lock().get(&key).copied()
+    }
+
+    fn put(&self, key: CursorKey, last: Uuid) {
+        let mut ends = self.lock();
+        if ends.len() >= MAX_CURSORS {
+            ends.clear();
+        }
+        ends.insert(key, last);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<CursorKey, Uuid>> {
+        self.ends.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

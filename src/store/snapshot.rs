@@ -413,21 +413,22 @@ impl Snapshot {
         Ok(out)
     }
 
-    /// Visits a directory's users as records, in creation order, from the
-    /// `skip`-th on (those before are stepped over undecoded), until
-    /// `visit` breaks.
+    /// Visits a directory's users as records, in creation order, after
+    /// `after` and from the `skip`-th on (those before are stepped over
+    /// undecoded), until `visit` breaks.
     ///
     /// # Errors
     /// On a storage or decoding failure.
     pub fn visit_user_records(
         &self,
         dir: DirectoryId,
+        after: Option<Uuid>,
         skip: u64,
         mut visit: impl FnMut(DirectoryUser) -> ControlFlow<()>,
     ) -> Result<(), StoreError> {
         let users = self.txn.open_table(tables::USERS)?;
         let skip = usize::try_from(skip).unwrap_or(usize::MAX);
-        for entry in users.range(directory_range(dir, None))?.skip(skip) {
+        for entry in users.range(directory_range(dir, after))?.skip(skip) {
             let (_, value) = entry?;
             if visit(codec::decode_user(value.value())?).is_break() {
                 break;
@@ -444,12 +445,13 @@ impl Snapshot {
     pub fn visit_group_records(
         &self,
         dir: DirectoryId,
+        after: Option<Uuid>,
         skip: u64,
         mut visit: impl FnMut(DirectoryGroup) -> ControlFlow<()>,
     ) -> Result<(), StoreError> {
         let groups = self.txn.open_table(tables::GROUPS)?;
         let skip = usize::try_from(skip).unwrap_or(usize::MAX);
-        for entry in groups.range(directory_range(dir, None))?.skip(skip) {
+        for entry in groups.range(directory_range(dir, after))?.skip(skip) {
             let (_, value) = entry?;
             if visit(codec::decode_group(value.value())?).is_break() {
                 break;

@@ -362,3 +362,58 @@ async fn member_patches_touch_only_the_named_members_and_answer_204() {
     let (_, after, _) = app.scim(Method::GET, &group, &dir.token, None).await;
     assert_ne!(before["etag"], after["etag"]);
 }
+
+#[tokio::test]
+async fn paging_after_a_change_in_between_still_counts_from_the_start() {
+    let app = spawn_app().await;
+    let dir = app.scim_directory("org_pages", "okta").await;
+    let users = format!("{}/Users", dir.url);
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        let (_, _, u) = app
+            .scim(
+                Method::POST,
+                &users,
+                &dir.token,
+                Some(&user_body(&format!("p{i:02}@x.test"), 0)),
+            )
+            .await;
+        ids.push(u["id"].as_str().unwrap().to_owned());
+    }
+    let page = |start: usize| {
+        let url = format!("{users}?startIndex={start}&count=10&attributes=userName");
+        let app = &app;
+        let token = dir.token.clone();
+        async move {
+            let (_, _, p) = app.scim(Method::GET, &url, &token, None).await;
+            p["Resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|u| u["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    // Twice through: the second time the pages start where the first ended.
+    for _ in 0..2 {
+        let mut all = Vec::new();
+        for start in [1, 11, 21] {
+            all.extend(page(start).await);
+        }
+        assert_eq!(all, ids);
+    }
+    // A user deleted between pages: index 11 is now the 12th user created.
+    assert_eq!(page(1).await, ids[..10]);
+    let (status, _, _) = app
+        .scim(
+            Method::DELETE,
+            &format!("{users}/{}", ids[3]),
+            &dir.token,
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    ids.remove(3);
+    assert_eq!(page(11).await, ids[10..20]);
+    assert_eq!(page(21).await, ids[20..]);
+}
