@@ -264,6 +264,9 @@ async fn a_scripted_workload_is_counted_exactly_and_no_label_carries_tenant_data
                 "/api/directories/{id}/users",
                 "/api/directories/{id}/groups",
                 "/webhooks/workos",
+                "/scim/v2/{id}/Users",
+                "/scim/v2/{id}/Groups",
+                "/scim/v2/{id}",
                 "other",
             ]
             .contains(route),
