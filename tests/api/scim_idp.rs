@@ -392,3 +392,512 @@ async fn each_provider_names_its_char_type() {
         assert_eq!(d["user_count"], 0);
     }
 }
+
+const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+async fn post(app: &TestApp, dir: &ScimDir, endpoint: &str, body: Value) -> Value {
+    let (status, _, answer) = app
+        .scim(
+            Method::POST,
+            &format!("{}/{endpoint}", dir.url),
+            &dir.token,
+            Some(&body),
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    answer
+}
+
+async fn patch(app: &TestApp, dir: &ScimDir, path: &str, ops: Value) -> Value {
+    let (status, _, answer) = app
+        .scim(
+            Method::PATCH,
+            &format!("{}{path}", dir.url),
+            &dir.token,
+            Some(&json!({"schemas": [PATCH_OP], "Operations": ops})),
+        )
+        .await;
+    assert_eq!(status, 200, "{path} {ops}: {answer}");
+    answer
+}
+
+async fn scim_get(app: &TestApp, dir: &ScimDir, path: &str) -> Value {
+    let (status, _, answer) = app
+        .scim(Method::GET, &format!("{}{path}", dir.url), &dir.token, None)
+        .await;
+    assert_eq!(status, 200, "{path}: {answer}");
+    answer
+}
+
+async fn char_users(app: &TestApp, org: &str, dir: &ScimDir) -> Value {
+    let (status, list) = app
+        .get_json(
+            &format!("/api/directories/{}/users", dir.id),
+            &token_for(org),
+        )
+        .await;
+    assert_eq!(status, 200, "{list}");
+    list
+}
+
+#[tokio::test]
+async fn scim_users_link_to_authkit_users_by_email_as_workos_users_do() {
+    use crate::workos::*;
+    let app = spawn_app().await;
+    app.send_all(&[
+        authkit_event("created", authkit_user("user_01", "Ada@Example.test", 1), 1),
+        member_of("user_01", ORG_A, 1),
+    ])
+    .await;
+    let a = app.scim_directory(ORG_A, "okta").await;
+    let b = app.scim_directory(ORG_B, "okta").await;
+    let ada = post(
+        &app,
+        &a,
+        "Users",
+        json!({"userName": "ada", "emails": [{"value": "ada@EXAMPLE.test", "primary": true}]}),
+    )
+    .await;
+    post(
+        &app,
+        &b,
+        "Users",
+        json!({"userName": "ada", "emails": [{"value": "ada@example.test", "primary": true}]}),
+    )
+    .await;
+    let bob = post(&app, &a, "Users", json!({"userName": "bob@example.test"})).await;
+
+    let list = char_users(&app, ORG_A, &a).await;
+    assert_eq!(
+        char_user(&list, ada["id"].as_str().unwrap())["user_id"],
+        "user_01"
+    );
+    assert_eq!(
+        char_user(&list, bob["id"].as_str().unwrap())["user_id"],
+        Value::Null
+    );
+    let list = char_users(&app, ORG_B, &b).await;
+    assert_eq!(
+        list[0]["user_id"],
+        Value::Null,
+        "not a member of org B: {list}"
+    );
+
+    // An AuthKit user arriving after the SCIM user links it.
+    app.send_all(&[
+        authkit_event("created", authkit_user("user_02", "BOB@example.test", 2), 2),
+        member_of("user_02", ORG_A, 2),
+    ])
+    .await;
+    let list = char_users(&app, ORG_A, &a).await;
+    assert_eq!(
+        char_user(&list, bob["id"].as_str().unwrap())["user_id"],
+        "user_02"
+    );
+
+    // An email change through SCIM moves the link.
+    let ada_id = ada["id"].as_str().unwrap();
+    patch(
+        &app,
+        &a,
+        &format!("/Users/{ada_id}"),
+        json!([{"op": "replace", "path": "emails", "value": [{"value": "bob@example.test", "primary": true}]}]),
+    )
+    .await;
+    let list = char_users(&app, ORG_A, &a).await;
+    assert_eq!(char_user(&list, ada_id)["email"], "bob@example.test");
+    assert_eq!(char_user(&list, ada_id)["user_id"], "user_02");
+}
+
+#[tokio::test]
+async fn char_list_answers_follow_every_scim_write() {
+    let app = spawn_app().await;
+    let d = app.scim_directory(ORG_A, "okta").await;
+    let ann = post(&app, &d, "Users", json!({"userName": "ann@example.test"})).await;
+    let ann_id = ann["id"].as_str().unwrap().to_owned();
+    let token = token_for(ORG_A);
+    let path = format!("/api/directories/{}/users", d.id);
+    let gpath = format!("/api/directories/{}/groups", d.id);
+    let etag_of = |resp: &reqwest::Response| resp.headers()["etag"].to_str().unwrap().to_owned();
+
+    let first = app.get(&path, Some(&token)).await;
+    assert_eq!(first.status(), 200);
+    let etag = etag_of(&first);
+    let gfirst = app.get(&gpath, Some(&token)).await;
+    let getag = etag_of(&gfirst);
+    // Warm the cache, then change through SCIM.
+    let _ = app.get(&path, Some(&token)).await;
+    patch(
+        &app,
+        &d,
+        &format!("/Users/{ann_id}"),
+        json!([{"op": "replace", "path": "active", "value": false}]),
+    )
+    .await;
+    let resp = app
+        .client
+        .get(format!("{}{path}", app.base))
+        .bearer_auth(&token)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "a stale ETag must not be answered 304");
+    let etag2 = etag_of(&resp);
+    assert_ne!(etag2, etag);
+    let list: Value = resp.json().await.unwrap();
+    assert_eq!(list[0]["state"], "inactive");
+
+    let group = post(
+        &app,
+        &d,
+        "Groups",
+        json!({"displayName": "g", "members": [{"value": ann_id}]}),
+    )
+    .await;
+    let resp = app
+        .client
+        .get(format!("{}{gpath}", app.base))
+        .bearer_auth(&token)
+        .header("if-none-match", &getag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let groups: Value = resp.json().await.unwrap();
+    assert_eq!(groups[0]["id"], group["id"]);
+
+    let (status, _, _) = app
+        .scim(
+            Method::DELETE,
+            &format!("{}/Users/{ann_id}", d.url),
+            &d.token,
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (_, list) = app.get_json(&path, &token).await;
+    assert_eq!(list, json!([]));
+    let (_, dd) = app
+        .get_json(&format!("/api/directories/{}", d.id), &token)
+        .await;
+    assert_eq!(
+        (dd["user_count"].clone(), dd["group_count"].clone()),
+        (json!(0), json!(1))
+    );
+}
+
+#[tokio::test]
+async fn group_membership_changes_do_exactly_what_they_say() {
+    let app = spawn_app().await;
+    let d = app.scim_directory(ORG_A, "entra").await;
+    let mut ids = Vec::new();
+    for n in ["u1", "u2", "u3", "u4"] {
+        ids.push(
+            post(&app, &d, "Users", json!({"userName": n})).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let sorted = |v: &[&String]| {
+        let mut v: Vec<String> = v.iter().map(|s| (*s).clone()).collect();
+        v.sort();
+        v
+    };
+    let g = post(
+        &app,
+        &d,
+        "Groups",
+        json!({"displayName": "g", "members": [{"value": ids[0]}, {"value": ids[1]}]}),
+    )
+    .await;
+    let gid = g["id"].as_str().unwrap().to_owned();
+    let gpath = format!("/Groups/{gid}");
+    assert_eq!(member_values(&g), sorted(&[&ids[0], &ids[1]]));
+
+    // Remove then add the same member in one request: it stays.
+    let out = patch(
+        &app,
+        &d,
+        &gpath,
+        json!([
+            {"op": "Remove", "path": "members", "value": [{"value": ids[0]}]},
+            {"op": "Add", "path": "members", "value": [{"value": ids[0]}, {"value": ids[2]}]}
+        ]),
+    )
+    .await;
+    assert_eq!(member_values(&out), sorted(&[&ids[0], &ids[1], &ids[2]]));
+    assert_eq!(
+        member_values(&scim_get(&app, &d, &gpath).await),
+        sorted(&[&ids[0], &ids[1], &ids[2]])
+    );
+
+    // Add then remove in one request: it goes.
+    let out = patch(
+        &app,
+        &d,
+        &gpath,
+        json!([
+            {"op": "add", "path": "members", "value": [{"value": ids[3]}]},
+            {"op": "remove", "path": format!("members[value eq \"{}\"]", ids[3])}
+        ]),
+    )
+    .await;
+    assert_eq!(member_values(&out), sorted(&[&ids[0], &ids[1], &ids[2]]));
+    assert_eq!(
+        member_values(&scim_get(&app, &d, &gpath).await),
+        sorted(&[&ids[0], &ids[1], &ids[2]])
+    );
+
+    // Replace the whole list.
+    let out = patch(&app, &d, &gpath, json!([{"op": "Replace", "path": "members", "value": [{"value": ids[3]}, {"value": ids[1]}]}])).await;
+    assert_eq!(member_values(&out), sorted(&[&ids[1], &ids[3]]));
+
+    // A value array naming two of them removes those two only.
+    let out = patch(
+        &app,
+        &d,
+        &gpath,
+        json!([{"op": "Remove", "path": "members", "value": [{"value": ids[3]}]}]),
+    )
+    .await;
+    assert_eq!(member_values(&out), [ids[1].clone()]);
+
+    // PUT sets exactly the members named.
+    let (status, _, out) = app
+        .scim(
+            Method::PUT,
+            &format!("{}{gpath}", d.url),
+            &d.token,
+            Some(&json!({"displayName": "g2", "members": [{"value": ids[2]}, {"value": ids[0]}]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(member_values(&out), sorted(&[&ids[0], &ids[2]]));
+    assert_eq!(
+        member_values(&scim_get(&app, &d, &gpath).await),
+        sorted(&[&ids[0], &ids[2]])
+    );
+
+    // Remove every member.
+    let out = patch(
+        &app,
+        &d,
+        &gpath,
+        json!([{"op": "remove", "path": "members"}]),
+    )
+    .await;
+    assert_eq!(
+        out.get("members")
+            .map_or(0, |m| m.as_array().unwrap().len()),
+        0,
+        "{out}"
+    );
+    let got = scim_get(&app, &d, &gpath).await;
+    assert_eq!(
+        got.get("members")
+            .map_or(0, |m| m.as_array().unwrap().len()),
+        0,
+        "{got}"
+    );
+
+    // A user's deletion moves the version of the groups it was in.
+    patch(
+        &app,
+        &d,
+        &gpath,
+        json!([{"op": "add", "path": "members", "value": [{"value": ids[1]}]}]),
+    )
+    .await;
+    let (_, headers, _) = app
+        .scim(Method::GET, &format!("{}{gpath}", d.url), &d.token, None)
+        .await;
+    let etag = headers["etag"].to_str().unwrap().to_owned();
+    let (status, _, _) = app
+        .scim(
+            Method::DELETE,
+            &format!("{}/Users/{}", d.url, ids[1]),
+            &d.token,
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (_, headers, got) = app
+        .scim(Method::GET, &format!("{}{gpath}", d.url), &d.token, None)
+        .await;
+    assert_ne!(headers["etag"].to_str().unwrap(), etag);
+    assert_eq!(
+        got.get("members")
+            .map_or(0, |m| m.as_array().unwrap().len()),
+        0,
+        "{got}"
+    );
+
+    // Deleting a group keeps its users.
+    let (status, _, _) = app
+        .scim(Method::DELETE, &format!("{}{gpath}", d.url), &d.token, None)
+        .await;
+    assert_eq!(status, 204);
+    let (status, _, _) = app
+        .scim(Method::GET, &format!("{}{gpath}", d.url), &d.token, None)
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(scim_get(&app, &d, "/Users").await["totalResults"], 3);
+    let (_, dd) = app
+        .get_json(&format!("/api/directories/{}", d.id), &token_for(ORG_A))
+        .await;
+    assert_eq!(
+        (dd["user_count"].clone(), dd["group_count"].clone()),
+        (json!(3), json!(0))
+    );
+}
+
+#[tokio::test]
+async fn entra_shapes_filters_projections_and_the_root_search() {
+    let app = spawn_app().await;
+    let d = app.scim_directory(ORG_A, "entra").await;
+    let ann = post(&app, &d, "Users", json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],
+        "userName": "ann@contoso.test", "externalId": "ext-ann", "active": "False",
+        "emails": [{"type": "work", "value": "Ann.Work@contoso.test", "primary": "true"}],
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"department": "Ops"}
+    })).await;
+    assert_eq!(ann["active"], false);
+    assert_eq!(ann["emails"][0]["primary"], true);
+    let ann_id = ann["id"].as_str().unwrap().to_owned();
+    let bob = post(
+        &app,
+        &d,
+        "Users",
+        json!({"userName": "bob@contoso.test", "externalId": "ext-bob", "active": true}),
+    )
+    .await;
+    post(
+        &app,
+        &d,
+        "Groups",
+        json!({"displayName": "Ops", "externalId": "ext-ops", "members": [{"value": ann_id}]}),
+    )
+    .await;
+    post(&app, &d, "Groups", json!({"displayName": "Dev"})).await;
+
+    let list = char_users(&app, ORG_A, &d).await;
+    let u = char_user(&list, &ann_id);
+    assert_eq!(u["state"], "inactive");
+    assert_eq!(u["email"], "Ann.Work@contoso.test");
+
+    for (filter, want) in [
+        ("externalId eq \"ext-bob\"", vec![bob["id"].clone()]),
+        (
+            "emails[type eq \"work\"].value eq \"ann.work@contoso.test\"",
+            vec![json!(ann_id)],
+        ),
+        ("active eq false", vec![json!(ann_id)]),
+        ("active eq true", vec![bob["id"].clone()]),
+        (
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq \"Ops\"",
+            vec![json!(ann_id)],
+        ),
+        ("userName eq \"nobody@contoso.test\"", vec![]),
+    ] {
+        let got = scim_get(&app, &d, &format!("/Users?filter={}", urlencoding(filter))).await;
+        let ids: Vec<Value> = got["Resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].clone())
+            .collect();
+        assert_eq!(ids, want, "{filter}: {got}");
+        assert_eq!(got["totalResults"], want.len(), "{filter}");
+    }
+    let got = scim_get(&app, &d, "/Groups?filter=externalId%20eq%20%22ext-ops%22").await;
+    assert_eq!(got["totalResults"], 1);
+    assert_eq!(
+        member_values(&got["Resources"][0]),
+        std::slice::from_ref(&ann_id)
+    );
+    let got = scim_get(&app, &d, "/Groups?excludedAttributes=members").await;
+    assert_eq!(got["totalResults"], 2);
+    assert!(
+        got["Resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|g| g.get("members").is_none()),
+        "{got}"
+    );
+
+    // attributes= keeps only what is named (and id, schemas, meta).
+    let got = scim_get(&app, &d, &format!("/Users/{ann_id}?attributes=userName")).await;
+    let mut k = keys(&got);
+    k.sort();
+    assert_eq!(k, ["id", "meta", "schemas", "userName"], "{got}");
+
+    // The root .search: users then groups, paged as one list.
+    let (status, _, all) = app
+        .scim(
+            Method::POST,
+            &format!("{}/.search", d.url),
+            &d.token,
+            Some(&json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+                "startIndex": 2, "count": 2
+            })),
+        )
+        .await;
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(all["totalResults"], 4);
+    let types: Vec<&str> = all["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["meta"]["resourceType"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["User", "Group"], "{all}");
+    assert_eq!(all["Resources"][0]["id"], bob["id"]);
+
+    // Discovery.
+    let spc = scim_get(&app, &d, "/ServiceProviderConfig").await;
+    assert_eq!(spc["patch"]["supported"], true);
+    assert_eq!(spc["filter"]["supported"], true);
+    assert_eq!(spc["bulk"]["supported"], false);
+    assert_eq!(spc["etag"]["supported"], true);
+    assert_eq!(spc["authenticationSchemes"][0]["type"], "oauthbearertoken");
+    let rt = scim_get(&app, &d, "/ResourceTypes").await;
+    assert_eq!(rt["totalResults"], 2);
+    let endpoints: Vec<&str> = rt["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["endpoint"].as_str().unwrap())
+        .collect();
+    assert_eq!(endpoints, ["/Users", "/Groups"]);
+    let schemas = scim_get(&app, &d, "/Schemas").await;
+    let mut ids: Vec<&str> = schemas["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            "urn:ietf:params:scim:schemas:core:2.0:Group",
+            "urn:ietf:params:scim:schemas:core:2.0:User",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+        ]
+    );
+    let one = scim_get(
+        &app,
+        &d,
+        "/Schemas/urn:ietf:params:scim:schemas:core:2.0:User",
+    )
+    .await;
+    assert_eq!(one["id"], "urn:ietf:params:scim:schemas:core:2.0:User");
+}
+
+fn urlencoding(s: &str) -> String {
+    serde_urlencoded::to_string([("", s)]).unwrap()[1..].to_owned()
+}
