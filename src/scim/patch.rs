@@ -497,9 +497,12 @@ fn append(items: &mut Vec<Value>, value: Value, name: &str) {
 }
 
 /// A key identifying an element, for set lookups in big groups: its
-/// `value` when `by_value` and it has one, else its JSON text.
+/// `value` when `by_value` and it has one (case-insensitively: a member's
+/// or an email's `value` is not case-exact, RFC 7643 §8.7), else its JSON
+/// text.
 fn element_key(e: &Value, by_value: bool) -> String {
     match get_ci(e, "value").filter(|_| by_value) {
+        Some(Value::String(v)) => format!("v:{}", Value::String(v.to_lowercase())),
         Some(v) => format!("v:{v}"),
         None => format!("j:{e}"),
     }

@@ -1028,10 +1028,14 @@ pub fn replace_group(
                 Ok(m) => m,
                 Err(e) => return Ok(Err(e)),
             };
+            // An id removed in one spelling and added in another (`Replace`
+            // with capitals) is the same member: it stays.
+            let kept: HashSet<Uuid> = added.iter().copied().collect();
             let removed = outcome
                 .members_removed
                 .iter()
                 .filter_map(|v| Uuid::try_parse(v).ok())
+                .filter(|id| !kept.contains(id))
                 .collect();
             let mut body = outcome.resource;
             if let Value::Object(map) = &mut body {

@@ -901,3 +901,66 @@ async fn entra_shapes_filters_projections_and_the_root_search() {
 fn urlencoding(s: &str) -> String {
     serde_urlencoded::to_string([("", s)]).unwrap()[1..].to_owned()
 }
+
+#[tokio::test]
+async fn member_ids_are_matched_as_ids_whatever_their_case() {
+    let app = spawn_app().await;
+    let d = app.scim_directory(ORG_A, "entra").await;
+    let u1 = post(&app, &d, "Users", json!({"userName": "u1"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let u2 = post(&app, &d, "Users", json!({"userName": "u2"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let g = post(
+        &app,
+        &d,
+        "Groups",
+        json!({"displayName": "g", "members": [{"value": u1.to_uppercase()}, {"value": u2}]}),
+    )
+    .await;
+    let gpath = format!("/Groups/{}", g["id"].as_str().unwrap());
+    let both = {
+        let mut v = vec![u1.clone(), u2.clone()];
+        v.sort();
+        v
+    };
+    assert_eq!(member_values(&g), both);
+
+    // Replacing the members with the same ids spelled otherwise keeps them.
+    let out = patch(
+        &app,
+        &d,
+        &gpath,
+        json!([{"op": "Replace", "path": "members", "value": [{"value": u1.to_uppercase()}, {"value": u2}]}]),
+    )
+    .await;
+    assert_eq!(member_values(&out), both, "{out}");
+    assert_eq!(member_values(&scim_get(&app, &d, &gpath).await), both);
+
+    // Adding one already there changes nothing.
+    let out = patch(
+        &app,
+        &d,
+        &gpath,
+        json!([{"op": "Add", "path": "members", "value": [{"value": u2.to_uppercase()}]}]),
+    )
+    .await;
+    assert_eq!(member_values(&out), both, "{out}");
+
+    // Removing by a value array, in capitals, removes that member.
+    let out = patch(
+        &app,
+        &d,
+        &gpath,
+        json!([{"op": "Remove", "path": "members", "value": [{"value": u1.to_uppercase()}]}]),
+    )
+    .await;
+    assert_eq!(member_values(&out), std::slice::from_ref(&u2), "{out}");
+    assert_eq!(
+        member_values(&scim_get(&app, &d, &gpath).await),
+        std::slice::from_ref(&u2)
+    );
+}
