@@ -1358,3 +1358,130 @@ async fn the_directory_cli_goes_through_a_running_server() {
     assert_eq!(list, json!([]));
     drop(server);
 }
+
+#[tokio::test]
+async fn renamed_and_deleted_names_are_free_again_and_lookups_follow() {
+    let app = spawn_app().await;
+    let d = app.scim_directory(ORG_A, "okta").await;
+    let ann = new_user(&app, &d, "ann").await;
+    let users = format!("{}/Users", d.url);
+    let find = |filter: &str| {
+        let url = format!("{users}?filter={}", urlencode(filter));
+        let token = d.token.clone();
+        let app = &app;
+        async move {
+            let (status, _, list) = app.scim(Method::GET, &url, &token, None).await;
+            assert_eq!(status, 200, "{list}");
+            list["Resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    // Rename through PUT: the old name, email and externalId find nothing.
+    let mut renamed = user_body("anna");
+    renamed["externalId"] = json!("ext-anna");
+    let (status, _, _) = app
+        .scim(
+            Method::PUT,
+            &format!("{users}/{ann}"),
+            &d.token,
+            Some(&renamed),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(find("userName eq \"ann\"").await, Vec::<String>::new());
+    assert_eq!(
+        find("emails.value eq \"ann@example.test\"").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        find("userName eq \"anna\"").await,
+        std::slice::from_ref(&ann)
+    );
+    assert_eq!(
+        find("externalId eq \"ext-anna\"").await,
+        std::slice::from_ref(&ann)
+    );
+    assert_eq!(
+        find("emails.value eq \"ANNA@example.test\"").await,
+        std::slice::from_ref(&ann)
+    );
+    let (_, list) = app
+        .get_json(
+            &format!("/api/directories/{}/users?email=anna@example.test", d.id),
+            &token_for(ORG_A),
+        )
+        .await;
+    assert_eq!(emails(&list), ["anna@example.test"]);
+
+    // The old name is free; so is a deleted user's.
+    let second = new_user(&app, &d, "ann").await;
+    assert_eq!(
+        find("userName eq \"ann\"").await,
+        std::slice::from_ref(&second)
+    );
+    let (status, _, _) = app
+        .scim(Method::DELETE, &format!("{users}/{second}"), &d.token, None)
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(find("userName eq \"ann\"").await, Vec::<String>::new());
+    let third = new_user(&app, &d, "ANN").await;
+    assert_eq!(find("userName eq \"ann\"").await, [third]);
+
+    // Group renames move the name lookup too.
+    let g = new_group(&app, &d, "Before", &[]).await;
+    let (status, _, _) = app
+        .scim(
+            Method::PATCH,
+            &format!("{}/Groups/{g}", d.url),
+            &d.token,
+            Some(&json!({"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "displayName", "value": "After"}]})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    for (name, want) in [("before", 0), ("AFTER", 1)] {
+        let (_, _, list) = app
+            .scim(
+                Method::GET,
+                &format!(
+                    "{}/Groups?filter={}",
+                    d.url,
+                    urlencode(&format!("displayName eq \"{name}\""))
+                ),
+                &d.token,
+                None,
+            )
+            .await;
+        assert_eq!(list["totalResults"], want, "{name}: {list}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_creates_of_one_user_name_make_one_user() {
+    let app = spawn_app().await;
+    let d = app.scim_directory(ORG_A, "okta").await;
+    let url = format!("{}/Users", d.url);
+    let answers = futures_util::future::join_all((0..12).map(|i| {
+        let body = user_body(if i % 2 == 0 { "same" } else { "SAME" });
+        let (app, url, token) = (&app, url.clone(), d.token.clone());
+        async move { app.scim(Method::POST, &url, &token, Some(&body)).await }
+    }))
+    .await;
+    let created = answers.iter().filter(|a| a.0 == 201).count();
+    assert_eq!(
+        created,
+        1,
+        "{:?}",
+        answers.iter().map(|a| a.0).collect::<Vec<_>>()
+    );
+    for a in answers.iter().filter(|a| a.0 != 201) {
+        assert_error("a concurrent duplicate", a, 409, Some("uniqueness"));
+    }
+    let (_, d2) = app
+        .get_json(&format!("/api/directories/{}", d.id), &token_for(ORG_A))
+        .await;
+    assert_eq!(d2["user_count"], 1);
+}
