@@ -461,6 +461,12 @@ fn print_exported(report: &ndjson::ExportReport) {
         report.authkit_users,
         report.org_memberships
     );
+    if report.scim_directories > 0 {
+        eprintln!(
+            "{} SCIM directories not exported (import takes WorkOS data only; `rollcall backup` keeps them)",
+            report.scim_directories
+        );
+    }
 }
 
 /// A running server's control socket, when a server holds the database.

@@ -17,7 +17,9 @@
 //! like every other path (a directory, group, user, AuthKit user or
 //! organization membership line needs `created_at` or `updated_at`). So
 //! export → import into an empty database reproduces every API answer byte
-//! for byte.
+//! for byte. SCIM directories (`rollcall directory create`) are not
+//! exported: their data is their identity provider's, and their tokens
+//! exist only as hashes; `rollcall backup` keeps them.
 //!
 //! Import is one write transaction: a bad line aborts with its line number
 //! and nothing is written; re-importing the same file changes nothing
@@ -493,6 +495,9 @@ pub struct ExportReport {
     pub memberships: u64,
     pub authkit_users: u64,
     pub org_memberships: u64,
+    /// SCIM directories left out (with their users, groups, memberships).
+    #[serde(default)]
+    pub scim_directories: u64,
 }
 
 /// Writes the whole database as NDJSON from one consistent snapshot:
@@ -538,6 +543,13 @@ pub fn export(
         report.org_memberships += 1;
     }
     for d in snapshot.all_directories()? {
+        // A SCIM directory's data is its identity provider's and import
+        // takes WorkOS data only (it refuses `scim_directory_…` ids): written
+        // here, it would make the whole file unimportable. A backup keeps it.
+        if d.is_scim() {
+            report.scim_directories += 1;
+            continue;
+        }
         write_directory(out, &d)?;
         report.directories += 1;
         snapshot.visit_groups(d.id, |g: DirectoryGroup| {

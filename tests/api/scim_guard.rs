@@ -1485,3 +1485,80 @@ async fn concurrent_creates_of_one_user_name_make_one_user() {
         .await;
     assert_eq!(d2["user_count"], 1);
 }
+
+#[tokio::test]
+async fn an_export_leaves_scim_directories_out_and_imports_whole() {
+    let app = spawn_app().await;
+    app.send_all(&[
+        activated("directory_W", ORG_B, 1),
+        user_event(
+            "created",
+            user("directory_W", "directory_user_w1", "w1@example.test", 2),
+            2,
+        ),
+    ])
+    .await;
+    let d = app.scim_directory(ORG_A, "okta").await;
+    let ann = new_user(&app, &d, "ann").await;
+    new_group(&app, &d, "team", &[&ann]).await;
+    let (dir, settings) = app.stop().await;
+
+    let out = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .arg("--data")
+        .arg(&settings.data)
+        .arg("export")
+        .env_remove("ROLLCALL_DATA")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("exported 1 directories, 1 users, 0 groups, 0 memberships"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("1 SCIM directories not exported"),
+        "{stderr}"
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(
+        !text.contains("scim_directory_") && !text.contains(&ann),
+        "{text}"
+    );
+
+    let file = dir.path().join("export.ndjson");
+    std::fs::write(&file, &text).unwrap();
+    let other = tempfile::TempDir::new().unwrap();
+    let s2 = crate::helpers::settings(other.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .arg("--data")
+        .arg(&s2.data)
+        .arg("import")
+        .arg(&file)
+        .env_remove("ROLLCALL_DATA")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the export imports: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let original = spawn_with(settings, dir).await;
+    let imported = spawn_with(s2, std::sync::Arc::new(other)).await;
+    assert_same_answers(
+        &every_answer(&original.client, &original.base, &[ORG_B]).await,
+        &every_answer(&imported.client, &imported.base, &[ORG_B]).await,
+        "the WorkOS directory after export and import",
+    );
+    let (_, list) = imported
+        .get_json("/api/directories", &token_for(ORG_A))
+        .await;
+    assert_eq!(list, json!([]));
+    // The original still holds the SCIM directory.
+    let (_, list) = original
+        .get_json("/api/directories", &token_for(ORG_A))
+        .await;
+    assert_eq!(list[0]["id"], d.id);
+}
