@@ -1562,3 +1562,119 @@ async fn an_export_leaves_scim_directories_out_and_imports_whole() {
         .await;
     assert_eq!(list[0]["id"], d.id);
 }
+
+#[tokio::test]
+async fn paging_parameters_out_of_range_are_bounded_and_bad_ones_refused() {
+    let app = spawn_app().await;
+    let d = app.scim_directory(ORG_A, "okta").await;
+    for i in 1..=3 {
+        new_user(&app, &d, &format!("u{i}")).await;
+    }
+    for (query, start, items) in [
+        ("?startIndex=0", 1, 3),
+        ("?startIndex=-4&count=2", 1, 2),
+        ("?count=-1", 1, 0),
+        ("?count=5000", 1, 3),
+        ("?StartIndex=2&COUNT=1", 2, 1),
+    ] {
+        let (status, _, list) = app
+            .scim(
+                Method::GET,
+                &format!("{}/Users{query}", d.url),
+                &d.token,
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{query}: {list}");
+        assert_eq!(list["totalResults"], 3, "{query}");
+        assert_eq!(list["startIndex"], start, "{query}: {list}");
+        assert_eq!(list["itemsPerPage"], items, "{query}: {list}");
+        assert_eq!(
+            list["Resources"].as_array().unwrap().len(),
+            items,
+            "{query}"
+        );
+    }
+    for (query, scim_type) in [
+        ("?count=ten", "invalidValue"),
+        ("?startIndex=1.5", "invalidValue"),
+        ("?filter=%ZZ", "invalidFilter"),
+    ] {
+        let answer = app
+            .scim(
+                Method::GET,
+                &format!("{}/Users{query}", d.url),
+                &d.token,
+                None,
+            )
+            .await;
+        assert_error(query, &answer, 400, Some(scim_type));
+    }
+}
+
+#[tokio::test]
+async fn preconditions_take_weak_strong_and_star_tags() {
+    let app = spawn_app().await;
+    let d = app.scim_directory(ORG_A, "okta").await;
+    let ann = new_user(&app, &d, "ann").await;
+    let url = format!("{}/Users/{ann}", d.url);
+    let bearer = format!("Bearer {}", d.token);
+    let auth = Some(bearer.as_str());
+    let (_, headers, _) = app.scim(Method::GET, &url, &d.token, None).await;
+    let weak = headers["etag"].to_str().unwrap().to_owned();
+    assert!(weak.starts_with("W/\""), "{weak}");
+    let strong = weak.trim_start_matches("W/").to_owned();
+
+    for tag in [strong.as_str(), "*", &format!("\"nope\", {weak}")] {
+        let (status, _, _) = raw(
+            &app,
+            Method::GET,
+            &url,
+            auth,
+            None,
+            &[("if-none-match", tag)],
+        )
+        .await;
+        assert_eq!(status, 304, "If-None-Match: {tag}");
+    }
+    // A PATCH that changes nothing keeps the version.
+    let same = serde_json::to_vec(&json!({"schemas": [PATCH_OP], "Operations": [
+        {"op": "replace", "path": "userName", "value": "ann"}]}))
+    .unwrap();
+    let (status, headers, _) = raw(
+        &app,
+        Method::PATCH,
+        &url,
+        auth,
+        Some(same),
+        &[("if-match", &strong)],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["etag"].to_str().unwrap(), weak);
+    let body = serde_json::to_vec(&user_body("ann2")).unwrap();
+    let (status, headers, _) = raw(
+        &app,
+        Method::PUT,
+        &url,
+        auth,
+        Some(body),
+        &[("if-match", "*")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let next = headers["etag"].to_str().unwrap().to_owned();
+    assert_ne!(next, weak);
+    let (status, _, _) = raw(
+        &app,
+        Method::DELETE,
+        &url,
+        auth,
+        None,
+        &[("if-match", &format!("{weak}, {next}"))],
+    )
+    .await;
+    assert_eq!(status, 204);
+    let answer = raw(&app, Method::DELETE, &url, auth, None, &[("if-match", "*")]).await;
+    assert_error("DELETE of a deleted user", &answer, 404, None);
+}
