@@ -1347,7 +1347,7 @@ async fn the_directory_cli_goes_through_a_running_server() {
             .unwrap(),
     );
     assert_eq!(deleted, json!({"deleted": id}));
-    let (status, body) = scim(new_token, Method::GET, None).await;
+    let (status, body) = scim(new_token.clone(), Method::GET, None).await;
     assert_eq!(status, 401, "{body}");
     let (status, _) = char_get(format!("/api/directories/{id}"), ORG_A).await;
     assert_eq!(status, 404);
@@ -1356,7 +1356,19 @@ async fn the_directory_cli_goes_through_a_running_server() {
     assert_eq!(dirs[0]["id"], workos);
     let list = json_out(&run(args(&["directory", "list", "--json"])).await.unwrap());
     assert_eq!(list, json!([]));
-    drop(server);
+
+    // No token is ever logged, not even a refused one.
+    let logs = server.logs_after_stop();
+    assert!(
+        logs.iter().any(|l| l.contains("SCIM directory created")),
+        "{logs:?}"
+    );
+    for t in [&token, &new_token] {
+        assert!(
+            !logs.iter().any(|l| l.contains(t.as_str())),
+            "a token in the logs"
+        );
+    }
 }
 
 #[tokio::test]

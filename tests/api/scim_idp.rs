@@ -507,6 +507,31 @@ async fn scim_users_link_to_authkit_users_by_email_as_workos_users_do() {
     let list = char_users(&app, ORG_A, &a).await;
     assert_eq!(char_user(&list, ada_id)["email"], "bob@example.test");
     assert_eq!(char_user(&list, ada_id)["user_id"], "user_02");
+
+    // The membership ending, then the AuthKit user's deletion, unlink.
+    let bob_id = bob["id"].as_str().unwrap();
+    app.send_all(&[org_membership_event(
+        "deleted",
+        org_membership(
+            &format!("om_user_02_{ORG_A}"),
+            "user_02",
+            ORG_A,
+            "active",
+            3,
+        ),
+        3,
+    )])
+    .await;
+    let list = char_users(&app, ORG_A, &a).await;
+    assert_eq!(char_user(&list, bob_id)["user_id"], Value::Null, "{list}");
+    assert_eq!(char_user(&list, ada_id)["user_id"], Value::Null, "{list}");
+    app.send_all(&[
+        member_of("user_02", ORG_A, 4),
+        authkit_event("deleted", authkit_user("user_02", "bob@example.test", 5), 5),
+    ])
+    .await;
+    let list = char_users(&app, ORG_A, &a).await;
+    assert_eq!(char_user(&list, bob_id)["user_id"], Value::Null, "{list}");
 }
 
 #[tokio::test]
