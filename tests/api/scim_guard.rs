@@ -1690,3 +1690,60 @@ async fn preconditions_take_weak_strong_and_star_tags() {
     let answer = raw(&app, Method::DELETE, &url, auth, None, &[("if-match", "*")]).await;
     assert_error("DELETE of a deleted user", &answer, 404, None);
 }
+
+#[tokio::test]
+async fn a_backup_restored_elsewhere_keeps_scim_directories_and_their_tokens() {
+    let app = spawn_app().await;
+    let d = app.scim_directory(ORG_A, "jumpcloud").await;
+    let ann = new_user(&app, &d, "ann").await;
+    new_group(&app, &d, "team", &[&ann]).await;
+    let copy = app.dir().path().join("copy.redb");
+    let (dir, settings) = app.stop().await;
+    let out = rollcall(&settings.data, &["backup", copy.to_str().unwrap()], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let other = tempfile::TempDir::new().unwrap();
+    let s2 = crate::helpers::settings(other.path());
+    let out = rollcall(&s2.data, &["restore", copy.to_str().unwrap()], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list = json_out(&rollcall(&s2.data, &["directory", "list", "--json"], &[]));
+    assert_eq!(list[0]["id"], d.id);
+    assert_eq!(list[0]["type"], "jump_cloud_scim");
+    assert_eq!(
+        (
+            list[0]["user_count"].clone(),
+            list[0]["group_count"].clone()
+        ),
+        (json!(1), json!(1))
+    );
+
+    let restored = spawn_with(s2, std::sync::Arc::new(other)).await;
+    let url = format!("{}/scim/v2/{}", restored.base, d.id);
+    let (status, _, list) = restored
+        .scim(Method::GET, &format!("{url}/Groups"), &d.token, None)
+        .await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(
+        member_values(&list["Resources"][0]),
+        std::slice::from_ref(&ann)
+    );
+    let (status, _, list) = restored
+        .scim(
+            Method::GET,
+            &format!("{url}/Users?filter=userName%20eq%20%22ANN%22"),
+            &d.token,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["Resources"][0]["id"], ann);
+    drop(dir);
+}
