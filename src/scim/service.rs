@@ -250,6 +250,27 @@ impl Stored {
     }
 }
 
+impl Stored {
+    /// The resource a filter sees: [`Self::as_value`] with the `meta` every
+    /// answer shows (but `location`, which needs the base URL), so
+    /// `meta.lastModified gt "…"` (RFC 7644 §3.4.2.2) can match.
+    fn filter_value(&self) -> Value {
+        let mut out = self.as_value();
+        if let Value::Object(map) = &mut out {
+            map.insert(
+                "meta".into(),
+                serde_json::json!({
+                    "resourceType": self.kind.name(),
+                    "created": self.created.to_rfc3339(),
+                    "lastModified": self.updated.to_rfc3339(),
+                    "version": self.version(),
+                }),
+            );
+        }
+        out
+    }
+}
+
 fn parse_stored(raw: Option<&str>) -> Map<String, Value> {
     raw.and_then(|r| serde_json::from_str::<Map<String, Value>>(r).ok())
         .unwrap_or_default()
@@ -1210,7 +1231,7 @@ pub fn search(
     // Members are read to test a filter only when it names them.
     let filter_members = kind == ResourceKind::Group && names_members(filter);
     let take = |s: Stored, page: &mut Page| {
-        if filter.matches(&s.as_value()) {
+        if filter.matches(&s.filter_value()) {
             page.total += 1;
             if page.total > skip && (page.resources.len() as u64) < count {
                 page.resources.push(s);

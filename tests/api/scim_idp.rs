@@ -989,3 +989,59 @@ async fn member_ids_are_matched_as_ids_whatever_their_case() {
         std::slice::from_ref(&u2)
     );
 }
+
+#[tokio::test]
+async fn filters_see_meta_and_compare_date_times_as_instants() {
+    let app = spawn_app().await;
+    let d = app.scim_directory(ORG_A, "okta").await;
+    let first = post(&app, &d, "Users", json!({"userName": "first"})).await;
+    let second = post(&app, &d, "Users", json!({"userName": "second"})).await;
+    post(&app, &d, "Groups", json!({"displayName": "g"})).await;
+    let first_at = first["meta"]["lastModified"].as_str().unwrap().to_owned();
+    let second_at = second["meta"]["lastModified"].as_str().unwrap().to_owned();
+    // `…:SS.mmmZ` cut to whole seconds: an earlier or equal instant, which
+    // sorts after it as text.
+    let whole = format!("{}Z", &first_at[..19]);
+    let ids = |list: &Value| -> Vec<Value> {
+        list["Resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].clone())
+            .collect()
+    };
+    let both = vec![first["id"].clone(), second["id"].clone()];
+    for (filter, want) in [
+        (
+            "meta.lastModified gt \"2000-01-01T00:00:00Z\"".to_owned(),
+            both.clone(),
+        ),
+        (
+            "meta.lastModified lt \"2000-01-01T00:00:00Z\"".to_owned(),
+            vec![],
+        ),
+        (format!("meta.lastModified ge \"{whole}\""), both.clone()),
+        (format!("meta.created ge \"{first_at}\""), both.clone()),
+        (
+            format!("meta.lastModified le \"{second_at}\" and userName eq \"second\""),
+            vec![second["id"].clone()],
+        ),
+        (format!("meta.lastModified lt \"{first_at}\""), vec![]),
+        ("meta.resourceType eq \"User\"".to_owned(), both.clone()),
+        ("meta.version pr".to_owned(), both.clone()),
+    ] {
+        let list = scim_get(&app, &d, &format!("/Users?filter={}", urlencoding(&filter))).await;
+        assert_eq!(ids(&list), want, "{filter}: {list}");
+        assert_eq!(list["totalResults"], want.len(), "{filter}");
+    }
+    let list = scim_get(
+        &app,
+        &d,
+        &format!(
+            "/Groups?filter={}",
+            urlencoding("meta.resourceType eq \"Group\"")
+        ),
+    )
+    .await;
+    assert_eq!(list["totalResults"], 1);
+}
