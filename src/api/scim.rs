@@ -66,6 +66,8 @@ enum Failure {
     /// and headers, in the SCIM error shape.
     Api(ApiError),
     Unauthorized,
+    /// A method the endpoint does not answer; the methods it does.
+    NotAllowed(&'static str),
 }
 
 impl From<ScimError> for Failure {
@@ -113,6 +115,16 @@ impl Failure {
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"rollcall-scim\""),
                 );
+                resp
+            }
+            Self::NotAllowed(allow) => {
+                let mut resp = error_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    None,
+                    "this endpoint does not answer that method",
+                );
+                resp.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
                 resp
             }
             Self::Api(e) => {
@@ -281,14 +293,14 @@ where
             match method {
                 Method::GET => list(&ctx, kind).await,
                 Method::POST => create(&ctx, kind, body).await,
-                _ => Err(not_allowed()),
+                _ => Err(not_allowed("GET, POST")),
             }
         }
         [res, ".search"] if kind(res).is_some() => {
             let kind = kind(res).unwrap_or(ResourceKind::User);
             match method {
                 Method::POST => search_body(&ctx, kind, body).await,
-                _ => Err(not_allowed()),
+                _ => Err(not_allowed("POST")),
             }
         }
         [res, id] if kind(res).is_some() => {
@@ -299,14 +311,16 @@ where
                 Method::PUT => change(&ctx, kind, id, body, false).await,
                 Method::PATCH => change(&ctx, kind, id, body, true).await,
                 Method::DELETE => delete(&ctx, kind, id).await,
-                _ => Err(not_allowed()),
+                _ => Err(not_allowed("GET, PUT, PATCH, DELETE")),
             }
         }
         [".search"] => match method {
             Method::POST => search_all(&ctx, body).await,
-            _ => Err(not_allowed()),
+            _ => Err(not_allowed("POST")),
         },
-        ["ServiceProviderConfig" | "ResourceTypes" | "Schemas", ..] => Err(not_allowed()),
+        ["ServiceProviderConfig"]
+        | ["ResourceTypes" | "Schemas"]
+        | ["ResourceTypes" | "Schemas", _] => Err(not_allowed("GET")),
         _ => Err(not_found("endpoint")),
     }
 }
@@ -319,12 +333,9 @@ fn not_found(what: &str) -> Failure {
     })
 }
 
-fn not_allowed() -> Failure {
-    Failure::Scim(ScimError {
-        status: 405,
-        scim_type: None,
-        detail: "this endpoint does not answer that method".into(),
-    })
+/// A 405 with the `Allow` header naming what the endpoint answers.
+fn not_allowed(allow: &'static str) -> Failure {
+    Failure::NotAllowed(allow)
 }
 
 fn list_of(resources: Vec<Value>) -> Value {

@@ -625,6 +625,8 @@ async fn every_refusal_is_a_scim_error_and_changes_nothing() {
         format!("{}/Nope", d.url),
         format!("{}/Users/{ann}/extra", d.url),
         format!("{}/Schemas/urn:nope", d.url),
+        format!("{}/ServiceProviderConfig/extra", d.url),
+        format!("{}/Schemas/a/b", d.url),
         format!("{}/ResourceTypes/Nope", d.url),
         format!("{users}/{}", uuid::Uuid::now_v7()),
         format!("{users}/not-a-uuid"),
@@ -634,18 +636,29 @@ async fn every_refusal_is_a_scim_error_and_changes_nothing() {
         let answer = app.scim(Method::GET, &url, &d.token, None).await;
         assert_error(&format!("GET {url}"), &answer, 404, None);
     }
-    for (method, url) in [
-        (Method::DELETE, users.clone()),
-        (Method::PUT, groups.clone()),
-        (Method::PATCH, users.clone()),
-        (Method::POST, ann_url.clone()),
-        (Method::GET, format!("{users}/.search")),
-        (Method::GET, format!("{}/.search", d.url)),
-        (Method::POST, format!("{}/ServiceProviderConfig", d.url)),
-        (Method::DELETE, format!("{}/Schemas", d.url)),
+    for (method, url, allow) in [
+        (Method::DELETE, users.clone(), "GET, POST"),
+        (Method::PUT, groups.clone(), "GET, POST"),
+        (Method::PATCH, users.clone(), "GET, POST"),
+        (Method::POST, ann_url.clone(), "GET, PUT, PATCH, DELETE"),
+        (Method::HEAD, team_url.clone(), "GET, PUT, PATCH, DELETE"),
+        (Method::GET, format!("{users}/.search"), "POST"),
+        (Method::GET, format!("{}/.search", d.url), "POST"),
+        (
+            Method::POST,
+            format!("{}/ServiceProviderConfig", d.url),
+            "GET",
+        ),
+        (Method::DELETE, format!("{}/Schemas", d.url), "GET"),
+        (Method::PUT, format!("{}/ResourceTypes/User", d.url), "GET"),
     ] {
         let answer = app.scim(method.clone(), &url, &d.token, None).await;
-        assert_error(&format!("{method} {url}"), &answer, 405, None);
+        assert_eq!(answer.1["allow"], allow, "{method} {url}: Allow");
+        if method == Method::HEAD {
+            assert_eq!(answer.0, 405);
+        } else {
+            assert_error(&format!("{method} {url}"), &answer, 405, None);
+        }
     }
 
     assert_eq!(
