@@ -1045,3 +1045,69 @@ async fn filters_see_meta_and_compare_date_times_as_instants() {
     .await;
     assert_eq!(list["totalResults"], 1);
 }
+
+#[tokio::test]
+async fn a_patch_marking_an_email_primary_unmarks_the_others_and_moves_the_char_email() {
+    let app = spawn_app().await;
+    let d = app.scim_directory(ORG_A, "entra").await;
+    let u = post(
+        &app,
+        &d,
+        "Users",
+        json!({"userName": "pat", "emails": [{"value": "a@x.test", "type": "work", "primary": true}]}),
+    )
+    .await;
+    let path = format!("/Users/{}", u["id"].as_str().unwrap());
+    let primaries = |u: &Value| -> Vec<(String, bool)> {
+        u["emails"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["value"].as_str().unwrap().to_owned(),
+                    e["primary"] == true,
+                )
+            })
+            .collect()
+    };
+    let p = |v: &str, b: bool| (v.to_owned(), b);
+    for (ops, want, char_email) in [
+        (
+            json!([{"op": "add", "path": "emails", "value": [{"value": "b@x.test", "type": "home", "primary": true}]}]),
+            vec![p("a@x.test", false), p("b@x.test", true)],
+            "b@x.test",
+        ),
+        (
+            json!([{"op": "Replace", "path": "emails[value eq \"a@x.test\"].primary", "value": "True"}]),
+            vec![p("a@x.test", true), p("b@x.test", false)],
+            "a@x.test",
+        ),
+        (
+            json!([{"op": "add", "value": {"emails": [{"value": "c@x.test", "type": "other", "primary": true}]}}]),
+            vec![
+                p("a@x.test", false),
+                p("b@x.test", false),
+                p("c@x.test", true),
+            ],
+            "c@x.test",
+        ),
+        // Marking nothing new leaves the primary where it is.
+        (
+            json!([{"op": "add", "path": "emails", "value": [{"value": "d@x.test", "type": "work"}]}]),
+            vec![
+                p("a@x.test", false),
+                p("b@x.test", false),
+                p("c@x.test", true),
+                p("d@x.test", false),
+            ],
+            "c@x.test",
+        ),
+    ] {
+        let out = patch(&app, &d, &path, ops.clone()).await;
+        assert_eq!(primaries(&out), want, "{ops}: {out}");
+        assert_eq!(primaries(&scim_get(&app, &d, &path).await), want, "{ops}");
+        let list = char_users(&app, ORG_A, &d).await;
+        assert_eq!(list[0]["email"], char_email, "{ops}");
+    }
+}
