@@ -618,6 +618,16 @@ async fn every_refusal_is_a_scim_error_and_changes_nothing() {
     ] {
         let answer = app.scim(method.clone(), url, &d.token, Some(&big)).await;
         assert_error(&format!("{method} too big"), &answer, 413, None);
+        // Without the token the body is not even read: 401, not 413.
+        let answer = app
+            .scim(method.clone(), url, &other.token, Some(&big))
+            .await;
+        assert_error(
+            &format!("{method} too big, wrong token"),
+            &answer,
+            401,
+            None,
+        );
     }
 
     // Unknown endpoints and resources: 404; a method an endpoint does not answer: 405.
