@@ -1230,8 +1230,15 @@ pub fn search(
     };
     // Members are read to test a filter only when it names them.
     let filter_members = kind == ResourceKind::Group && names_members(filter);
+    // `meta` (a digest for its version) is made only for a filter naming it.
+    let filter_meta = filter.to_string().to_ascii_lowercase().contains("meta");
     let take = |s: Stored, page: &mut Page| {
-        if filter.matches(&s.filter_value()) {
+        let seen = if filter_meta {
+            s.filter_value()
+        } else {
+            s.as_value()
+        };
+        if filter.matches(&seen) {
             page.total += 1;
             if page.total > skip && (page.resources.len() as u64) < count {
                 page.resources.push(s);
