@@ -665,13 +665,13 @@ where
     } else {
         None
     };
-    let (dir, if_match) = (ctx.dir, if_match(ctx));
+    let (dir, if_match, base) = (ctx.dir, if_match(ctx), ctx.base.clone());
     let stored = ctx
         .state
         .committer
         .run(move |tx| {
             let change = match &request {
-                Some(r) => Change::Patch(r.clone()),
+                Some(r) => Change::Patch(r.clone(), base.clone()),
                 None => Change::Replace(body.clone()),
             };
             match kind {

@@ -251,6 +251,12 @@ impl Stored {
 }
 
 impl Stored {
+    /// The resource a PATCH applies to: as answered (`meta`, members with
+    /// `$ref`); what it makes is stored without them.
+    fn patch_value(&self, base: &str) -> Value {
+        self.render(base, &Projection::default())
+    }
+
     /// The resource a filter sees: [`Self::as_value`] with the `meta` every
     /// answer shows (but `location`, which needs the base URL), so
     /// `meta.lastModified gt "…"` (RFC 7644 §3.4.2.2) can match.
@@ -862,7 +868,7 @@ pub fn replace_user(
     }
     let body = match change {
         Change::Replace(body) => body,
-        Change::Patch(request) => match patch::apply(&old.as_value(), &request) {
+        Change::Patch(request, base) => match patch::apply(&old.patch_value(&base), &request) {
             Ok(outcome) => outcome.resource,
             Err(e) => return Ok(Err(e.into())),
         },
@@ -885,8 +891,10 @@ pub fn replace_user(
 pub enum Change {
     /// The whole resource (PUT).
     Replace(Value),
-    /// Operations on the stored resource (PATCH).
-    Patch(PatchRequest),
+    /// Operations on the stored resource (PATCH), and the directory's SCIM
+    /// base URL: the operations see the resource as answered, `meta`
+    /// included, so a client echoing it unchanged is not refused.
+    Patch(PatchRequest, String),
 }
 
 /// Deletes a user (its memberships go with it, and its groups' versions
@@ -1040,8 +1048,8 @@ pub fn replace_group(
             let removed = was.difference(&after).copied().collect();
             (Value::Object(map), added, removed)
         }
-        Change::Patch(request) => {
-            let outcome = match patch::apply(&old.as_value(), &request) {
+        Change::Patch(request, base) => {
+            let outcome = match patch::apply(&old.patch_value(&base), &request) {
                 Ok(o) => o,
                 Err(e) => return Ok(Err(e.into())),
             };

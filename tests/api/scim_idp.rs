@@ -1111,3 +1111,63 @@ async fn a_patch_marking_an_email_primary_unmarks_the_others_and_moves_the_char_
         assert_eq!(list[0]["email"], char_email, "{ops}");
     }
 }
+
+#[tokio::test]
+async fn a_patch_may_echo_the_resource_as_answered_but_not_change_its_meta() {
+    let app = spawn_app().await;
+    let d = app.scim_directory(ORG_A, "okta").await;
+    let u = post(
+        &app,
+        &d,
+        "Users",
+        json!({"userName": "echo", "active": true}),
+    )
+    .await;
+    let uid = u["id"].as_str().unwrap().to_owned();
+    let upath = format!("/Users/{uid}");
+
+    // The whole resource as answered, meta included, with one change.
+    let mut whole = scim_get(&app, &d, &upath).await;
+    whole["active"] = json!(false);
+    let out = patch(&app, &d, &upath, json!([{"op": "replace", "value": whole}])).await;
+    assert_eq!(out["active"], false, "{out}");
+    let list = char_users(&app, ORG_A, &d).await;
+    assert_eq!(list[0]["state"], "inactive");
+    let raw: Value = serde_json::from_str(list[0]["raw_attributes"].as_str().unwrap()).unwrap();
+    assert!(raw.get("meta").is_none(), "meta is never stored: {raw}");
+
+    // A meta that differs is still refused, and changes nothing.
+    let mut changed = scim_get(&app, &d, &upath).await;
+    changed["meta"]["lastModified"] = json!("2001-01-01T00:00:00.000Z");
+    changed["active"] = json!(true);
+    let (status, _, answer) = app
+        .scim(
+            Method::PATCH,
+            &format!("{}{upath}", d.url),
+            &d.token,
+            Some(&json!({"schemas": [PATCH_OP], "Operations": [{"op": "replace", "value": changed}]})),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["scimType"], "mutability");
+    assert_eq!(scim_get(&app, &d, &upath).await["active"], false);
+
+    // A group echoed whole, members as answered, renamed.
+    let g = post(
+        &app,
+        &d,
+        "Groups",
+        json!({"displayName": "before", "members": [{"value": uid}]}),
+    )
+    .await;
+    let gpath = format!("/Groups/{}", g["id"].as_str().unwrap());
+    let mut whole = scim_get(&app, &d, &gpath).await;
+    whole["displayName"] = json!("after");
+    let out = patch(&app, &d, &gpath, json!([{"op": "replace", "value": whole}])).await;
+    assert_eq!(out["displayName"], "after");
+    assert_eq!(member_values(&out), std::slice::from_ref(&uid));
+    assert_eq!(
+        member_values(&scim_get(&app, &d, &gpath).await),
+        std::slice::from_ref(&uid)
+    );
+}
