@@ -68,6 +68,8 @@ enum Failure {
     /// and headers, in the SCIM error shape.
     Api(ApiError),
     Unauthorized,
+    /// A method the endpoint does not answer; the methods it does.
+    NotAllowed(&'static str),
 }
 
 impl From<ScimError> for Failure {
@@ -115,6 +117,16 @@ impl Failure {
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"rollcall-scim\""),
                 );
+                resp
+            }
+            Self::NotAllowed(allow) => {
+                let mut resp = error_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    None,
+                    "this endpoint does not answer that method",
+                );
+                resp.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
                 resp
             }
             Self::Api(e) => {
@@ -258,11 +270,11 @@ where
         (Some(kind), [_]) => match method {
             Method::GET => list(&ctx, kind).await,
             Method::POST => create(&ctx, kind, body).await,
-            _ => Err(not_allowed()),
+            _ => Err(not_allowed("GET, POST")),
         },
         (Some(kind), [_, ".search"]) => match method {
             Method::POST => search_body(&ctx, kind, body).await,
-            _ => Err(not_allowed()),
+            _ => Err(not_allowed("POST")),
         },
         (Some(kind), [_, id]) => {
             let id = (*id).to_owned();
@@ -271,12 +283,12 @@ where
                 Method::PUT => change(&ctx, kind, id, body, false).await,
                 Method::PATCH => change(&ctx, kind, id, body, true).await,
                 Method::DELETE => delete(&ctx, kind, id).await,
-                _ => Err(not_allowed()),
+                _ => Err(not_allowed("GET, PUT, PATCH, DELETE")),
             }
         }
         (_, [".search"]) => match method {
             Method::POST => search_all(&ctx, body).await,
-            _ => Err(not_allowed()),
+            _ => Err(not_allowed("POST")),
         },
         (_, ["ServiceProviderConfig"]) if m == Method::GET => Ok(json_answer(
             StatusCode::OK,
@@ -296,7 +308,12 @@ where
         (_, ["Schemas", urn]) if m == Method::GET => {
             find_by_id(discovery::schemas(&ctx.base), urn, "schema")
         }
-        (_, ["ServiceProviderConfig" | "ResourceTypes" | "Schemas", ..]) => Err(not_allowed()),
+        (
+            _,
+            ["ServiceProviderConfig"]
+            | ["ResourceTypes" | "Schemas"]
+            | ["ResourceTypes" | "Schemas", _],
+        ) => Err(not_allowed("GET")),
         _ => Err(not_found("endpoint")),
     }
 }
@@ -317,12 +334,9 @@ fn not_found(what: &str) -> Failure {
     })
 }
 
-fn not_allowed() -> Failure {
-    Failure::Scim(ScimError {
-        status: 405,
-        scim_type: None,
-        detail: "this endpoint does not answer that method".into(),
-    })
+/// A 405 with the `Allow` header naming what the endpoint answers.
+fn not_allowed(allow: &'static str) -> Failure {
+    Failure::NotAllowed(allow)
 }
 
 fn list_of(resources: Vec<Value>) -> Value {
@@ -661,13 +675,13 @@ where
     } else {
         None
     };
-    let (dir, if_match) = (ctx.dir, if_match(ctx));
+    let (dir, if_match, base) = (ctx.dir, if_match(ctx), ctx.base.clone());
     let stored = ctx
         .state
         .committer
         .run(move |tx| {
             let change = match &request {
-                Some(r) => Change::Patch(r.clone()),
+                Some(r) => Change::Patch(r.clone(), base.clone()),
                 None => Change::Replace(body.clone()),
             };
             match kind {

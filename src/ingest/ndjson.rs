@@ -17,7 +17,9 @@
 //! like every other path (a directory, group, user, AuthKit user or
 //! organization membership line needs `created_at` or `updated_at`). So
 //! export → import into an empty database reproduces every API answer byte
-//! for byte.
+//! for byte. SCIM directories (`rollcall directory create`) are not
+//! exported: their data is their identity provider's, and their tokens
+//! exist only as hashes; `rollcall backup` keeps them.
 //!
 //! Import is one write transaction: a bad line aborts with its line number
 //! and nothing is written; re-importing the same file changes nothing

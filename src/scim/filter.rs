@@ -914,6 +914,25 @@ fn compare(v: &Value, op: CompareOp, lit: &Literal, exact: bool) -> bool {
 }
 
 fn compare_str(a: &str, op: CompareOp, b: &str, exact: bool) -> bool {
+    // Two dateTimes (`meta.lastModified gt "2011-05-13T04:42:34Z"`) compare
+    // as instants: as text, "…:34.5Z" would sort before "…:34Z".
+    if !matches!(op, CompareOp::Co | CompareOp::Sw | CompareOp::Ew)
+        && let (Ok(x), Ok(y)) = (
+            chrono::DateTime::parse_from_rfc3339(a),
+            chrono::DateTime::parse_from_rfc3339(b),
+        )
+    {
+        use std::cmp::Ordering::*;
+        let ord = x.cmp(&y);
+        return match op {
+            CompareOp::Eq => ord == Equal,
+            CompareOp::Ne => ord != Equal,
+            CompareOp::Gt => ord == Greater,
+            CompareOp::Ge => ord != Less,
+            CompareOp::Lt => ord == Less,
+            _ => ord != Greater,
+        };
+    }
     let (a, b) = if exact {
         (a.to_string(), b.to_string())
     } else {

@@ -205,7 +205,9 @@ pub fn apply(resource: &Value, request: &PatchRequest) -> Result<PatchOutcome, P
     };
     let before = member_ids(&doc);
     for (i, op) in request.operations.iter().enumerate() {
+        let primaries = primaries(&doc);
         apply_operation(&mut doc, op).map_err(|e| prefix(e, i))?;
+        keep_one_primary(&mut doc, &primaries);
     }
     let after = member_ids(&doc);
     Ok(PatchOutcome {
@@ -497,9 +499,12 @@ fn append(items: &mut Vec<Value>, value: Value, name: &str) {
 }
 
 /// A key identifying an element, for set lookups in big groups: its
-/// `value` when `by_value` and it has one, else its JSON text.
+/// `value` when `by_value` and it has one (case-insensitively: a member's
+/// or an email's `value` is not case-exact, RFC 7643 §8.7), else its JSON
+/// text.
 fn element_key(e: &Value, by_value: bool) -> String {
     match get_ci(e, "value").filter(|_| by_value) {
+        Some(Value::String(v)) => format!("v:{}", Value::String(v.to_lowercase())),
         Some(v) => format!("v:{v}"),
         None => format!("j:{e}"),
     }
@@ -751,6 +756,71 @@ fn is_boolean_attr(name: &str) -> bool {
     BOOLEAN_ATTRIBUTES
         .iter()
         .any(|b| b.eq_ignore_ascii_case(name))
+}
+
+fn is_primary(e: &Value) -> bool {
+    match get_ci(e, "primary") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+        _ => false,
+    }
+}
+
+/// The multi-valued attributes' elements marked `primary` (as JSON text),
+/// by attribute; `members` has no `primary` and is not looked at.
+fn primaries(doc: &Map<String, Value>) -> Vec<(String, HashSet<String>)> {
+    doc.iter()
+        .filter(|(k, _)| !k.eq_ignore_ascii_case("members"))
+        .filter_map(|(k, v)| {
+            let marked: HashSet<String> = v
+                .as_array()?
+                .iter()
+                .filter(|e| is_primary(e))
+                .map(Value::to_string)
+                .collect();
+            Some((k.clone(), marked))
+        })
+        .collect()
+}
+
+/// An operation that marks a value `primary` unmarks the others of its
+/// attribute (RFC 7644 §3.5.2): of several primaries, the last one the
+/// operation marked (one not marked so before it) stays.
+fn keep_one_primary(doc: &mut Map<String, Value>, before: &[(String, HashSet<String>)]) {
+    let none = HashSet::new();
+    for (key, value) in doc.iter_mut() {
+        if key.eq_ignore_ascii_case("members") {
+            continue;
+        }
+        let Value::Array(items) = value else { continue };
+        let marked: Vec<usize> = (0..items.len())
+            .filter(|&i| is_primary(&items[i]))
+            .collect();
+        if marked.len() < 2 {
+            continue;
+        }
+        let old = before
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or(&none, |(_, m)| m);
+        let Some(&keep) = marked
+            .iter()
+            .rev()
+            .find(|&&i| !old.contains(&items[i].to_string()))
+        else {
+            continue;
+        };
+        for i in marked.into_iter().filter(|&i| i != keep) {
+            if let Value::Object(e) = &mut items[i]
+                && let Some(k) = e
+                    .keys()
+                    .find(|k| k.eq_ignore_ascii_case("primary"))
+                    .cloned()
+            {
+                e.insert(k, Value::Bool(false));
+            }
+        }
+    }
 }
 
 /// The `value` of each element of `members`, in order.

@@ -272,6 +272,33 @@ impl Stored {
     }
 }
 
+impl Stored {
+    /// The resource a PATCH applies to: as answered (`meta`, members with
+    /// `$ref`); what it makes is stored without them.
+    fn patch_value(&self, base: &str) -> Value {
+        self.render(base, &Projection::default())
+    }
+
+    /// The resource a filter sees: [`Self::as_value`] with the `meta` every
+    /// answer shows (but `location`, which needs the base URL), so
+    /// `meta.lastModified gt "…"` (RFC 7644 §3.4.2.2) can match.
+    fn filter_value(&self) -> Value {
+        let mut out = self.as_value();
+        if let Value::Object(map) = &mut out {
+            map.insert(
+                "meta".into(),
+                serde_json::json!({
+                    "resourceType": self.kind.name(),
+                    "created": self.created.to_rfc3339(),
+                    "lastModified": self.updated.to_rfc3339(),
+                    "version": self.version(),
+                }),
+            );
+        }
+        out
+    }
+}
+
 fn parse_stored(raw: Option<&str>) -> Map<String, Value> {
     raw.and_then(|r| serde_json::from_str::<Map<String, Value>>(r).ok())
         .unwrap_or_default()
@@ -895,7 +922,7 @@ pub fn replace_user(
     }
     let body = match change {
         Change::Replace(body) => body,
-        Change::Patch(request) => match patch::apply(&old.as_value(), &request) {
+        Change::Patch(request, base) => match patch::apply(&old.patch_value(&base), &request) {
             Ok(outcome) => outcome.resource,
             Err(e) => return Ok(Err(e.into())),
         },
@@ -918,8 +945,10 @@ pub fn replace_user(
 pub enum Change {
     /// The whole resource (PUT).
     Replace(Value),
-    /// Operations on the stored resource (PATCH).
-    Patch(PatchRequest),
+    /// Operations on the stored resource (PATCH), and the directory's SCIM
+    /// base URL: the operations see the resource as answered, `meta`
+    /// included, so a client echoing it unchanged is not refused.
+    Patch(PatchRequest, String),
 }
 
 /// Deletes a user (its memberships go with it, and its groups' versions
@@ -1048,7 +1077,7 @@ pub fn replace_group(
             &id.to_string(),
         )));
     };
-    if let Change::Patch(request) = &change
+    if let Change::Patch(request, _) = &change
         && let Some(steps) = member_steps(request)
     {
         return patch_members(tx, dir, &group, steps, if_match);
@@ -1084,8 +1113,8 @@ pub fn replace_group(
             let removed = was.difference(&after).copied().collect();
             (Value::Object(map), added, removed)
         }
-        Change::Patch(request) => {
-            let outcome = match patch::apply(&old.as_value(), &request) {
+        Change::Patch(request, base) => {
+            let outcome = match patch::apply(&old.patch_value(&base), &request) {
                 Ok(o) => o,
                 Err(e) => return Ok(Err(e.into())),
             };
@@ -1093,10 +1122,14 @@ pub fn replace_group(
                 Ok(m) => m,
                 Err(e) => return Ok(Err(e)),
             };
+            // An id removed in one spelling and added in another (`Replace`
+            // with capitals) is the same member: it stays.
+            let kept: HashSet<Uuid> = added.iter().copied().collect();
             let removed = outcome
                 .members_removed
                 .iter()
                 .filter_map(|v| Uuid::try_parse(v).ok())
+                .filter(|id| !kept.contains(id))
                 .collect();
             let mut body = outcome.resource;
             if let Value::Object(map) = &mut body {
@@ -1373,9 +1406,16 @@ pub fn search(
     };
     // Members are read to test a filter only when it names them.
     let filter_members = kind == ResourceKind::Group && names_members(filter);
+    // `meta` (a digest for its version) is made only for a filter naming it.
+    let filter_meta = filter.to_string().to_ascii_lowercase().contains("meta");
     let mut bytes = 0usize;
     let mut take = |s: Stored, page: &mut Page| {
-        if filter.matches(&s.as_value()) {
+        let seen = if filter_meta {
+            s.filter_value()
+        } else {
+            s.as_value()
+        };
+        if filter.matches(&seen) {
             page.total += 1;
             if page.total > skip
                 && (page.resources.len() as u64) < count

@@ -28,6 +28,8 @@ mod pagination;
 mod persistence;
 mod process;
 mod scim;
+mod scim_guard;
+mod scim_idp;
 mod scoping;
 mod secrets;
 mod sequence;
