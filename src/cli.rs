@@ -582,6 +582,11 @@ fn directory(data: &Path, command: &DirectoryCommand) -> Result<(), CliError> {
             (DirectoryOp::RotateToken { id: a.id.clone() }, &a.output)
         }
     };
+    // Before anything is done: a directory made while its URL cannot be
+    // printed would have a token nobody saw.
+    if let Some(url) = output.public.normalized() {
+        config::check_public_url(&url).map_err(|e| CliError::Other(e.to_string()))?;
+    }
     let result = match running_server(data)? {
         #[cfg(unix)]
         Some(server) => crate::control::request_directory(server, &op).map_err(CliError::Other)?,

@@ -691,6 +691,30 @@ pub fn check_hs256_secret(secret: &[u8]) -> Result<(), UnsafeSetting> {
     Ok(())
 }
 
+/// Refuses a public URL identity providers could not use: one without an
+/// `http://` or `https://` scheme and a host, or with spaces.
+///
+/// # Errors
+/// An [`UnsafeSetting`] naming `--public-url` / `ROLLCALL_PUBLIC_URL`.
+pub fn check_public_url(url: &str) -> Result<(), UnsafeSetting> {
+    let rest = ["http://", "https://"].iter().find_map(|scheme| {
+        url.get(..scheme.len())
+            .filter(|p| p.eq_ignore_ascii_case(scheme))
+            .map(|_| &url[scheme.len()..])
+    });
+    match rest {
+        Some(host) if !host.is_empty() && !url.chars().any(char::is_whitespace) => Ok(()),
+        _ => Err(UnsafeSetting::new(
+            "the public URL",
+            "public-url",
+            "ROLLCALL_PUBLIC_URL",
+            format!(
+                "is {url:?}; give the URL clients reach the server at, like https://rollcall.example.com"
+            ),
+        )),
+    }
+}
+
 impl Settings {
     /// Checks every security-relevant setting before anything is opened or
     /// bound; returns warnings worth logging.
@@ -711,6 +735,9 @@ impl Settings {
         };
         if let Some(secret) = &self.auth.hs256_secret {
             check_hs256_secret(secret)?;
+        }
+        if let Some(url) = &self.public_url {
+            check_public_url(url)?;
         }
         if self
             .auth

@@ -279,21 +279,28 @@ impl Stored {
         self.render(base, &Projection::default())
     }
 
-    /// The resource a filter sees: [`Self::as_value`] with the `meta` every
-    /// answer shows (but `location`, which needs the base URL), so
-    /// `meta.lastModified gt "…"` (RFC 7644 §3.4.2.2) can match.
-    fn filter_value(&self) -> Value {
+    /// The resource a filter sees: [`Self::as_value`], with `active` true
+    /// for a user that never said (as its Char `state` is), and with
+    /// `meta` (but `location`, which needs the base URL) when `meta` is
+    /// asked about, so `meta.lastModified gt "…"` (RFC 7644 §3.4.2.2) can
+    /// match.
+    fn filter_value(&self, meta: bool) -> Value {
         let mut out = self.as_value();
         if let Value::Object(map) = &mut out {
-            map.insert(
-                "meta".into(),
-                serde_json::json!({
-                    "resourceType": self.kind.name(),
-                    "created": self.created.to_rfc3339(),
-                    "lastModified": self.updated.to_rfc3339(),
-                    "version": self.version(),
-                }),
-            );
+            if self.kind == ResourceKind::User && find_ci(map, "active").is_none() {
+                map.insert("active".into(), Value::Bool(true));
+            }
+            if meta {
+                map.insert(
+                    "meta".into(),
+                    serde_json::json!({
+                        "resourceType": self.kind.name(),
+                        "created": self.created.to_rfc3339(),
+                        "lastModified": self.updated.to_rfc3339(),
+                        "version": self.version(),
+                    }),
+                );
+            }
         }
         out
     }
@@ -1410,12 +1417,7 @@ pub fn search(
     let filter_meta = filter.to_string().to_ascii_lowercase().contains("meta");
     let mut bytes = 0usize;
     let mut take = |s: Stored, page: &mut Page| {
-        let seen = if filter_meta {
-            s.filter_value()
-        } else {
-            s.as_value()
-        };
-        if filter.matches(&seen) {
+        if filter.matches(&s.filter_value(filter_meta)) {
             page.total += 1;
             if page.total > skip
                 && (page.resources.len() as u64) < count

@@ -417,3 +417,100 @@ async fn paging_after_a_change_in_between_still_counts_from_the_start() {
     assert_eq!(page(11).await, ids[10..20]);
     assert_eq!(page(21).await, ids[20..]);
 }
+
+#[tokio::test]
+async fn a_user_that_never_said_active_is_active_to_filters_as_in_char() {
+    let app = spawn_app().await;
+    let dir = app.scim_directory("org_active", "generic").await;
+    let users = format!("{}/Users", dir.url);
+    for (name, active) in [("quiet", None), ("on", Some(true)), ("off", Some(false))] {
+        let mut body = user_body(&format!("{name}@x.test"), 0);
+        if let Some(a) = active {
+            body["active"] = json!(a);
+        }
+        let (status, _, _) = app
+            .scim(Method::POST, &users, &dir.token, Some(&body))
+            .await;
+        assert_eq!(status, 201);
+    }
+    let names = |filter: &str| {
+        let url = format!("{users}?filter={}", filter.replace(' ', "%20"));
+        let app = &app;
+        let token = dir.token.clone();
+        async move {
+            let (_, _, list) = app.scim(Method::GET, &url, &token, None).await;
+            let mut n: Vec<String> = list["Resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|u| u["userName"].as_str().unwrap().to_owned())
+                .collect();
+            n.sort();
+            n
+        }
+    };
+    assert_eq!(names("active eq true").await, ["on@x.test", "quiet@x.test"]);
+    assert_eq!(names("active eq false").await, ["off@x.test"]);
+    let (_, list) = app
+        .get_json(
+            &format!("/api/directories/{}/users?state=active", dir.id),
+            &token_for("org_active"),
+        )
+        .await;
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+}
+
+#[test]
+fn directory_create_refuses_a_public_url_it_could_not_print_before_creating_anything() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let data = dir.path().join("rollcall.redb");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .arg("--data")
+            .arg(&data)
+            .args(args)
+            .env_remove("ROLLCALL_PUBLIC_URL")
+            .env_remove("ROLLCALL_DATA")
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "directory",
+        "create",
+        "--org",
+        "org_x",
+        "--name",
+        "X",
+        "--public-url",
+        "rollcall.local",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ROLLCALL_PUBLIC_URL"), "{stderr}");
+    assert!(out.stdout.is_empty());
+    assert!(!data.exists(), "nothing was created");
+    let out = run(&[
+        "directory",
+        "create",
+        "--org",
+        "org_x",
+        "--name",
+        "X",
+        "--json",
+        "--public-url",
+        "https://rollcall.example.com/",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let made: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        made["scim_url"],
+        format!(
+            "https://rollcall.example.com/scim/v2/{}",
+            made["id"].as_str().unwrap()
+        )
+    );
+}

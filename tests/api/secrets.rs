@@ -31,6 +31,7 @@ fn serve(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         "ROLLCALL_WORKOS_API_KEY",
         "ROLLCALL_JWT_AUDIENCE",
         "ROLLCALL_DATA",
+        "ROLLCALL_PUBLIC_URL",
     ] {
         cmd.env_remove(var);
     }
@@ -108,6 +109,27 @@ fn empty_webhook_secret_and_api_key_are_refused() {
             assert_refused_naming(&out, &[var, flag]);
         }
     }
+}
+
+#[test]
+fn a_public_url_without_a_scheme_is_refused_and_an_empty_one_is_the_default() {
+    let dir = TempDir::new().unwrap();
+    let jwks = jwks_file(dir.path());
+    for url in ["rollcall.example.com", "https://", "ftp://x", "https://a b"] {
+        let out = serve(
+            dir.path(),
+            &["--jwks-file", &jwks, "--public-url", url],
+            &[],
+        );
+        assert_refused_naming(&out, &["ROLLCALL_PUBLIC_URL", "--public-url"]);
+    }
+    let out = serve(
+        dir.path(),
+        &["--jwks-file", &jwks],
+        &[("ROLLCALL_PUBLIC_URL", "")],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("rollcall listening"), "{stderr}");
 }
 
 #[test]
