@@ -388,7 +388,7 @@ fn query_of(
         filter,
         start_index: number("startIndex", start, 1)?.max(1),
         count: number("count", count, MAX_RESULTS)?.min(MAX_RESULTS),
-        projection: Projection::parse(kind, attributes, excluded),
+        projection: Projection::parse(kind, attributes, excluded)?,
     })
 }
 
@@ -448,7 +448,7 @@ fn query_from(params: &HashMap<String, String>, kind: ResourceKind) -> Result<Qu
 
 async fn list(ctx: &Ctx, kind: ResourceKind) -> Result<Response, Failure> {
     let query = query_from(&ctx.query, kind)?;
-    answer_page(ctx, &[(kind, query)]).await
+    answer_page(ctx, vec![(kind, query)]).await
 }
 
 async fn search_body<S, B>(ctx: &Ctx, kind: ResourceKind, body: S) -> Result<Response, Failure>
@@ -457,7 +457,7 @@ where
     B: Buf,
 {
     let params = search_request(ctx, body).await?;
-    answer_page(ctx, &[(kind, query_from(&params, kind)?)]).await
+    answer_page(ctx, vec![(kind, query_from(&params, kind)?)]).await
 }
 
 /// `POST /.search`: users, then groups, as one list.
@@ -474,12 +474,12 @@ where
             query_from(&params, ResourceKind::Group)?,
         ),
     ];
-    answer_page(ctx, &both).await
+    answer_page(ctx, both.into()).await
 }
 
 /// One list answer over the resources of `kinds`, in that order: the page
 /// runs on from one kind's matches into the next's.
-async fn answer_page(ctx: &Ctx, kinds: &[(ResourceKind, Query)]) -> Result<Response, Failure> {
+async fn answer_page(ctx: &Ctx, kinds: Vec<(ResourceKind, Query)>) -> Result<Response, Failure> {
     let Some((_, first)) = kinds.first() else {
         return Err(not_found("endpoint"));
     };
@@ -492,54 +492,56 @@ async fn answer_page(ctx: &Ctx, kinds: &[(ResourceKind, Query)]) -> Result<Respo
             retry_after_secs: 1,
         })?
         .map_err(|_| ApiError::Unavailable)?;
-    let mut total = 0u64;
-    let mut resources = Vec::new();
-    for (kind, query) in kinds {
-        let store = ctx.state.store.clone();
-        let dir = ctx.dir;
-        let kind = *kind;
-        let members = query.projection.wants_members();
-        let filter = query.filter.clone();
-        // Where this kind's matches start in the combined list.
-        let offset = total;
-        let start = start_index.saturating_sub(offset).max(1);
-        let room = count.saturating_sub(resources.len() as u64);
-        let cursors = ctx.state.scim_cursors.clone();
-        let page: Page = blocking(move || {
-            Ok(service::search(
-                &store.snapshot()?,
+    let (store, cursors) = (ctx.state.store.clone(), ctx.state.scim_cursors.clone());
+    let (dir, base) = (ctx.dir, ctx.base.clone());
+    // Read, rendered and serialized off the event loops, from one snapshot.
+    let body = blocking(move || {
+        let snap = store.snapshot()?;
+        let mut total = 0u64;
+        let mut resources = Vec::new();
+        let mut ended_early = false;
+        for (kind, query) in &kinds {
+            // Where this kind's matches start in the combined list.
+            let offset = total;
+            let start = start_index.saturating_sub(offset).max(1);
+            let room = count.saturating_sub(resources.len() as u64);
+            let page: Page = service::search(
+                &snap,
                 dir,
-                kind,
-                filter.as_ref(),
-                (start, room),
-                members,
+                *kind,
+                query.filter.as_ref(),
+                (start, if ended_early { 0 } else { room }),
+                query.projection.wants_members(),
                 &cursors,
-            )?)
-        })
-        .await?;
-        total += page.total;
-        if start_index > offset + page.total {
-            continue;
+            )?;
+            total += page.total;
+            if start_index > offset + page.total {
+                continue;
+            }
+            let got = page.resources.len() as u64;
+            resources.extend(
+                page.resources
+                    .iter()
+                    .map(|s| s.render(&base, &query.projection)),
+            );
+            // A page that stopped at the byte budget before this kind's
+            // matches ran out: the next kind starts on a later page.
+            ended_early |= got < room && start - 1 + got < page.total;
         }
-        resources.extend(
-            page.resources
-                .iter()
-                .map(|s| s.render(&ctx.base, &query.projection)),
-        );
-    }
-    Ok(json_answer(
-        StatusCode::OK,
-        &json!({
+        Ok(serde_json::to_vec(&json!({
             "schemas": [LIST_RESPONSE],
             "totalResults": total,
             "itemsPerPage": resources.len(),
             "startIndex": start_index,
             "Resources": resources,
-        }),
-    ))
+        }))
+        .unwrap_or_default())
+    })
+    .await?;
+    Ok(scim_response(StatusCode::OK, body))
 }
 
-fn projection(ctx: &Ctx, kind: ResourceKind) -> Projection {
+fn projection(ctx: &Ctx, kind: ResourceKind) -> Result<Projection, ScimError> {
     Projection::parse(
         kind,
         ctx.query.get("attributes").map(String::as_str),
@@ -548,7 +550,7 @@ fn projection(ctx: &Ctx, kind: ResourceKind) -> Projection {
 }
 
 async fn get(ctx: &Ctx, kind: ResourceKind, id: String) -> Result<Response, Failure> {
-    let projection = projection(ctx, kind);
+    let projection = projection(ctx, kind)?;
     let members = projection.wants_members();
     let store = ctx.state.store.clone();
     let dir = ctx.dir;
@@ -637,6 +639,7 @@ where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
 {
+    let projection = projection(ctx, kind)?;
     let new = service::prepare(kind, read_json(ctx, body).await?)?;
     let dir = ctx.dir;
     let stored = ctx
@@ -651,7 +654,7 @@ where
         ctx,
         StatusCode::CREATED,
         &stored,
-        &projection(ctx, kind),
+        &projection,
     ))
 }
 
@@ -666,12 +669,15 @@ where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
 {
+    let projection = projection(ctx, kind)?;
     let body = read_json(ctx, body).await?;
     let Ok(uuid) = uuid::Uuid::try_parse(&id) else {
         return Err(ScimError::not_found(kind, &id).into());
     };
     let request = if is_patch {
-        Some(patch::parse_request(&body).map_err(ScimError::from)?)
+        let request = patch::parse_request(&body).map_err(ScimError::from)?;
+        service::check_patch(&request)?;
+        Some(request)
     } else {
         None
     };
@@ -694,7 +700,6 @@ where
             }
         })
         .await??;
-    let projection = projection(ctx, kind);
     let asked =
         ctx.query.contains_key("attributes") || ctx.query.contains_key("excludedattributes");
     if is_patch && kind == ResourceKind::Group && !asked {

@@ -54,6 +54,17 @@ pub const MAX_RESOURCE_BYTES: usize = 64 * 1024;
 /// `startIndex`, as RFC 7644 §3.4.2.4 allows.
 pub const PAGE_BUDGET_BYTES: usize = 16 * 1024 * 1024;
 
+/// The most attribute names `attributes` or `excludedAttributes` may list.
+pub const MAX_SELECTORS: usize = 100;
+/// The longest `attributes` or `excludedAttributes` value.
+pub const MAX_SELECTOR_BYTES: usize = 4096;
+
+/// The most operations of a PATCH that is not member-only, and the most
+/// bytes their values may hold together outside `members`: such a PATCH is
+/// applied by the whole engine inside the writer every write waits for,
+/// and a resource cannot hold more than [`MAX_RESOURCE_BYTES`] anyway.
+pub const MAX_ATTRIBUTE_OPERATIONS: usize = 100;
+
 /// What one rendered group member costs in a page, roughly.
 const MEMBER_BYTES: usize = 160;
 
@@ -371,19 +382,39 @@ impl Selector {
 impl Projection {
     /// From the comma-separated query parameters (or a search body's lists
     /// joined with commas).
-    pub fn parse(kind: ResourceKind, attributes: Option<&str>, excluded: Option<&str>) -> Self {
-        let list = |s: Option<&str>| {
-            s.map(|s| {
-                s.split(',')
-                    .filter_map(|a| Selector::parse(kind, a))
-                    .collect()
-            })
-            .unwrap_or_default()
+    ///
+    /// # Errors
+    /// `invalidValue` past [`MAX_SELECTORS`] names or
+    /// [`MAX_SELECTOR_BYTES`] bytes in either list: each name costs a test
+    /// of every attribute of every resource answered.
+    pub fn parse(
+        kind: ResourceKind,
+        attributes: Option<&str>,
+        excluded: Option<&str>,
+    ) -> Result<Self, ScimError> {
+        let list = |s: Option<&str>| -> Result<Vec<Selector>, ScimError> {
+            let Some(s) = s else {
+                return Ok(Vec::new());
+            };
+            let names: Vec<Selector> = s
+                .split(',')
+                .take(MAX_SELECTORS + 1)
+                .filter_map(|a| Selector::parse(kind, a))
+                .collect();
+            if s.len() > MAX_SELECTOR_BYTES || names.len() > MAX_SELECTORS {
+                return Err(ScimError::bad(
+                    ScimType::InvalidValue,
+                    format!(
+                        "attributes and excludedAttributes name at most {MAX_SELECTORS} attributes in {MAX_SELECTOR_BYTES} bytes"
+                    ),
+                ));
+            }
+            Ok(names)
         };
-        Self {
-            include: list(attributes),
-            exclude: list(excluded),
-        }
+        Ok(Self {
+            include: list(attributes)?,
+            exclude: list(excluded)?,
+        })
     }
 
     /// Whether a group's `members` are to be answered (a big group's are
@@ -466,6 +497,12 @@ type Form = (Map<String, Value>, Option<Vec<String>>);
 /// The stored form of a User or Group body (POST or PUT), with `id`, and
 /// for a group the member ids it names.
 fn stored_form(kind: ResourceKind, body: Value, id: Uuid) -> Result<Form, ScimError> {
+    if let Some(key) = twin_key(&body) {
+        return Err(ScimError::bad(
+            ScimType::InvalidSyntax,
+            format!("{key:?} is given twice (SCIM attribute names ignore case)"),
+        ));
+    }
     let Value::Object(mut body) = body else {
         return Err(ScimError::bad(
             ScimType::InvalidSyntax,
@@ -531,6 +568,29 @@ fn stored_form(kind: ResourceKind, body: Value, id: Uuid) -> Result<Form, ScimEr
         ));
     }
     Ok((out, members))
+}
+
+/// A key that appears twice in one object of `v` (at any depth) in
+/// different capitals: SCIM names ignore case, so `userName` and
+/// `USERNAME` would be one attribute with two values, and the first one
+/// found would decide uniqueness while filters saw the other.
+fn twin_key(v: &Value) -> Option<String> {
+    match v {
+        Value::Object(map) => {
+            let mut seen = HashSet::with_capacity(map.len());
+            for (key, value) in map {
+                if !seen.insert(key.to_lowercase()) {
+                    return Some(key.clone());
+                }
+                if let Some(twin) = twin_key(value) {
+                    return Some(twin);
+                }
+            }
+            None
+        }
+        Value::Array(items) => items.iter().find_map(twin_key),
+        _ => None,
+    }
 }
 
 fn take_ci(map: &mut Map<String, Value>, key: &str) -> Option<Value> {
@@ -1225,6 +1285,49 @@ fn member_steps(request: &PatchRequest) -> Option<Vec<(bool, String)>> {
     Some(steps)
 }
 
+/// Refuses, before it reaches the writer, a PATCH whose work there is not
+/// bounded: one that is not member-only may carry at most
+/// [`MAX_ATTRIBUTE_OPERATIONS`] operations, whose values outside `members`
+/// hold at most [`MAX_RESOURCE_BYTES`] together. (Member-only PATCHes —
+/// what identity providers send by the thousand — cost one index write
+/// per member named.)
+///
+/// # Errors
+/// `tooMany` or `invalidValue`, naming the bound.
+pub fn check_patch(request: &PatchRequest) -> Result<(), ScimError> {
+    if member_steps(request).is_some() {
+        return Ok(());
+    }
+    if request.operations.len() > MAX_ATTRIBUTE_OPERATIONS {
+        return Err(ScimError::bad(
+            ScimType::TooMany,
+            format!(
+                "a PATCH that changes more than members may carry at most {MAX_ATTRIBUTE_OPERATIONS} operations"
+            ),
+        ));
+    }
+    let bytes: usize = request
+        .operations
+        .iter()
+        .filter(|op| {
+            !op.path
+                .as_ref()
+                .is_some_and(|p| p.attr.eq_ignore_ascii_case("members"))
+        })
+        .filter_map(|op| op.value.as_ref())
+        .map(|v| serde_json::to_vec(v).map_or(usize::MAX, |b| b.len()))
+        .fold(0usize, usize::saturating_add);
+    if bytes > MAX_RESOURCE_BYTES {
+        return Err(ScimError::bad(
+            ScimType::InvalidValue,
+            format!(
+                "the PATCH values come to {bytes} bytes; a resource holds at most {MAX_RESOURCE_BYTES}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Applies member-only PATCH steps: writes the memberships named, and
 /// re-stamps the group when one changed.
 fn patch_members(
@@ -1435,7 +1538,7 @@ pub fn search(
                 ids.extend(snap.scim_find(dir, key, &value)?);
             }
             for id in ids {
-                if let Some(s) = load(snap, dir, kind, id, members || filter_members)? {
+                if let Some(s) = load(snap, dir, kind, id, filter_members)? {
                     take(s, &mut page);
                 }
             }
@@ -1445,20 +1548,22 @@ pub fn search(
                 take(s, &mut page);
                 ControlFlow::Continue(())
             };
-            visit(
-                snap,
-                dir,
-                kind,
-                (None, 0),
-                members || filter_members,
-                &mut each,
-            )?;
+            visit(snap, dir, kind, (None, 0), filter_members, &mut each)?;
         }
     }
-    if !members {
-        for s in &mut page.resources {
-            s.members = None;
-        }
+    // Members are read for what is answered only, not for every candidate.
+    for s in &mut page.resources {
+        s.members = match (members, s.members.take()) {
+            (false, _) => None,
+            (true, Some(read)) => Some(read),
+            (true, None) if kind == ResourceKind::User => None,
+            (true, None) => Some(
+                snap.member_ids(DirectoryGroupId(s.id))?
+                    .into_iter()
+                    .map(|m| m.0)
+                    .collect(),
+            ),
+        };
     }
     Ok(page)
 }
@@ -1866,7 +1971,10 @@ mod tests {
             size: 0,
         };
         let only = |a: Option<&str>, e: Option<&str>| {
-            let v = stored.render("http://x", &Projection::parse(ResourceKind::User, a, e));
+            let v = stored.render(
+                "http://x",
+                &Projection::parse(ResourceKind::User, a, e).unwrap(),
+            );
             let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
             keys.sort();
             (keys, v)

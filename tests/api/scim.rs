@@ -514,3 +514,110 @@ fn directory_create_refuses_a_public_url_it_could_not_print_before_creating_anyt
         )
     );
 }
+
+#[tokio::test]
+async fn work_a_token_holder_could_make_unbounded_is_refused_before_anything_changes() {
+    let app = spawn_app().await;
+    let dir = app.scim_directory("org_bounds", "entra").await;
+    let users = format!("{}/Users", dir.url);
+    let count = || {
+        let url = format!("{users}?count=0");
+        let token = dir.token.clone();
+        let app = &app;
+        async move { app.scim(Method::GET, &url, &token, None).await.2["totalResults"].clone() }
+    };
+
+    // Too many attribute names: refused, and a POST asking for them stores nothing.
+    let names = (0..101)
+        .map(|i| format!("a{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let (status, _, err) = app
+        .scim(
+            Method::GET,
+            &format!("{users}?attributes={names}"),
+            &dir.token,
+            None,
+        )
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["scimType"], "invalidValue");
+    let (status, _, _) = app
+        .scim(
+            Method::POST,
+            &format!("{users}?excludedAttributes={names}"),
+            &dir.token,
+            Some(&user_body("never@x.test", 0)),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(count().await, 0, "nothing was created");
+
+    // One attribute in two capitals: refused (it would dodge uniqueness).
+    let (status, _, _) = app
+        .scim(
+            Method::POST,
+            &users,
+            &dir.token,
+            Some(&user_body("bob@x.test", 0)),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, _, err) = app
+        .scim(
+            Method::POST,
+            &users,
+            &dir.token,
+            Some(&json!({"USERNAME": "other", "userName": "bob@x.test"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["scimType"], "invalidSyntax");
+    let (status, _, _) = app
+        .scim(
+            Method::POST,
+            &users,
+            &dir.token,
+            Some(&json!({"userName": "n@x.test", "name": {"givenName": "a", "GIVENNAME": "b"}})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(count().await, 1);
+
+    // A PATCH beyond member changes: at most 100 operations, 64 KiB of values.
+    let (_, _, list) = app
+        .scim(
+            Method::GET,
+            &format!("{users}?filter=userName%20eq%20%22bob@x.test%22"),
+            &dir.token,
+            None,
+        )
+        .await;
+    let bob = format!("{users}/{}", list["Resources"][0]["id"].as_str().unwrap());
+    let (_, before, _) = app.scim(Method::GET, &bob, &dir.token, None).await;
+    let ops: Vec<_> = (0..101)
+        .map(|i| json!({"op": "add", "path": "nickName", "value": format!("n{i}")}))
+        .collect();
+    let patch = |ops: Vec<serde_json::Value>| json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops});
+    let (status, _, err) = app
+        .scim(Method::PATCH, &bob, &dir.token, Some(&patch(ops)))
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["scimType"], "tooMany");
+    let big: Vec<_> = (0..40_000).map(|i| json!(i)).collect();
+    let (status, _, err) = app
+        .scim(
+            Method::PATCH,
+            &bob,
+            &dir.token,
+            Some(&patch(vec![
+                json!({"op": "add", "path": "x509Certificates", "value": big}),
+                json!({"op": "remove", "path": "x509Certificates"}),
+            ])),
+        )
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["scimType"], "invalidValue");
+    let (_, after, _) = app.scim(Method::GET, &bob, &dir.token, None).await;
+    assert_eq!(before["etag"], after["etag"], "bob is unchanged");
+}
