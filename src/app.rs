@@ -154,7 +154,7 @@ impl Application {
             stopped.clone(),
         )?);
         #[cfg(unix)]
-        match crate::control::Control::bind(&settings.data, store.clone()) {
+        match crate::control::Control::bind(&settings.data, store.clone(), committer.clone()) {
             Ok(control) => background.push(tokio::spawn(control.serve(stopped.clone()))),
             Err(e) => tracing::warn!(
                 error = %e,

@@ -606,7 +606,7 @@ fn directory(data: &Path, command: &DirectoryCommand) -> Result<(), CliError> {
                 )));
             }
             let store = open_without_server(data)?;
-            admin::run(&store, &op).map_err(CliError::Other)?
+            admin::run_offline(&store, &op).map_err(CliError::Other)?
         }
     };
     let base = config::public_url(

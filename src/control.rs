@@ -29,6 +29,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
+use crate::ingest::committer::Committer;
 use crate::ingest::ndjson::{self, ExportReport};
 use crate::store::Store;
 use crate::store::backup::{self, Checked};
@@ -126,6 +127,9 @@ pub struct Control {
     listener: UnixListener,
     path: PathBuf,
     store: Arc<Store>,
+    /// The server's writer: directory operations share its transactions,
+    /// so the in-memory directory map sees commits in their order.
+    committer: Committer,
     jobs: Arc<Jobs>,
 }
 
@@ -137,7 +141,7 @@ impl Control {
     /// # Errors
     /// When something other than a socket is in the way, or the socket
     /// cannot be made owner-only.
-    pub fn bind(data: &Path, store: Arc<Store>) -> std::io::Result<Self> {
+    pub fn bind(data: &Path, store: Arc<Store>, committer: Committer) -> std::io::Result<Self> {
         use std::os::unix::fs::{FileTypeExt, PermissionsExt};
         let path = socket_path(data);
         let folder = crate::config::data_dir(data);
@@ -170,6 +174,7 @@ impl Control {
             listener,
             path,
             store,
+            committer,
             jobs: Arc::default(),
         })
     }
@@ -188,7 +193,12 @@ impl Control {
             tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, _)) => {
-                        tokio::spawn(handle(stream, self.store.clone(), self.jobs.clone()));
+                        tokio::spawn(handle(
+                            stream,
+                            self.store.clone(),
+                            self.committer.clone(),
+                            self.jobs.clone(),
+                        ));
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "control socket accept failed");
@@ -226,7 +236,7 @@ fn peer_allowed(stream: &UnixStream) -> bool {
 }
 
 /// Serves one connection: one request, one answer.
-async fn handle(stream: UnixStream, store: Arc<Store>, jobs: Arc<Jobs>) {
+async fn handle(stream: UnixStream, store: Arc<Store>, committer: Committer, jobs: Arc<Jobs>) {
     let mut stream = tokio::io::BufReader::new(stream);
     if !peer_allowed(stream.get_ref()) {
         let _ = stream
@@ -274,14 +284,24 @@ async fn handle(stream: UnixStream, store: Arc<Store>, jobs: Arc<Jobs>) {
     };
     tracing::info!(?request, "control request");
     if let Request::Directory { request } = request {
-        let result = on_low_thread(move || crate::scim::admin::run(&store, &request)).await;
+        let result = match crate::scim::admin::write_of(&request) {
+            Ok(Some(mut write)) => committer
+                .run(move |tx| write(tx))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|answer| answer),
+            Ok(None) => on_low_thread(move || crate::scim::admin::list(&store))
+                .await
+                .and_then(|answer| answer),
+            Err(e) => Err(e),
+        };
         let line = match result {
-            Ok(Ok(result)) => {
+            Ok(result) => {
                 let mut l = json!({"ok": true, "result": result}).to_string();
                 l.push('\n');
                 l.into_bytes()
             }
-            Ok(Err(e)) | Err(e) => refusal(e),
+            Err(e) => refusal(e),
         };
         let _ = stream.write_all(&line).await;
         return;

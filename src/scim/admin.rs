@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::service;
 use crate::model::{Directory, DirectoryId, ScimDirectory, ScimProvider};
-use crate::store::Store;
+use crate::store::{Store, StoreError, Tx};
 
 /// One directory operation, as the control socket carries it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,15 +62,19 @@ fn describe(d: &Directory, s: &ScimDirectory) -> Value {
     })
 }
 
-/// Runs `op` on `store` and answers it as JSON: `create` and
-/// `rotate-token` give the directory and its new `token` (shown this once),
-/// `list` an array, `delete` `{"deleted": id}`.
+/// A directory operation's write, run in one transaction: the answer as
+/// JSON, or a refusal for the operator (which writes nothing).
+pub type AdminWrite =
+    Box<dyn FnMut(&mut Tx<'_>) -> Result<Result<Value, String>, StoreError> + Send>;
+
+/// The write `op` needs (`None` for `list`, a read), its inputs checked
+/// first: `create` and `rotate-token` answer the directory and its new
+/// `token` (shown this once), `delete` `{"deleted": id}`.
 ///
 /// # Errors
-/// A refused request (unknown provider, not a SCIM directory …) or a
-/// storage failure, as a message for the operator.
-pub fn run(store: &Store, op: &DirectoryOp) -> Result<Value, String> {
-    match op {
+/// A refused request (unknown provider, an empty name, a malformed id).
+pub fn write_of(op: &DirectoryOp) -> Result<Option<AdminWrite>, String> {
+    Ok(Some(match op {
         DirectoryOp::Create {
             organization_id,
             name,
@@ -84,41 +88,64 @@ pub fn run(store: &Store, op: &DirectoryOp) -> Result<Value, String> {
                     ScimProvider::ALL.map(ScimProvider::as_str).join(", ")
                 )
             })?;
-            let issued = store
-                .write(|tx| service::create_directory(tx, &org, &name, provider))
-                .map_err(|e| e.to_string())?;
-            tracing::info!(directory = %issued.directory.id, organization = %org, "SCIM directory created");
-            Ok(issued_json(&issued))
+            Box::new(move |tx| {
+                let issued = service::create_directory(tx, &org, &name, provider)?;
+                tracing::info!(directory = %issued.directory.id, organization = %org, "SCIM directory created");
+                Ok(Ok(issued_json(&issued)))
+            })
         }
         DirectoryOp::RotateToken { id } => {
             let dir = directory_id(id)?;
-            let issued = store
-                .write(|tx| service::rotate_token(tx, dir))
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("{dir} is not a SCIM directory"))?;
-            tracing::info!(directory = %dir, "SCIM token rotated");
-            Ok(issued_json(&issued))
+            Box::new(move |tx| {
+                Ok(match service::rotate_token(tx, dir)? {
+                    Some(issued) => {
+                        tracing::info!(directory = %dir, "SCIM token rotated");
+                        Ok(issued_json(&issued))
+                    }
+                    None => Err(format!("{dir} is not a SCIM directory")),
+                })
+            })
         }
         DirectoryOp::Delete { id } => {
             let dir = directory_id(id)?;
-            let deleted = store
-                .write(|tx| service::delete_directory(tx, dir))
-                .map_err(|e| e.to_string())?;
-            if !deleted {
-                return Err(format!(
-                    "{dir} is not a SCIM directory (a WorkOS directory is deleted in WorkOS)"
-                ));
-            }
-            tracing::info!(directory = %dir, "SCIM directory deleted");
-            Ok(json!({ "deleted": dir.to_string() }))
+            Box::new(move |tx| {
+                Ok(if service::delete_directory(tx, dir)? {
+                    tracing::info!(directory = %dir, "SCIM directory deleted");
+                    Ok(json!({ "deleted": dir.to_string() }))
+                } else {
+                    Err(format!(
+                        "{dir} is not a SCIM directory (a WorkOS directory is deleted in WorkOS)"
+                    ))
+                })
+            })
         }
-        DirectoryOp::List => {
-            let snap = store.snapshot().map_err(|e| e.to_string())?;
-            let all = service::list_directories(&snap).map_err(|e| e.to_string())?;
-            Ok(Value::Array(
-                all.iter().map(|(d, s)| describe(d, s)).collect(),
-            ))
-        }
+        DirectoryOp::List => return Ok(None),
+    }))
+}
+
+/// Every SCIM directory, as `list` answers them.
+///
+/// # Errors
+/// A storage failure, as a message for the operator.
+pub fn list(store: &Store) -> Result<Value, String> {
+    let snap = store.snapshot().map_err(|e| e.to_string())?;
+    let all = service::list_directories(&snap).map_err(|e| e.to_string())?;
+    Ok(Value::Array(
+        all.iter().map(|(d, s)| describe(d, s)).collect(),
+    ))
+}
+
+/// Runs `op` on a database no server holds (`rollcall directory …`
+/// offline); a running server runs [`write_of`] through its committer.
+///
+/// # Errors
+/// A refused request or a storage failure, as a message for the operator.
+pub fn run_offline(store: &Store, op: &DirectoryOp) -> Result<Value, String> {
+    match write_of(op)? {
+        Some(mut write) => store
+            .write(|tx| write(tx))
+            .map_err(|e: StoreError| e.to_string())?,
+        None => list(store),
     }
 }
 
