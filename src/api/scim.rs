@@ -571,10 +571,7 @@ async fn get(ctx: &Ctx, kind: ResourceKind, id: String) -> Result<Response, Fail
         .headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        && tags
-            .split(',')
-            .map(str::trim)
-            .any(|t| t == "*" || t.trim_start_matches("W/") == version.trim_start_matches("W/"))
+        && stored.named_by(tags)
     {
         let mut resp = scim_response(StatusCode::NOT_MODIFIED, Vec::new());
         set_etag(&mut resp, &version);

@@ -65,7 +65,9 @@ pub fn resource_types(base: &str) -> Vec<Value> {
 
 /// The schema definitions, each with its `meta`.
 pub fn schemas(base: &str) -> Vec<Value> {
-    let mut all: Vec<Value> = serde_json::from_str(SCHEMA_DEFINITIONS).unwrap_or_default();
+    static DEFINITIONS: std::sync::LazyLock<Vec<Value>> =
+        std::sync::LazyLock::new(|| serde_json::from_str(SCHEMA_DEFINITIONS).unwrap_or_default());
+    let mut all = DEFINITIONS.clone();
     for schema in &mut all {
         let id = schema["id"].as_str().unwrap_or_default().to_owned();
         schema["meta"] = json!({

@@ -19,7 +19,7 @@
 //!
 //! Nothing here speaks HTTP or touches redb directly.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::ops::ControlFlow;
 
 use serde_json::{Map, Value};
@@ -222,17 +222,19 @@ impl Stored {
     }
 
     /// Whether `if_match` (an `If-Match` header) allows changing this
-    /// version: absent, `*`, or one of its listed tags (weak or strong).
+    /// version: absent, or naming it ([`Stored::named_by`]).
     fn allows(&self, if_match: Option<&str>) -> bool {
-        let Some(header) = if_match else {
-            return true;
-        };
+        if_match.is_none_or(|tags| self.named_by(tags))
+    }
+
+    /// Whether an `If-Match` / `If-None-Match` list names this version:
+    /// `*`, or one of its tags, weak or strong.
+    pub fn named_by(&self, tags: &str) -> bool {
         let mine = self.version();
         let bare = mine.trim_start_matches("W/");
-        header
-            .split(',')
+        tags.split(',')
             .map(str::trim)
-            .any(|tag| tag == "*" || tag == mine || tag.trim_start_matches("W/") == bare)
+            .any(|tag| tag == "*" || tag.trim_start_matches("W/") == bare)
     }
 
     /// Roughly what this resource adds to an answer.
@@ -1491,9 +1493,8 @@ pub fn search(
             ResourceKind::Group => d.group_count,
         };
         if count > 0 {
-            let at = |index: u64| (dir, kind, d.revision, index);
             // Where the previous page of this revision ended, if one did.
-            let (after, skip) = match cursors.get(at(start_index)) {
+            let (after, skip) = match cursors.get(dir, kind, d.revision, start_index) {
                 Some(last) => (Some(last), 0),
                 None => (None, skip),
             };
@@ -1509,7 +1510,8 @@ pub fn search(
             };
             visit(snap, dir, kind, (after, skip), members, &mut keep)?;
             if let Some(last) = page.resources.last() {
-                cursors.put(at(start_index + page.resources.len() as u64), last.id);
+                let next = start_index + page.resources.len() as u64;
+                cursors.put(dir, kind, (d.revision, next, last.id));
             }
         }
         return Ok(page);
@@ -1607,31 +1609,48 @@ fn visit(
 /// paging through a directory (Okta's import asks for every user, 100 at a
 /// time) starts from a key instead of stepping over every record before
 /// it. Keyed by the directory's revision: any write makes them stale.
+/// Each directory keeps its own few, so one directory's clients cannot
+/// push out another's.
 #[derive(Default)]
 pub struct PageCursors {
-    ends: std::sync::Mutex<std::collections::HashMap<CursorKey, Uuid>>,
+    ends: std::sync::Mutex<HashMap<(DirectoryId, ResourceKind), VecDeque<PageEnd>>>,
 }
 
-/// (directory, kind, revision, the 1-based index the next page starts at).
-type CursorKey = (DirectoryId, ResourceKind, u64, u64);
+/// A page end: (revision, the 1-based index the next page starts at, the
+/// last record id of the page).
+type PageEnd = (u64, u64, Uuid);
 
-/// Page ends remembered at most (then forgotten all at once).
-const MAX_CURSORS: usize = 4096;
+/// Page ends remembered per directory and kind (the oldest goes first).
+const CURSORS_PER_DIRECTORY: usize = 64;
+/// Directories remembered at most (then forgotten all at once).
+const CURSOR_DIRECTORIES: usize = 4096;
 
 impl PageCursors {
-    fn get(&self, key: CursorKey) -> Option<Uuid> {
-        self.lock().get(&key).copied()
+    fn get(&self, dir: DirectoryId, kind: ResourceKind, revision: u64, index: u64) -> Option<Uuid> {
+        let ends = self.lock();
+        ends.get(&(dir, kind))?
+            .iter()
+            .find(|(r, i, _)| *r == revision && *i == index)
+            .map(|(_, _, id)| *id)
     }
 
-    fn put(&self, key: CursorKey, last: Uuid) {
+    fn put(&self, dir: DirectoryId, kind: ResourceKind, end: PageEnd) {
         let mut ends = self.lock();
-        if ends.len() >= MAX_CURSORS {
+        if ends.len() >= CURSOR_DIRECTORIES && !ends.contains_key(&(dir, kind)) {
             ends.clear();
         }
-        ends.insert(key, last);
+        let list = ends.entry((dir, kind)).or_default();
+        // Ends of an older revision are of no use any more.
+        list.retain(|(r, i, _)| *r == end.0 && *i != end.1);
+        if list.len() >= CURSORS_PER_DIRECTORY {
+            list.pop_front();
+        }
+        list.push_back(end);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<CursorKey, Uuid>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(DirectoryId, ResourceKind), VecDeque<PageEnd>>> {
         self.ends.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
