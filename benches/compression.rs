@@ -54,7 +54,10 @@ use std::ops::ControlFlow;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
+use criterion::measurement::WallTime;
+use criterion::{
+    BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group,
+};
 use rollcall::store::ListQuery;
 
 /// A codec at one level.
@@ -237,16 +240,24 @@ fn table() {
     }
 }
 
+/// Few samples, short windows: the whole run stays within minutes on a
+/// shared machine. On 85 MB one call is up to seconds, so every sample is
+/// the same one iteration (flat) instead of criterion's 1, 2 … 10.
+fn lean(group: &mut BenchmarkGroup<'_, WallTime>, n: usize, bytes: usize) {
+    group.throughput(Throughput::Bytes(bytes as u64));
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_millis(500));
+    group.measurement_time(Duration::from_secs(2));
+    if n >= 100_000 {
+        group.sampling_mode(SamplingMode::Flat);
+    }
+}
+
 fn compression(c: &mut Criterion) {
     for n in SIZES {
         let plain = body(n);
         let mut group = c.benchmark_group(format!("compress {n} users"));
-        group.throughput(Throughput::Bytes(plain.len() as u64));
-        if n >= 100_000 {
-            group.sample_size(10);
-            group.warm_up_time(Duration::from_millis(500));
-            group.measurement_time(Duration::from_secs(3));
-        }
+        lean(&mut group, n, plain.len());
         for codec in ALL.into_iter().filter(|c| !c.slow()) {
             group.bench_with_input(BenchmarkId::from_parameter(codec.name()), &plain, |b, p| {
                 b.iter(|| codec.compress(p))
@@ -255,12 +266,7 @@ fn compression(c: &mut Criterion) {
         group.finish();
 
         let mut group = c.benchmark_group(format!("decompress {n} users"));
-        group.throughput(Throughput::Bytes(plain.len() as u64));
-        if n >= 100_000 {
-            group.sample_size(10);
-            group.warm_up_time(Duration::from_millis(500));
-            group.measurement_time(Duration::from_secs(3));
-        }
+        lean(&mut group, n, plain.len());
         for codec in ALL.into_iter().filter(|c| !c.slow()) {
             let packed = codec.compress(&plain);
             group.bench_with_input(
