@@ -899,10 +899,22 @@ fn check_unique(
         .then(|| ScimError::uniqueness(format!("userName {name:?} is taken in this directory"))))
 }
 
+/// Returns a refusal (`Some`) from a write, before it has written anything.
 macro_rules! refuse {
     ($e:expr) => {
         if let Some(refusal) = $e {
             return Ok(Err(refusal));
+        }
+    };
+}
+
+/// The value of a check, or its refusal returned from the write (before it
+/// has written anything).
+macro_rules! accept {
+    ($e:expr) => {
+        match $e {
+            Ok(value) => value,
+            Err(e) => return Ok(Err(ScimError::from(e))),
         }
     };
 }
@@ -991,15 +1003,11 @@ pub fn replace_user(
     }
     let body = match change {
         Change::Replace(body) => body,
-        Change::Patch(request, base) => match patch::apply(&old.patch_value(&base), &request) {
-            Ok(outcome) => outcome.resource,
-            Err(e) => return Ok(Err(e.into())),
-        },
+        Change::Patch(request, base) => {
+            accept!(patch::apply(&old.patch_value(&base), &request)).resource
+        }
     };
-    let (r, _) = match stored_form(ResourceKind::User, body, id) {
-        Ok(form) => form,
-        Err(e) => return Ok(Err(e)),
-    };
+    let (r, _) = accept!(stored_form(ResourceKind::User, body, id));
     if r == old.resource {
         // Nothing changed: nothing is written, the version stays.
         return Ok(Ok(old));
@@ -1108,10 +1116,7 @@ fn member_ids(
 pub fn create_group(tx: &mut Tx<'_>, dir: DirectoryId, new: &NewResource) -> Written<Stored> {
     refuse!(directory_gone(tx, dir)?);
     let (id, r) = (new.id, &new.form);
-    let members = match member_ids(tx, dir, &new.members)? {
-        Ok(m) => m,
-        Err(e) => return Ok(Err(e)),
-    };
+    let members = accept!(member_ids(tx, dir, &new.members)?);
     let now = tx.now();
     let record = group_record(dir, id, r, now, now);
     tx.put_group(&record)?;
@@ -1168,14 +1173,8 @@ pub fn replace_group(
                     "the body must be a JSON object",
                 )));
             };
-            let named = match take_members(&mut map) {
-                Ok(m) => m,
-                Err(e) => return Ok(Err(e)),
-            };
-            let named = match member_ids(tx, dir, &named)? {
-                Ok(m) => m,
-                Err(e) => return Ok(Err(e)),
-            };
+            let named = accept!(take_members(&mut map));
+            let named = accept!(member_ids(tx, dir, &named)?);
             let after: BTreeSet<Uuid> = named.into_iter().collect();
             let was: BTreeSet<Uuid> = before.iter().copied().collect();
             let added = after.difference(&was).copied().collect();
@@ -1183,14 +1182,8 @@ pub fn replace_group(
             (Value::Object(map), added, removed)
         }
         Change::Patch(request, base) => {
-            let outcome = match patch::apply(&old.patch_value(&base), &request) {
-                Ok(o) => o,
-                Err(e) => return Ok(Err(e.into())),
-            };
-            let added = match member_ids(tx, dir, &outcome.members_added)? {
-                Ok(m) => m,
-                Err(e) => return Ok(Err(e)),
-            };
+            let outcome = accept!(patch::apply(&old.patch_value(&base), &request));
+            let added = accept!(member_ids(tx, dir, &outcome.members_added)?);
             // An id removed in one spelling and added in another (`Replace`
             // with capitals) is the same member: it stays.
             let kept: HashSet<Uuid> = added.iter().copied().collect();
@@ -1207,10 +1200,7 @@ pub fn replace_group(
             (body, added, removed)
         }
     };
-    let (r, _) = match stored_form(ResourceKind::Group, body, id) {
-        Ok(form) => form,
-        Err(e) => return Ok(Err(e)),
-    };
+    let (r, _) = accept!(stored_form(ResourceKind::Group, body, id));
     let added: Vec<Uuid> = added;
     let removed: Vec<Uuid> = removed;
     if r == old.resource && added.is_empty() && removed.is_empty() {
@@ -1356,10 +1346,7 @@ fn patch_members(
         .filter(|(_, add)| **add)
         .map(|(m, _)| m.clone())
         .collect();
-    let adds = match member_ids(tx, dir, &adds)? {
-        Ok(ids) => ids,
-        Err(e) => return Ok(Err(e)),
-    };
+    let adds = accept!(member_ids(tx, dir, &adds)?);
     let updated = next_time(tx.now(), Some(old.updated));
     let mut changed = false;
     for m in adds {

@@ -451,11 +451,30 @@ impl TestApp {
         token: &str,
         body: Option<&Value>,
     ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-        let mut req = self.client.request(method, url).bearer_auth(token);
+        let auth = format!("Bearer {token}");
+        let body = body.map(|b| serde_json::to_vec(b).unwrap());
+        self.scim_raw(method, url, Some(&auth), body, &[]).await
+    }
+
+    /// A request with a raw `Authorization` header (or none), raw body and
+    /// extra headers: status, headers, parsed body (`Null` when not JSON).
+    pub async fn scim_raw(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        auth: Option<&str>,
+        body: Option<Vec<u8>>,
+        extra: &[(&str, &str)],
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut req = self.client.request(method, url);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
         if let Some(b) = body {
-            req = req
-                .header("content-type", "application/scim+json")
-                .body(serde_json::to_vec(b).unwrap());
+            req = req.header("content-type", "application/scim+json").body(b);
+        }
+        for (k, v) in extra {
+            req = req.header(*k, *v);
         }
         let resp = req.send().await.unwrap();
         let (status, headers) = (resp.status(), resp.headers().clone());

@@ -16,36 +16,6 @@ use crate::workos::*;
 const ERROR: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
 const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 
-/// A request with a raw `Authorization` header (or none), raw body and
-/// extra headers: status, headers, parsed body (`Null` when not JSON).
-async fn raw(
-    app: &TestApp,
-    method: Method,
-    url: &str,
-    auth: Option<&str>,
-    body: Option<Vec<u8>>,
-    extra: &[(&str, &str)],
-) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-    let mut req = app.client.request(method, url);
-    if let Some(a) = auth {
-        req = req.header("authorization", a);
-    }
-    if let Some(b) = body {
-        req = req.header("content-type", "application/scim+json").body(b);
-    }
-    for (k, v) in extra {
-        req = req.header(*k, *v);
-    }
-    let resp = req.send().await.unwrap();
-    let (status, headers) = (resp.status(), resp.headers().clone());
-    let bytes = resp.bytes().await.unwrap();
-    (
-        status,
-        headers,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
-
 /// Asserts a SCIM Error answer: the schema, `status` as a string, the
 /// `scimType` when one is expected, and the media type.
 fn assert_error(
@@ -231,15 +201,15 @@ async fn a_directory_token_opens_only_its_own_directory() {
     cases.push((format!("{}/scim/v2/", app.base), Some(a_bearer.clone())));
     for (url, auth) in &cases {
         for method in METHODS {
-            let answer = raw(
-                &app,
-                method.clone(),
-                url,
-                auth.as_deref(),
-                Some(body.clone()),
-                &[],
-            )
-            .await;
+            let answer = app
+                .scim_raw(
+                    method.clone(),
+                    url,
+                    auth.as_deref(),
+                    Some(body.clone()),
+                    &[],
+                )
+                .await;
             assert_error(&format!("{method} {url} with {auth:?}"), &answer, 401, None);
             assert_eq!(
                 answer.1["www-authenticate"], "Bearer realm=\"rollcall-scim\"",
@@ -389,15 +359,15 @@ async fn every_refusal_is_a_scim_error_and_changes_nothing() {
         (Method::POST, &format!("{users}/.search")),
         (Method::POST, &format!("{}/.search", d.url)),
     ] {
-        let answer = raw(
-            &app,
-            method.clone(),
-            url,
-            auth,
-            Some(b"{\"userName\": ".to_vec()),
-            &[],
-        )
-        .await;
+        let answer = app
+            .scim_raw(
+                method.clone(),
+                url,
+                auth,
+                Some(b"{\"userName\": ".to_vec()),
+                &[],
+            )
+            .await;
         assert_error(
             &format!("{method} {url} malformed"),
             &answer,
@@ -487,7 +457,7 @@ async fn every_refusal_is_a_scim_error_and_changes_nothing() {
         (Method::DELETE, &team_url, None),
     ] {
         let body = body.map(|b| serde_json::to_vec(&b).unwrap());
-        let answer = raw(&app, method.clone(), url, auth, body, &stale).await;
+        let answer = app.scim_raw(method.clone(), url, auth, body, &stale).await;
         assert_error(
             &format!("{method} {url} stale If-Match"),
             &answer,
@@ -682,100 +652,94 @@ async fn every_refusal_is_a_scim_error_and_changes_nothing() {
     assert_eq!(status, 200);
     let etag = headers["etag"].to_str().unwrap().to_owned();
     assert_eq!(got["meta"]["version"], etag);
-    let (status, headers, body) = raw(
-        &app,
-        Method::GET,
-        &ann_url,
-        auth,
-        None,
-        &[("if-none-match", &etag)],
-    )
-    .await;
+    let (status, headers, body) = app
+        .scim_raw(
+            Method::GET,
+            &ann_url,
+            auth,
+            None,
+            &[("if-none-match", &etag)],
+        )
+        .await;
     assert_eq!(status, 304, "{body}");
     assert_eq!(headers["etag"].to_str().unwrap(), etag);
-    let (status, _, body) = raw(
-        &app,
-        Method::GET,
-        &ann_url,
-        auth,
-        None,
-        &[("if-none-match", "W/\"0000000000000000\"")],
-    )
-    .await;
+    let (status, _, body) = app
+        .scim_raw(
+            Method::GET,
+            &ann_url,
+            auth,
+            None,
+            &[("if-none-match", "W/\"0000000000000000\"")],
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(body["id"], ann);
     let body = serde_json::to_vec(&patch(
         json!([{"op": "replace", "path": "active", "value": false}]),
     ))
     .unwrap();
-    let (status, headers, body) = raw(
-        &app,
-        Method::PATCH,
-        &ann_url,
-        auth,
-        Some(body),
-        &[("if-match", &etag)],
-    )
-    .await;
+    let (status, headers, body) = app
+        .scim_raw(
+            Method::PATCH,
+            &ann_url,
+            auth,
+            Some(body),
+            &[("if-match", &etag)],
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["active"], false);
     let new_etag = headers["etag"].to_str().unwrap().to_owned();
     assert_ne!(new_etag, etag);
     // The old version no longer matches anything.
-    let answer = raw(
-        &app,
-        Method::DELETE,
-        &ann_url,
-        auth,
-        None,
-        &[("if-match", &etag)],
-    )
-    .await;
+    let answer = app
+        .scim_raw(Method::DELETE, &ann_url, auth, None, &[("if-match", &etag)])
+        .await;
     assert_error("DELETE with the old version", &answer, 412, None);
-    let (status, _, _) = raw(
-        &app,
-        Method::GET,
-        &ann_url,
-        auth,
-        None,
-        &[("if-none-match", &etag)],
-    )
-    .await;
+    let (status, _, _) = app
+        .scim_raw(
+            Method::GET,
+            &ann_url,
+            auth,
+            None,
+            &[("if-none-match", &etag)],
+        )
+        .await;
     assert_eq!(status, 200, "the old version is not current");
     let body = serde_json::to_vec(&user_body("ann")).unwrap();
-    let (status, headers, body) = raw(
-        &app,
-        Method::PUT,
-        &ann_url,
-        auth,
-        Some(body),
-        &[("if-match", &new_etag)],
-    )
-    .await;
+    let (status, headers, body) = app
+        .scim_raw(
+            Method::PUT,
+            &ann_url,
+            auth,
+            Some(body),
+            &[("if-match", &new_etag)],
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["active"], true);
     let current = headers["etag"].to_str().unwrap().to_owned();
-    let (status, _, _) = raw(
-        &app,
-        Method::DELETE,
-        &ann_url,
-        auth,
-        None,
-        &[("if-match", &current)],
-    )
-    .await;
+    let (status, _, _) = app
+        .scim_raw(
+            Method::DELETE,
+            &ann_url,
+            auth,
+            None,
+            &[("if-match", &current)],
+        )
+        .await;
     assert_eq!(status, 204);
     let (_, _, t) = app.scim(Method::GET, &team_url, &d.token, None).await;
     let team_etag = t["meta"]["version"].as_str().unwrap().to_owned();
-    let (status, _, _) = raw(
-        &app,
-        Method::DELETE,
-        &team_url,
-        auth,
-        None,
-        &[("if-match", &team_etag)],
-    )
-    .await;
+    let (status, _, _) = app
+        .scim_raw(
+            Method::DELETE,
+            &team_url,
+            auth,
+            None,
+            &[("if-match", &team_etag)],
+        )
+        .await;
     assert_eq!(status, 204);
     let (_, list) = app
         .get_json(
@@ -1658,56 +1622,46 @@ async fn preconditions_take_weak_strong_and_star_tags() {
     let strong = weak.trim_start_matches("W/").to_owned();
 
     for tag in [strong.as_str(), "*", &format!("\"nope\", {weak}")] {
-        let (status, _, _) = raw(
-            &app,
-            Method::GET,
-            &url,
-            auth,
-            None,
-            &[("if-none-match", tag)],
-        )
-        .await;
+        let (status, _, _) = app
+            .scim_raw(Method::GET, &url, auth, None, &[("if-none-match", tag)])
+            .await;
         assert_eq!(status, 304, "If-None-Match: {tag}");
     }
     // A PATCH that changes nothing keeps the version.
     let same = serde_json::to_vec(&json!({"schemas": [PATCH_OP], "Operations": [
         {"op": "replace", "path": "userName", "value": "ann"}]}))
     .unwrap();
-    let (status, headers, _) = raw(
-        &app,
-        Method::PATCH,
-        &url,
-        auth,
-        Some(same),
-        &[("if-match", &strong)],
-    )
-    .await;
+    let (status, headers, _) = app
+        .scim_raw(
+            Method::PATCH,
+            &url,
+            auth,
+            Some(same),
+            &[("if-match", &strong)],
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(headers["etag"].to_str().unwrap(), weak);
     let body = serde_json::to_vec(&user_body("ann2")).unwrap();
-    let (status, headers, _) = raw(
-        &app,
-        Method::PUT,
-        &url,
-        auth,
-        Some(body),
-        &[("if-match", "*")],
-    )
-    .await;
+    let (status, headers, _) = app
+        .scim_raw(Method::PUT, &url, auth, Some(body), &[("if-match", "*")])
+        .await;
     assert_eq!(status, 200);
     let next = headers["etag"].to_str().unwrap().to_owned();
     assert_ne!(next, weak);
-    let (status, _, _) = raw(
-        &app,
-        Method::DELETE,
-        &url,
-        auth,
-        None,
-        &[("if-match", &format!("{weak}, {next}"))],
-    )
-    .await;
+    let (status, _, _) = app
+        .scim_raw(
+            Method::DELETE,
+            &url,
+            auth,
+            None,
+            &[("if-match", &format!("{weak}, {next}"))],
+        )
+        .await;
     assert_eq!(status, 204);
-    let answer = raw(&app, Method::DELETE, &url, auth, None, &[("if-match", "*")]).await;
+    let answer = app
+        .scim_raw(Method::DELETE, &url, auth, None, &[("if-match", "*")])
+        .await;
     assert_error("DELETE of a deleted user", &answer, 404, None);
 }
 
