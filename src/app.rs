@@ -536,6 +536,9 @@ fn event_loop(parts: LoopParts, settings: &Settings) {
             .header_read_timeout(settings.header_timeout)
             .max_header_size(MAX_HEADER_BYTES)
             .max_buf_size(MAX_HEADER_BYTES.max(8192))
+            // Body chunks are queued, never copied into hyper's buffer: a
+            // file body's placeholders must reach the writer as they are.
+            .writev(true)
             .max_headers(MAX_HEADERS);
         // Every connection task holds a clone of `drain`; `drained.closed()`
         // resolves once the last one has ended.
@@ -607,8 +610,11 @@ fn event_loop(parts: LoopParts, settings: &Settings) {
                         }
                     }
                 };
-                let io = TokioIo::new(ConnIo::new(stream, write_stall));
-                let front = FrontDoor::new(service, admitted.state(), observe, ids);
+                // Only plain connections can hand a file to the kernel.
+                let files = (matches!(stream, Stream::Plain(_)) && crate::net::sendfile::SUPPORTED)
+                    .then(crate::net::sendfile::FileQueue::new);
+                let io = TokioIo::new(ConnIo::new(stream, write_stall, files.clone()));
+                let front = FrontDoor::new(service, admitted.state(), observe, ids, files);
                 let conn = http.serve_connection(io, front);
                 tokio::pin!(conn);
                 let ended = tokio::select! {

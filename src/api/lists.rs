@@ -14,7 +14,16 @@
 //! - uncached bodies in memory share a global byte budget; streams take a
 //!   slot fair between organizations (503 with `Retry-After` after a
 //!   bounded wait), and a reader that stalls or crawls is dropped;
-//! - `HEAD` renders nothing (a page walks its ids for the `Link` only).
+//! - `HEAD` renders nothing (a page walks its ids for the `Link` only);
+//!   it answers a cached body's headers exactly, and otherwise those of the
+//!   plain body (the coding is known only once a body is rendered).
+//!
+//! Bodies of 1 KiB and more are compressed when the client asks
+//! (`Accept-Encoding: zstd` or `gzip`, see [`super::encoding`]), each coding
+//! with its own ETag: a cached list's codings are kept with it, a large
+//! list's in files of their own beside the plain one, a page is compressed
+//! for its request. Large bodies are sent with `sendfile(2)` on plain
+//! connections ([`crate::net::sendfile`]).
 //!
 //! Cursor pagination is opt-in so the seed's plain array stays the default:
 //! `?limit=N&after=<record id>` answers the next N records in the same array
@@ -39,13 +48,15 @@ use warp::reply::Response;
 
 use super::chunks::ChunkPool;
 use super::directories::{parse_directory_id, parse_uuid};
+use super::encoding::{self, Accepted, Encoding};
 use super::slots::Slot;
-use super::spool::{BodyFile, MAX_SNAPSHOT_HOLD, SpoolError};
+use super::spool::{BodyFile, MAX_SNAPSHOT_HOLD, Meter, SpoolError};
 use super::{
     ApiError, AppState, Shared, authorization, blocking, get_or_head, json_response, organization,
     respond, with_state,
 };
 use crate::model::{Directory, DirectoryId, UserState, email_key};
+use crate::net::sendfile::FileQueue;
 use crate::store::{ListQuery, Store};
 
 /// Largest page a client may ask for.
@@ -77,25 +88,43 @@ pub fn routes(state: Shared) -> BoxedFilter<(Response,)> {
             .and(get_or_head())
             .and(query())
             .and(authorization())
-            .and(
-                warp::header::optional::<String>("if-none-match")
-                    .or(warp::any().map(|| None))
-                    .unify(),
-            )
+            .and(optional_header("if-none-match"))
+            .and(optional_header("accept-encoding"))
+            .and(warp::ext::optional::<Arc<FileQueue>>())
             .and(with_state(state))
-            .and_then(move |id, method: warp::http::Method, q, auth, inm, state| {
-                let request = Request {
-                    kind,
-                    head: method == warp::http::Method::HEAD,
-                    if_none_match: inm,
-                };
-                respond(list(request, id, q, auth, state))
-            })
+            .and_then(
+                move |id,
+                      method: warp::http::Method,
+                      q,
+                      auth,
+                      inm,
+                      ae: Option<String>,
+                      files,
+                      state| {
+                    let request = Request {
+                        kind,
+                        head: method == warp::http::Method::HEAD,
+                        if_none_match: inm,
+                        accept: Accepted::parse(ae.as_deref()),
+                        files,
+                    };
+                    respond(list(request, id, q, auth, state))
+                },
+            )
     };
     route(ListKind::Users, state.clone())
         .or(route(ListKind::Groups, state))
         .unify()
         .boxed()
+}
+
+/// A header's value as text; absent or not text: `None`.
+fn optional_header(
+    name: &'static str,
+) -> impl Filter<Extract = (Option<String>,), Error = std::convert::Infallible> + Clone {
+    warp::header::optional::<String>(name)
+        .or(warp::any().map(|| None))
+        .unify()
 }
 
 /// The query string as pairs; a malformed one is a 400 naming `query`.
@@ -200,6 +229,9 @@ pub const DEFAULT_STREAM_THRESHOLD: u64 = 10_000;
 pub const RENDER_CAP: usize = 16 * 1024 * 1024;
 /// Size of each streamed chunk.
 const CHUNK_BYTES: usize = 256 * 1024;
+/// Bytes of a body file handed to the kernel at a time (nginx's
+/// `sendfile_max_chunk` is 2 MiB): the reader's pace is checked between.
+const SENDFILE_BYTES: usize = 1024 * 1024;
 /// Chunk buffers per stream: with the chunk size, a stream's memory bound.
 const STREAM_CHUNKS: usize = 4;
 /// A client that takes no chunk for this long is dropped.
@@ -208,11 +240,14 @@ pub const DEFAULT_STREAM_STALL: Duration = Duration::from_secs(30);
 const RETRY_AFTER_SECS: u32 = 2;
 
 /// What was asked, besides the path and query.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 struct Request {
     kind: ListKind,
     head: bool,
     if_none_match: Option<String>,
+    accept: Accepted,
+    /// The connection's file queue, when it can send files.
+    files: Option<Arc<FileQueue>>,
 }
 
 async fn list(
@@ -233,66 +268,78 @@ async fn list(
     let params = ListParams::parse(kind, &q)?;
     let plain = params == ListParams::default();
     let tag = etag(dir_id, kind, digest_of(&dir, kind), &params);
-    if req
-        .if_none_match
-        .as_deref()
-        .is_some_and(|v| etag_matches(v, &tag))
-    {
-        return Ok(not_modified(&tag));
+    if let Some(held) = req.if_none_match.as_deref().and_then(|inm| {
+        // The client may hold the body in any coding it takes.
+        [Encoding::Identity, Encoding::Zstd, Encoding::Gzip]
+            .into_iter()
+            .filter(|e| req.accept.accepts(*e))
+            .map(|e| e.etag(&tag))
+            .find(|t| etag_matches(inm, t))
+    }) {
+        return Ok(not_modified(&held));
     }
+    let want = req.accept.preferred();
     let cached = plain
         .then(|| state.bodies.get(dir_id, kind, dir.revision))
         .flatten();
+    if let Some(body) = cached {
+        // HEAD included: hyper sends the headers only.
+        return cached_answer(&state, dir_id, kind, dir.revision, body, want, &tag).await;
+    }
     if req.head && params.limit.is_none() {
         // The headers need nothing read: no body is rendered for a HEAD.
-        let mut resp = with_etag(json_response(Bytes::new()), &tag);
-        if let Some(body) = cached {
-            resp.headers_mut()
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        }
-        return Ok(resp);
-    }
-    if let Some(body) = cached {
-        return Ok(with_etag(json_response(body), &tag));
+        return Ok(vary(with_etag(json_response(Bytes::new()), &tag)));
     }
     let count = match kind {
         ListKind::Users => dir.user_count,
         ListKind::Groups => dir.group_count,
     };
     if params.limit.is_none() && count > state.stream_threshold {
-        return spooled(&state, &dir, kind, &org, &params, count).await;
+        return spooled(&state, &dir, &req, &org, &params, count).await;
     }
 
     let store = state.store.clone();
     let keep = !req.head;
-    let (page, params, org) = blocking(move || {
+    let (page, coded, params, org) = blocking(move || {
         let page = render(&store, kind, dir_id, &org, &params, keep)?;
-        Ok((page, params, org))
+        let coded = page
+            .as_ref()
+            .filter(|_| keep)
+            .and_then(|p| encode(&p.body, want));
+        Ok((page, coded, params, org))
     })
     .await?;
     let Some(page) = page else {
         // Over the render cap (huge records): stream it instead.
-        return spooled(&state, &dir, kind, &org, &params, count).await;
+        return spooled(&state, &dir, &req, &org, &params, count).await;
     };
-    let body = if plain {
+    let tag = etag(dir_id, kind, page.digest, &params);
+    let (body, encoding) = if plain {
         let body = Bytes::from(page.body);
         state.bodies.put(dir_id, kind, page.revision, body.clone());
-        body
+        match coded {
+            Some((coded, e)) => {
+                let coded = Bytes::from(coded);
+                state
+                    .bodies
+                    .put_coded(dir_id, kind, page.revision, e, coded.clone());
+                (coded, e)
+            }
+            None => (body, Encoding::Identity),
+        }
     } else {
-        match budgeted(&state, page.body) {
-            Ok(body) => body,
+        let (body, encoding) = coded.unwrap_or((page.body, Encoding::Identity));
+        match budgeted(&state, body) {
+            Ok(body) => (body, encoding),
             // Memory for uncached answers is spent (clients not reading
             // theirs): a whole list can still be streamed from disk.
             Err(_) if params.limit.is_none() => {
-                return spooled(&state, &dir, kind, &org, &params, count).await;
+                return spooled(&state, &dir, &req, &org, &params, count).await;
             }
             Err(e) => return Err(e),
         }
     };
-    let mut resp = with_etag(
-        json_response(body),
-        &etag(dir_id, kind, page.digest, &params),
-    );
+    let mut resp = coded_answer(json_response(body), encoding, &tag);
     if let Some(last) = page.next {
         let link = format!(
             "</api/directories/{dir_id}/{}?{}>; rel=\"next\"",
@@ -304,6 +351,70 @@ async fn list(
         }
     }
     Ok(resp)
+}
+
+/// `body` in `want`, when that is a compression and the body is large
+/// enough for it to pay; a failed compression is logged (the body then goes
+/// out as it is).
+fn encode(body: &[u8], want: Encoding) -> Option<(Vec<u8>, Encoding)> {
+    if want == Encoding::Identity || body.len() < encoding::MIN_BYTES {
+        return None;
+    }
+    match encoding::compress(want, body) {
+        Ok(coded) => Some((coded, want)),
+        Err(e) => {
+            tracing::warn!(error = %e, encoding = want.token(), "compressing a list failed");
+            None
+        }
+    }
+}
+
+/// A cached plain body's answer in `want`: its coding from the cache, or
+/// compressed now (once per revision) and cached.
+async fn cached_answer(
+    state: &AppState,
+    dir: DirectoryId,
+    kind: ListKind,
+    revision: u64,
+    body: Bytes,
+    want: Encoding,
+    tag: &str,
+) -> Result<Response, ApiError> {
+    if want == Encoding::Identity || body.len() < encoding::MIN_BYTES {
+        return Ok(coded_answer(json_response(body), Encoding::Identity, tag));
+    }
+    if let Some(coded) = state.bodies.get_coded(dir, kind, revision, want) {
+        return Ok(coded_answer(json_response(coded), want, tag));
+    }
+    let plain = body.clone();
+    let Some((coded, encoding)) = blocking(move || Ok(encode(&plain, want))).await? else {
+        return Ok(coded_answer(json_response(body), Encoding::Identity, tag));
+    };
+    let coded = Bytes::from(coded);
+    state
+        .bodies
+        .put_coded(dir, kind, revision, encoding, coded.clone());
+    Ok(coded_answer(json_response(coded), encoding, tag))
+}
+
+/// A list answer in `encoding`: its ETag (the coding's), its
+/// `Content-Encoding`, and `Vary: Accept-Encoding`.
+fn coded_answer(resp: Response, encoding: Encoding, tag: &str) -> Response {
+    let mut resp = vary(with_etag(resp, &encoding.etag(tag)));
+    if encoding != Encoding::Identity {
+        resp.headers_mut().insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static(encoding.token()),
+        );
+    }
+    resp
+}
+
+/// Marks an answer as depending on `Accept-Encoding`.
+fn vary(mut resp: Response) -> Response {
+    resp.headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    resp
 }
 
 /// An uncached body, counted against the memory budget for answers in
@@ -340,15 +451,18 @@ fn budgeted(state: &AppState, body: Vec<u8>) -> Result<Bytes, ApiError> {
 
 /// A whole list (plain or filtered) streamed from a body file, under a
 /// stream slot; from a snapshot (cut at [`MAX_SNAPSHOT_HOLD`]) when no file
-/// can be made.
+/// can be made. A plain list comes in the client's coding (a compressed
+/// one that cannot be made falls back to the plain file); a filtered one
+/// is sent as it is.
 async fn spooled(
     state: &AppState,
     dir: &Directory,
-    kind: ListKind,
+    req: &Request,
     org: &str,
     params: &ListParams,
     count: u64,
 ) -> Result<Response, ApiError> {
+    let kind = req.kind;
     let slot = state.streams.acquire(org).await.map_err(|_| {
         tracing::info!("no stream slot came free in time");
         ApiError::Busy {
@@ -356,11 +470,31 @@ async fn spooled(
         }
     })?;
     let plain = *params == ListParams::default();
+    let shared = |encoding| {
+        state.body_files.shared(
+            &state.store,
+            dir.id,
+            kind,
+            org,
+            dir.revision,
+            count,
+            encoding,
+        )
+    };
+    let mut encoding = if plain {
+        req.accept.preferred()
+    } else {
+        Encoding::Identity
+    };
     let body = if plain {
-        state
-            .body_files
-            .shared(&state.store, dir.id, kind, org, dir.revision, count)
-            .await
+        match shared(encoding).await {
+            Err(e) if encoding != Encoding::Identity && !matches!(e, SpoolError::NotFound) => {
+                tracing::warn!(error = %e, "sending a list uncompressed: its compressed body cannot be made");
+                encoding = Encoding::Identity;
+                shared(encoding).await
+            }
+            body => body,
+        }
     } else {
         state
             .body_files
@@ -370,7 +504,8 @@ async fn spooled(
     match body {
         Ok(body) => {
             let tag = etag(dir.id, kind, body.digest, params);
-            Ok(with_etag(stream_body(state, slot, body), &tag))
+            let resp = stream_body(state, slot, body, req.files.clone());
+            Ok(coded_answer(resp, encoding, &tag))
         }
         Err(SpoolError::NotFound) => Err(ApiError::NotFound),
         // A filtered list that does not fit on disk now: retry later (a
@@ -382,7 +517,7 @@ async fn spooled(
             tracing::warn!(error = %e, "streaming a list from a snapshot instead of a file");
             let tag = etag(dir.id, kind, digest_of(dir, kind), params);
             let resp = stream_snapshot(state, slot, kind, dir.id, org.to_owned(), params.query());
-            Ok(with_etag(resp, &tag))
+            Ok(coded_answer(resp, Encoding::Identity, &tag))
         }
     }
 }
@@ -406,6 +541,14 @@ fn stream_response(
         };
         produce(&send);
     });
+    streamed(rx, length)
+}
+
+/// The response whose body is what arrives on `rx` (an `Err` aborts it).
+fn streamed(
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    length: Option<u64>,
+) -> Response {
     let mut resp =
         warp::reply::stream(tokio_stream::wrappers::ReceiverStream::new(rx)).into_response();
     let headers = resp.headers_mut();
@@ -420,9 +563,18 @@ fn stream_response(
     resp
 }
 
-/// Streams a body file (complete or still being written).
-fn stream_body(state: &AppState, slot: Slot, body: Arc<BodyFile>) -> Response {
+/// Streams a body file (complete or still being written): with
+/// `sendfile(2)` when the connection can, else read through chunk buffers.
+fn stream_body(
+    state: &AppState,
+    slot: Slot,
+    body: Arc<BodyFile>,
+    files: Option<Arc<FileQueue>>,
+) -> Response {
     let pace = state.pace;
+    if let Some(files) = files {
+        return send_file(pace, slot, body, files);
+    }
     let handle = tokio::runtime::Handle::current();
     stream_response(
         body.complete_len(),
@@ -433,6 +585,65 @@ fn stream_body(state: &AppState, slot: Slot, body: Arc<BodyFile>) -> Response {
         },
         pace.stall,
     )
+}
+
+/// Sends a body file through the connection's file queue: each chunk handed
+/// to hyper is a placeholder for [`SENDFILE_BYTES`] of the file, which the
+/// connection's writer sends with `sendfile(2)`. The file is followed while
+/// it is written; a reader below the minimum rate is dropped between
+/// chunks (one that stalls, by the connection's write timeout).
+fn send_file(
+    pace: super::spool::Pace,
+    slot: Slot,
+    body: Arc<BodyFile>,
+    files: Arc<FileQueue>,
+) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+    let length = body.complete_len();
+    tokio::spawn(async move {
+        let _slot = slot;
+        let mut meter = Meter::new(pace);
+        let mut progress = body.follow();
+        let mut at = 0u64;
+        let failure = loop {
+            let p = *progress.borrow_and_update();
+            if at < p.written {
+                // A chunk is queued on the connection only once the
+                // response has room for it, so the queue never holds a
+                // stretch whose placeholder is not on its way.
+                let Ok(Ok(permit)) = tokio::time::timeout(pace.stall, tx.reserve()).await else {
+                    return;
+                };
+                if meter.too_slow(Instant::now(), at) {
+                    tracing::info!(
+                        bytes = at,
+                        "dropping a list reader below the minimum transfer rate"
+                    );
+                    permit.send(Err(std::io::Error::other("reader too slow")));
+                    return;
+                }
+                let len = usize::try_from(p.written - at)
+                    .unwrap_or(usize::MAX)
+                    .min(SENDFILE_BYTES);
+                permit.send(Ok(files.push(body.clone(), at, len)));
+                at += len as u64;
+                continue;
+            }
+            match p.state {
+                super::spool::BuildState::Done => return,
+                super::spool::BuildState::Failed => break "list could not be rendered",
+                super::spool::BuildState::Building => {
+                    let changed = tokio::time::timeout(MAX_SNAPSHOT_HOLD, progress.changed()).await;
+                    if !matches!(changed, Ok(Ok(()))) {
+                        break "list could not be rendered";
+                    }
+                }
+            }
+        };
+        let _ =
+            tokio::time::timeout(pace.stall, tx.send(Err(std::io::Error::other(failure)))).await;
+    });
+    streamed(rx, length)
 }
 
 /// Streams a list straight from one snapshot — only when no body file can
@@ -574,7 +785,7 @@ fn with_etag(mut resp: Response, tag: &str) -> Response {
 }
 
 fn not_modified(tag: &str) -> Response {
-    let mut resp = with_etag(Response::new(Bytes::new().into()), tag);
+    let mut resp = vary(with_etag(Response::new(Bytes::new().into()), tag));
     *resp.status_mut() = warp::http::StatusCode::NOT_MODIFIED;
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

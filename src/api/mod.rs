@@ -10,6 +10,7 @@
 pub mod cache;
 pub mod chunks;
 pub mod directories;
+pub mod encoding;
 pub mod errors;
 pub mod health;
 pub mod lists;

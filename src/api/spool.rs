@@ -14,10 +14,14 @@
 //!   write bumps the revision, which retires the file.
 //! - **Private bodies**: a filtered list too large to render in memory is
 //!   spooled the same way for the one request that asked for it.
+//! - **Compressed bodies**: a shared body in gzip or zstd is compressed
+//!   from the plain one (following it while it is written) into a file of
+//!   its own, kept and retired with it.
 //!
 //! Every file is anonymous (created and unlinked at once, in the data
 //! folder): nothing is left behind by a crash, and a retired file's space
-//! is freed when its last reader is done. Disk use is bounded by a budget:
+//! is freed when its last reader is done; whatever else is found in the
+//! folder at start is removed. Disk use is bounded by a budget:
 //! shared files are evicted least recently used first, and a body that
 //! would not fit is refused (the caller falls back or answers 503).
 //!
@@ -39,6 +43,7 @@ use tokio::sync::{OnceCell, oneshot, watch};
 use uuid::Uuid;
 
 use super::chunks::ChunkPool;
+use super::encoding::{Compressor, Encoding, PIECE};
 use super::lists::ListKind;
 use crate::model::DirectoryId;
 use crate::store::{ListQuery, Store, StoreError};
@@ -50,6 +55,9 @@ pub const MAX_SNAPSHOT_HOLD: Duration = Duration::from_secs(30);
 const FLUSH_BYTES: usize = 256 * 1024;
 /// Size assumed per record before a list of that kind has been measured.
 const DEFAULT_RECORD_BYTES: u64 = 1024;
+/// What a compressed body is reserved, as a share of the plain one's
+/// estimate (measured: 10–16%).
+const COMPRESSED_SHARE: u64 = 4;
 
 /// How far a body file has been written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +97,22 @@ impl BodyFile {
     pub fn complete_len(&self) -> Option<u64> {
         let p = self.progress();
         (p.state == BuildState::Done).then_some(p.written)
+    }
+
+    /// A receiver of the build's progress, to follow it.
+    pub fn follow(&self) -> watch::Receiver<Progress> {
+        self.progress.clone()
+    }
+
+    fn failed(&self) -> bool {
+        self.progress().state == BuildState::Failed
+    }
+}
+
+impl crate::net::sendfile::Source for BodyFile {
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.file.as_fd()
     }
 }
 
@@ -139,7 +163,7 @@ struct Slot {
 
 #[derive(Default)]
 struct Inner {
-    shared: HashMap<(DirectoryId, ListKind), Arc<Slot>>,
+    shared: HashMap<(DirectoryId, ListKind, Encoding), Arc<Slot>>,
     /// Disk reserved by every body that still exists (shared or private,
     /// in the map or only held by readers).
     reserved: u64,
@@ -178,6 +202,7 @@ impl BodyFiles {
     /// When the folder cannot be created.
     pub fn new(dir: PathBuf, budget: u64, private_per_org: u64) -> std::io::Result<Arc<Self>> {
         crate::store::create_private_dir(&dir)?;
+        clean(&dir)?;
         Ok(Arc::new(Self {
             dir,
             budget,
@@ -196,12 +221,14 @@ impl BodyFiles {
     }
 
     /// The shared body of a directory's plain list at `revision` (or
-    /// later): the one on disk or being written, else a new one. Bodies of
+    /// later) in `encoding`: the one on disk or being written, else a new
+    /// one (a compressed one is made from the plain one). Bodies of
     /// directories whose revision has moved on are retired on the way.
     ///
     /// # Errors
     /// [`SpoolError`]: the directory is not the organization's, the body
     /// does not fit in the budget, or the file cannot be made.
+    #[allow(clippy::too_many_arguments)]
     pub async fn shared(
         self: &Arc<Self>,
         store: &Arc<Store>,
@@ -210,6 +237,38 @@ impl BodyFiles {
         org: &str,
         revision: u64,
         count: u64,
+        encoding: Encoding,
+    ) -> Result<Arc<BodyFile>, SpoolError> {
+        let job = Job {
+            store: store.clone(),
+            dir,
+            kind,
+            org: org.to_owned(),
+            query: ListQuery::default(),
+        };
+        let plain = self
+            .slot_body(store, (dir, kind, Encoding::Identity), revision, async {
+                self.start(job, count, true).await
+            })
+            .await?;
+        if encoding == Encoding::Identity {
+            return Ok(plain);
+        }
+        let at = plain.revision;
+        self.slot_body(store, (dir, kind, encoding), at, async {
+            self.start_compressed(plain, encoding, kind, count).await
+        })
+        .await
+    }
+
+    /// The body in the slot `key` at `revision` (or later), made by `make`
+    /// when there is none (or only a failed one).
+    async fn slot_body(
+        self: &Arc<Self>,
+        store: &Store,
+        key: (DirectoryId, ListKind, Encoding),
+        revision: u64,
+        make: impl std::future::Future<Output = Result<BodyFile, SpoolError>>,
     ) -> Result<Arc<BodyFile>, SpoolError> {
         // Slots leaving the map are dropped only after the lock is given
         // back: dropping the last reference to a body gives its
@@ -224,7 +283,7 @@ impl BodyFiles {
             let stale: Vec<_> = inner
                 .shared
                 .iter()
-                .filter(|((d, _), slot)| {
+                .filter(|((d, _, _), slot)| {
                     let current = store.directory(*d).map(|d| d.revision);
                     let built = slot.body.get().map_or(slot.expected, |b| b.revision);
                     current.is_none_or(|c| c > built)
@@ -234,8 +293,10 @@ impl BodyFiles {
             retired.extend(stale.iter().filter_map(|key| inner.shared.remove(key)));
             let slot = inner
                 .shared
-                .get(&(dir, kind))
+                .get(&key)
                 .filter(|slot| slot.body.get().map_or(slot.expected, |b| b.revision) >= revision)
+                // A failed build is retried by the next request.
+                .filter(|slot| !slot.body.get().is_some_and(|b| b.failed()))
                 .cloned()
                 .unwrap_or_else(|| {
                     Arc::new(Slot {
@@ -245,20 +306,13 @@ impl BodyFiles {
                     })
                 });
             slot.last_used.store(now, Ordering::Relaxed);
-            retired.extend(inner.shared.insert((dir, kind), slot.clone()));
+            retired.extend(inner.shared.insert(key, slot.clone()));
             slot
         };
         drop(retired);
-        let job = Job {
-            store: store.clone(),
-            dir,
-            kind,
-            org: org.to_owned(),
-            query: ListQuery::default(),
-        };
         let body = slot
             .body
-            .get_or_try_init(|| async { self.start(job, count, true).await.map(Arc::new) })
+            .get_or_try_init(|| async { make.await.map(Arc::new) })
             .await
             .cloned();
         if body.is_err() {
@@ -267,9 +321,9 @@ impl BodyFiles {
             let mut inner = self.lock();
             let forgotten = inner
                 .shared
-                .get(&(dir, kind))
+                .get(&key)
                 .is_some_and(|s| Arc::ptr_eq(s, &slot))
-                .then(|| inner.shared.remove(&(dir, kind)));
+                .then(|| inner.shared.remove(&key));
             drop(inner);
             drop(forgotten);
         }
@@ -306,6 +360,7 @@ impl BodyFiles {
         self: &Arc<Self>,
         kind: ListKind,
         count: u64,
+        share: u64,
         private_to: Option<&str>,
     ) -> Result<Reservation, SpoolError> {
         let mut evicted = Vec::new();
@@ -316,7 +371,7 @@ impl BodyFiles {
                 .get(&kind)
                 .copied()
                 .unwrap_or(DEFAULT_RECORD_BYTES);
-            let bytes = count.saturating_mul(per_record).saturating_add(2);
+            let bytes = count.saturating_mul(per_record).saturating_add(2) / share.max(1);
             if bytes > self.budget {
                 return Err(SpoolError::NoRoom);
             }
@@ -373,7 +428,7 @@ impl BodyFiles {
         shared: bool,
     ) -> Result<BodyFile, SpoolError> {
         let private_to = (!shared).then(|| job.org.clone());
-        let reservation = self.reserve(job.kind, count, private_to.as_deref())?;
+        let reservation = self.reserve(job.kind, count, 1, private_to.as_deref())?;
         let file = tempfile::tempfile_in(&self.dir)?;
         let writer = file.try_clone()?;
         let (ready, revision) = oneshot::channel();
@@ -411,6 +466,139 @@ impl BodyFiles {
             reservation,
         })
     }
+}
+
+impl BodyFiles {
+    /// Creates the file of `plain` in `encoding` and starts compressing
+    /// into it, following `plain` while it is still being written.
+    async fn start_compressed(
+        self: &Arc<Self>,
+        plain: Arc<BodyFile>,
+        encoding: Encoding,
+        kind: ListKind,
+        count: u64,
+    ) -> Result<BodyFile, SpoolError> {
+        let reservation = self.reserve(kind, count, COMPRESSED_SHARE, None)?;
+        let file = tempfile::tempfile_in(&self.dir)?;
+        let writer = file.try_clone()?;
+        let (progress_tx, progress) = watch::channel(Progress {
+            written: 0,
+            state: BuildState::Building,
+        });
+        let (revision, digest) = (plain.revision, plain.digest);
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            match compress_file(&handle, &plain, encoding, writer, &progress_tx) {
+                Ok(written) => {
+                    progress_tx.send_replace(Progress {
+                        written,
+                        state: BuildState::Done,
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, encoding = encoding.token(), "compressing a list body failed");
+                    progress_tx.send_modify(|p| p.state = BuildState::Failed);
+                }
+            }
+        });
+        Ok(BodyFile {
+            file,
+            revision,
+            digest,
+            progress,
+            reservation,
+        })
+    }
+}
+
+/// Counts what passes through to the file (what readers may read).
+struct Counted<'a> {
+    file: &'a File,
+    written: u64,
+}
+
+impl Write for Counted<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = (&*self.file).write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Compresses `plain` into `file` in [`PIECE`]s, waiting for each piece to
+/// be written when `plain` is still being built; reports what is on disk
+/// after every piece. Returns the compressed length.
+fn compress_file(
+    handle: &tokio::runtime::Handle,
+    plain: &BodyFile,
+    encoding: Encoding,
+    file: File,
+    progress: &watch::Sender<Progress>,
+) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut source = plain.follow();
+    let mut out = Compressor::new(
+        encoding,
+        Counted {
+            file: &file,
+            written: 0,
+        },
+    )?;
+    let mut piece = vec![0u8; PIECE];
+    let mut at = 0u64;
+    loop {
+        let p = *source.borrow_and_update();
+        let ready = p.written - at;
+        let done = p.state == BuildState::Done;
+        if ready >= PIECE as u64 || (done && ready > 0) {
+            let len = usize::try_from(ready).unwrap_or(PIECE).min(PIECE);
+            plain.file.read_exact_at(&mut piece[..len], at)?;
+            at += len as u64;
+            out.write_piece(&piece[..len])?;
+            let written = match &out {
+                Compressor::Gzip(e) => e.get_ref().written,
+                Compressor::Zstd(e) => e.get_ref().written,
+            };
+            progress.send_modify(|p| p.written = written);
+            continue;
+        }
+        match p.state {
+            BuildState::Done => return Ok(out.finish()?.written),
+            BuildState::Failed => return Err(std::io::Error::other("the plain body failed")),
+            BuildState::Building => {
+                let changed = handle.block_on(async {
+                    tokio::time::timeout(MAX_SNAPSHOT_HOLD, source.changed()).await
+                });
+                if !matches!(changed, Ok(Ok(()))) {
+                    return Err(std::io::Error::other("the plain body stopped growing"));
+                }
+            }
+        }
+    }
+}
+
+/// Removes the files a body-file folder holds (left by an older version,
+/// or put there by hand): every body file is anonymous, so none of them is
+/// in use. Folders are left alone.
+fn clean(dir: &std::path::Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            tracing::warn!(path = %path.display(), "a folder in the body-file folder is left alone");
+            continue;
+        }
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove a leftover body file");
+        } else {
+            tracing::info!(path = %path.display(), "removed a leftover body file");
+        }
+    }
+    Ok(())
 }
 
 /// Renders the list into `file`: first tells `ready` the revision and the

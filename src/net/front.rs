@@ -9,6 +9,9 @@
 //! template, and the access log line with its request id (also answered as
 //! `X-Request-Id`). Off, none of this costs more than a branch.
 //!
+//! Requests on a connection that can send files carry its
+//! [`FileQueue`] as an extension, for the routes that answer with files.
+//!
 //! It must not route, authenticate or read bodies: everything else goes
 //! to warp unchanged.
 
@@ -27,6 +30,7 @@ use hyper::{Method, Request, Response, Uri};
 use warp::Reply;
 
 use super::cap::ConnState;
+use super::sendfile::FileQueue;
 use crate::api::ApiError;
 use crate::metrics::{METRICS, Observe, RequestIds, Route, acceptable_request_id};
 
@@ -45,17 +49,27 @@ pub struct FrontDoor<S> {
     conn: Arc<ConnState>,
     observe: Observe,
     ids: Arc<RequestIds>,
+    /// The connection's file queue, handed to every request (as an
+    /// extension) when the connection can send files.
+    files: Option<Arc<FileQueue>>,
 }
 
 impl<S> FrontDoor<S> {
     /// `inner` serving the connection whose state is `conn`, recording what
-    /// `observe` asks for (request ids from `ids`).
-    pub fn new(inner: S, conn: Arc<ConnState>, observe: Observe, ids: Arc<RequestIds>) -> Self {
+    /// `observe` asks for (request ids from `ids`); requests carry `files`.
+    pub fn new(
+        inner: S,
+        conn: Arc<ConnState>,
+        observe: Observe,
+        ids: Arc<RequestIds>,
+        files: Option<Arc<FileQueue>>,
+    ) -> Self {
         Self {
             inner,
             conn,
             observe,
             ids,
+            files,
         }
     }
 }
@@ -163,7 +177,10 @@ where
     type Error = Infallible;
     type Future = Answer<S::Future, B>;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        if let Some(files) = &self.files {
+            req.extensions_mut().insert(files.clone());
+        }
         let busy = Busy::new(self.conn.clone());
         let mut seen = self
             .observe

@@ -10,12 +10,14 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use super::sendfile::{FileQueue, is_placeholder};
 use super::tls::Stream;
 use crate::api::ApiError;
 
@@ -38,6 +40,9 @@ pub struct ConnIo {
     /// is written.
     reply: Option<(Vec<u8>, usize)>,
     linger: Linger,
+    /// Where file bodies queue what their placeholders stand for (plain
+    /// connections that can `sendfile`).
+    files: Option<Arc<FileQueue>>,
 }
 
 /// The lingering close after an error answer: hyper closes the connection
@@ -56,8 +61,9 @@ enum Linger {
 }
 
 impl ConnIo {
-    /// Wraps `inner`; a pending write stalled for `stall` fails.
-    pub fn new(inner: Stream, stall: Duration) -> Self {
+    /// Wraps `inner`; a pending write stalled for `stall` fails. File
+    /// bodies' placeholders are sent from the files `files` queues.
+    pub fn new(inner: Stream, stall: Duration, files: Option<Arc<FileQueue>>) -> Self {
         Self {
             inner,
             stall,
@@ -65,7 +71,20 @@ impl ConnIo {
             armed: false,
             reply: None,
             linger: Linger::Off,
+            files,
         }
+    }
+
+    /// Sends the file stretch the placeholder `slice` stands for.
+    fn send_file(&mut self, cx: &mut Context<'_>, slice: &[u8]) -> Poll<io::Result<usize>> {
+        let res = match (&self.files, &self.inner) {
+            (Some(files), Stream::Plain(socket)) => files.poll_send(cx, socket, slice),
+            _ => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a file body reached a connection that cannot send files",
+            ))),
+        };
+        self.after_write(cx, res)
     }
 
     /// The timer, reset to fire at `deadline`.
@@ -221,6 +240,9 @@ impl AsyncWrite for ConnIo {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         ready!(this.poll_reply(cx))?;
+        if is_placeholder(buf) {
+            return this.send_file(cx, buf);
+        }
         if let Some(reply) = json_error_for(buf) {
             return this.answer(cx, reply, buf.len());
         }
@@ -235,6 +257,17 @@ impl AsyncWrite for ConnIo {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         ready!(this.poll_reply(cx))?;
+        // A file body's placeholder is sent on its own; what comes before
+        // one is written as bytes, up to it.
+        if let Some(first) = bufs.iter().find(|b| !b.is_empty())
+            && is_placeholder(first)
+        {
+            return this.send_file(cx, first);
+        }
+        let bufs = &bufs[..bufs
+            .iter()
+            .position(|b| is_placeholder(b))
+            .unwrap_or(bufs.len())];
         // hyper's error head is always written alone, as one slice.
         let mut filled = bufs.iter().filter(|b| !b.is_empty());
         if let (Some(only), None) = (filled.next(), filled.next())

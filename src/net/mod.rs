@@ -5,7 +5,8 @@
 //!   answers (unparsable heads, heads over the limits) get the JSON error
 //!   shape, a write that makes no progress for the stall time ends the
 //!   connection, and an error answer is followed by a lingering close so
-//!   the client can read it.
+//!   the client can read it; a file body's placeholders are sent from
+//!   their files with `sendfile(2)` ([`sendfile`]).
 //! - [`front::FrontDoor`] is the per-connection service around warp: it
 //!   answers request targets warp cannot route (authority and asterisk
 //!   forms) with a JSON 400, and marks the connection busy or idle.
@@ -22,5 +23,6 @@
 pub mod cap;
 pub mod front;
 pub mod io;
+pub mod sendfile;
 pub mod spread;
 pub mod tls;
