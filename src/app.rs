@@ -310,6 +310,7 @@ fn serve_metrics(
         store: state.store.clone(),
         data: settings.data.clone(),
         cache: state.bodies.clone(),
+        body_files: state.body_files.clone(),
         streams: state.streams.clone(),
         sync: state.sync.clone(),
     }));

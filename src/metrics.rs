@@ -332,6 +332,7 @@ pub struct Metrics {
     commit_failures: AtomicU64,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
+    sendfile_bytes: AtomicU64,
     workos_calls: [AtomicU64; STATUSES],
     workos_network_errors: AtomicU64,
 }
@@ -353,6 +354,7 @@ impl Metrics {
             commit_failures: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
+            sendfile_bytes: AtomicU64::new(0),
             workos_calls: [const { AtomicU64::new(0) }; STATUSES],
             workos_network_errors: AtomicU64::new(0),
         }
@@ -418,6 +420,11 @@ impl Metrics {
         }
     }
 
+    /// `bytes` of a body file went out with `sendfile(2)`.
+    pub fn sent_file(&self, bytes: usize) {
+        self.sendfile_bytes.fetch_add(bytes as u64, Relaxed);
+    }
+
     /// A WorkOS API call was answered with `status` (`None`: no answer).
     pub fn workos_call(&self, status: Option<u16>) {
         match status {
@@ -432,6 +439,7 @@ pub struct Sources {
     pub store: Arc<Store>,
     pub data: PathBuf,
     pub cache: Arc<BodyCache>,
+    pub body_files: Arc<crate::api::spool::BodyFiles>,
     pub streams: Arc<StreamSlots>,
     pub sync: Arc<SyncStatus>,
 }
@@ -698,6 +706,18 @@ impl Exporter {
             "rollcall_cache_bytes",
             "Bytes of list bodies held by the body cache.",
             s.cache.bytes() as u64,
+        )?;
+        gauge(
+            enc,
+            "rollcall_body_file_bytes",
+            "Disk reserved by large list bodies kept as files (plain and compressed).",
+            s.body_files.reserved_bytes(),
+        )?;
+        counter(
+            enc,
+            "rollcall_sendfile_bytes",
+            "Bytes of list bodies sent from their files with sendfile(2).",
+            &[(vec![], m.sendfile_bytes.load(Relaxed))],
         )?;
         gauge(
             enc,

@@ -127,6 +127,7 @@ impl FileQueue {
                     )));
                 }
                 Ok(n) => {
+                    crate::metrics::METRICS.sent_file(n);
                     front.sent += n;
                     if front.sent == front.len {
                         stretches.pop_front();

@@ -233,6 +233,7 @@ async fn a_scripted_workload_is_counted_exactly_and_no_label_carries_tenant_data
         ("rollcall_cache_misses_total", 1.0),
         ("rollcall_cache_hits_total", 2.0),
         ("rollcall_cache_bytes", users_body_len as f64),
+        ("rollcall_body_file_bytes", 0.0),
         ("rollcall_streams_in_flight", 0.0),
         ("rollcall_directories", 1.0),
         ("rollcall_users", 1.0),
