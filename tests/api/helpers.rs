@@ -96,6 +96,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub db_path: PathBuf,
     pub settings: Settings,
+    /// Where `/metrics` is served, when `settings.metrics_listen` is set.
+    pub metrics: Option<std::net::SocketAddr>,
     dir: Arc<TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -114,6 +116,7 @@ pub async fn spawn_with(settings: Settings, dir: Arc<TempDir>) -> TestApp {
         .await
         .expect("the test server starts");
     let addr = app.local_addr();
+    let metrics = app.metrics_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
@@ -127,6 +130,7 @@ pub async fn spawn_with(settings: Settings, dir: Arc<TempDir>) -> TestApp {
             .unwrap(),
         db_path: settings.data.clone(),
         settings,
+        metrics,
         dir,
         stop: Some(stop),
         task: Some(task),

@@ -9,6 +9,7 @@ mod workos;
 mod auth;
 mod backup;
 mod caching;
+mod compression;
 mod crash;
 mod determinism;
 mod directories;
