@@ -56,7 +56,8 @@ impl Encoding {
 /// What an `Accept-Encoding` header allows, as quality values (0..=1000).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Accepted {
-    identity: u16,
+    /// `None`: not named (acceptable, below any coding named).
+    identity: Option<u16>,
     gzip: u16,
     zstd: u16,
 }
@@ -64,7 +65,7 @@ pub struct Accepted {
 impl Accepted {
     /// Nothing but the body as it is (no header).
     pub const IDENTITY: Self = Self {
-        identity: 1000,
+        identity: None,
         gzip: 0,
         zstd: 0,
     };
@@ -98,20 +99,22 @@ impl Accepted {
             }
         }
         Self {
-            identity: identity.or(star).unwrap_or(1000),
+            identity: identity.or(star),
             gzip: gzip.or(star).unwrap_or(0),
             zstd: zstd.or(star).unwrap_or(0),
         }
     }
 
     /// The coding to send: the most preferred of those accepted, zstd
-    /// before gzip before identity on a tie. Identity when nothing else is
-    /// acceptable (even if refused: RFC 9110 lets a server send it).
+    /// before gzip before identity on a tie; identity unless named only
+    /// when no coding is accepted (`gzip;q=0.5` asks for gzip). Identity
+    /// when nothing else is acceptable (even if refused: RFC 9110 lets a
+    /// server send it).
     pub fn preferred(&self) -> Encoding {
         [
             (Encoding::Zstd, self.zstd),
             (Encoding::Gzip, self.gzip),
-            (Encoding::Identity, self.identity),
+            (Encoding::Identity, self.identity.unwrap_or(0)),
         ]
         .into_iter()
         .filter(|(_, q)| *q > 0)
@@ -230,7 +233,9 @@ mod tests {
             "q over 1 is malformed"
         );
         assert_eq!(pick("gzip;q=0.0001"), Encoding::Identity, "four decimals");
-        assert_eq!(pick("gzip;q=abc, zstd;q=0.001"), Encoding::Identity);
+        assert_eq!(pick("gzip;q=abc, zstd;q=0.001"), Encoding::Zstd);
+        assert_eq!(pick("gzip;q=0.8, zstd;q=0.9"), Encoding::Zstd);
+        assert_eq!(pick("gzip;q=0.8, identity"), Encoding::Identity);
         assert_eq!(
             pick("gzip;q=abc, zstd;q=0.001, identity;q=0"),
             Encoding::Zstd

@@ -83,8 +83,8 @@ pub struct BodyFile {
     /// The list's digest at that revision (what its ETag is made of).
     pub digest: u128,
     progress: watch::Receiver<Progress>,
-    /// Disk this body is counted for in the budget.
-    reservation: Reservation,
+    /// Disk this body is counted for in the budget (its builder grows it).
+    reservation: Arc<Reservation>,
 }
 
 impl BodyFile {
@@ -131,27 +131,71 @@ pub enum SpoolError {
     Store(#[from] StoreError),
 }
 
-/// Disk counted against the budget while a body exists.
+/// Disk counted against the budget while a body exists: an estimate at
+/// first, grown by the builder to cover what it writes.
 struct Reservation {
     files: Arc<BodyFiles>,
-    bytes: u64,
+    bytes: AtomicU64,
     /// The organization a private body is counted to.
     private_to: Option<String>,
 }
 
+impl Reservation {
+    /// Grows the reservation to cover `written` bytes (with an eighth more,
+    /// so it is not grown at every flush); false when the budget (or the
+    /// organization's share of it) has no room for them.
+    fn cover(&self, written: u64) -> bool {
+        let have = self.bytes.load(Ordering::Relaxed);
+        if written <= have {
+            return true;
+        }
+        let files = &self.files;
+        let mut inner = files.lock();
+        let held = self
+            .private_to
+            .as_ref()
+            .map_or(0, |org| inner.private.get(org).copied().unwrap_or(0));
+        let fits = |to: u64| {
+            inner.reserved - have + to <= files.budget
+                && (self.private_to.is_none() || held - have + to <= files.private_per_org)
+        };
+        let Some(to) = [written.saturating_add(written / 8), written]
+            .into_iter()
+            .find(|to| fits(*to))
+        else {
+            return false;
+        };
+        inner.reserved = inner.reserved - have + to;
+        if let Some(org) = &self.private_to {
+            inner.private.insert(org.clone(), held - have + to);
+        }
+        self.bytes.store(to, Ordering::Relaxed);
+        true
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
+        let bytes = *self.bytes.get_mut();
         let mut inner = self.files.lock();
-        inner.reserved = inner.reserved.saturating_sub(self.bytes);
+        inner.reserved = inner.reserved.saturating_sub(bytes);
         if let Some(org) = &self.private_to
             && let Some(held) = inner.private.get_mut(org)
         {
-            *held = held.saturating_sub(self.bytes);
+            *held = held.saturating_sub(bytes);
             if *held == 0 {
                 inner.private.remove(org);
             }
         }
     }
+}
+
+/// The error of a build that outgrew the disk budget.
+fn over_budget() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::StorageFull,
+        "the body outgrew the body-file budget",
+    )
 }
 
 struct Slot {
@@ -172,6 +216,9 @@ struct Inner {
     clock: u64,
     /// Bytes per record last measured, per kind.
     record_bytes: HashMap<ListKind, u64>,
+    /// Bytes per record last measured, per list: a directory's own
+    /// measure comes first (records differ in size between directories).
+    list_record_bytes: HashMap<(DirectoryId, ListKind), u64>,
 }
 
 /// Body files of one server: where they live and how much disk they may use.
@@ -256,7 +303,8 @@ impl BodyFiles {
         }
         let at = plain.revision;
         self.slot_body(store, (dir, kind, encoding), at, async {
-            self.start_compressed(plain, encoding, kind, count).await
+            self.start_compressed(plain, (dir, kind), encoding, count)
+                .await
         })
         .await
     }
@@ -353,22 +401,26 @@ impl BodyFiles {
         self.start(job, count, false).await.map(Arc::new)
     }
 
-    /// Reserves disk for a list of `count` records (a private body:
-    /// counted to `private_to`), evicting shared bodies least recently used
-    /// first if needed.
+    /// Reserves disk for a list of `count` records (`1/share` of it; a
+    /// private body: counted to `private_to`), evicting shared bodies least
+    /// recently used first if needed — never those of the list `spare`
+    /// (what a compressed body is being made from).
     fn reserve(
         self: &Arc<Self>,
+        dir: DirectoryId,
         kind: ListKind,
         count: u64,
         share: u64,
         private_to: Option<&str>,
-    ) -> Result<Reservation, SpoolError> {
+        spare: Option<(DirectoryId, ListKind)>,
+    ) -> Result<Arc<Reservation>, SpoolError> {
         let mut evicted = Vec::new();
         let reservation = {
             let mut inner = self.lock();
             let per_record = inner
-                .record_bytes
-                .get(&kind)
+                .list_record_bytes
+                .get(&(dir, kind))
+                .or_else(|| inner.record_bytes.get(&kind))
                 .copied()
                 .unwrap_or(DEFAULT_RECORD_BYTES);
             let bytes = count.saturating_mul(per_record).saturating_add(2) / share.max(1);
@@ -388,13 +440,14 @@ impl BodyFiles {
                 let oldest = inner
                     .shared
                     .iter()
+                    .filter(|((d, k, _), _)| spare != Some((*d, *k)))
                     .min_by_key(|(_, s)| s.last_used.load(Ordering::Relaxed))
                     .map(|(k, _)| *k);
                 let Some(slot) = oldest.and_then(|k| inner.shared.remove(&k)) else {
                     break;
                 };
                 if let Some(body) = slot.body.get() {
-                    freeable += body.reservation.bytes;
+                    freeable += body.reservation.bytes.load(Ordering::Relaxed);
                 }
                 evicted.push(slot);
             }
@@ -412,11 +465,21 @@ impl BodyFiles {
         // reservations back unless readers still hold them.
         drop(evicted);
         let bytes = reservation.ok_or(SpoolError::NoRoom)?;
-        Ok(Reservation {
+        Ok(Arc::new(Reservation {
             files: self.clone(),
-            bytes,
+            bytes: AtomicU64::new(bytes),
             private_to: private_to.map(str::to_owned),
-        })
+        }))
+    }
+
+    /// Remembers what a list of `kind` measured per record, for the next
+    /// estimate.
+    fn measured(&self, dir: DirectoryId, kind: ListKind, written: u64, records: u64) {
+        if let Some(per_record) = written.checked_div(records) {
+            let mut inner = self.lock();
+            inner.record_bytes.insert(kind, per_record + 1);
+            inner.list_record_bytes.insert((dir, kind), per_record + 1);
+        }
     }
 
     /// Creates the file and starts its builder; returns once the builder
@@ -428,7 +491,7 @@ impl BodyFiles {
         shared: bool,
     ) -> Result<BodyFile, SpoolError> {
         let private_to = (!shared).then(|| job.org.clone());
-        let reservation = self.reserve(job.kind, count, 1, private_to.as_deref())?;
+        let reservation = self.reserve(job.dir, job.kind, count, 1, private_to.as_deref(), None)?;
         let file = tempfile::tempfile_in(&self.dir)?;
         let writer = file.try_clone()?;
         let (ready, revision) = oneshot::channel();
@@ -437,22 +500,25 @@ impl BodyFiles {
             state: BuildState::Building,
         });
         let files = self.clone();
-        tokio::task::spawn_blocking(move || match build(&job, writer, ready, &progress_tx) {
-            Ok(Some((written, records))) => {
-                // What this list's records measured is what the next
-                // estimate of its kind uses.
-                if let Some(per_record) = written.checked_div(records) {
-                    files.lock().record_bytes.insert(job.kind, per_record + 1);
+        let covering = reservation.clone();
+        tokio::task::spawn_blocking(move || {
+            match build(&job, &writer, ready, &progress_tx, &covering) {
+                Ok(Some((written, records))) => {
+                    // What this list's records measured is what the next
+                    // estimate of its kind uses.
+                    files.measured(job.dir, job.kind, written, records);
+                    progress_tx.send_replace(Progress {
+                        written,
+                        state: BuildState::Done,
+                    });
                 }
-                progress_tx.send_replace(Progress {
-                    written,
-                    state: BuildState::Done,
-                });
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "rendering a list body to a file failed");
-                progress_tx.send_modify(|p| p.state = BuildState::Failed);
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "rendering a list body to a file failed");
+                    progress_tx.send_modify(|p| p.state = BuildState::Failed);
+                    // Its readers are aborted: the space goes back at once.
+                    let _ = writer.set_len(0);
+                }
             }
         });
         let (revision, digest) = revision.await.map_err(|_| {
@@ -474,11 +540,14 @@ impl BodyFiles {
     async fn start_compressed(
         self: &Arc<Self>,
         plain: Arc<BodyFile>,
+        plain_key: (DirectoryId, ListKind),
         encoding: Encoding,
-        kind: ListKind,
         count: u64,
     ) -> Result<BodyFile, SpoolError> {
-        let reservation = self.reserve(kind, count, COMPRESSED_SHARE, None)?;
+        let kind = plain_key.1;
+        let spare = Some((plain_key.0, plain_key.1));
+        let reservation = self.reserve(plain_key.0, kind, count, COMPRESSED_SHARE, None, spare)?;
+        let covering = reservation.clone();
         let file = tempfile::tempfile_in(&self.dir)?;
         let writer = file.try_clone()?;
         let (progress_tx, progress) = watch::channel(Progress {
@@ -488,7 +557,7 @@ impl BodyFiles {
         let (revision, digest) = (plain.revision, plain.digest);
         let handle = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
-            match compress_file(&handle, &plain, encoding, writer, &progress_tx) {
+            match compress_file(&handle, &plain, encoding, &writer, &progress_tx, &covering) {
                 Ok(written) => {
                     progress_tx.send_replace(Progress {
                         written,
@@ -498,6 +567,7 @@ impl BodyFiles {
                 Err(e) => {
                     tracing::warn!(error = %e, encoding = encoding.token(), "compressing a list body failed");
                     progress_tx.send_modify(|p| p.state = BuildState::Failed);
+                    let _ = writer.set_len(0);
                 }
             }
         });
@@ -536,18 +606,13 @@ fn compress_file(
     handle: &tokio::runtime::Handle,
     plain: &BodyFile,
     encoding: Encoding,
-    file: File,
+    file: &File,
     progress: &watch::Sender<Progress>,
+    reservation: &Reservation,
 ) -> std::io::Result<u64> {
     use std::os::unix::fs::FileExt;
     let mut source = plain.follow();
-    let mut out = Compressor::new(
-        encoding,
-        Counted {
-            file: &file,
-            written: 0,
-        },
-    )?;
+    let mut out = Compressor::new(encoding, Counted { file, written: 0 })?;
     let mut piece = vec![0u8; PIECE];
     let mut at = 0u64;
     loop {
@@ -563,11 +628,20 @@ fn compress_file(
                 Compressor::Gzip(e) => e.get_ref().written,
                 Compressor::Zstd(e) => e.get_ref().written,
             };
+            if !reservation.cover(written) {
+                return Err(over_budget());
+            }
             progress.send_modify(|p| p.written = written);
             continue;
         }
         match p.state {
-            BuildState::Done => return Ok(out.finish()?.written),
+            BuildState::Done => {
+                let written = out.finish()?.written;
+                if !reservation.cover(written) {
+                    return Err(over_budget());
+                }
+                return Ok(written);
+            }
             BuildState::Failed => return Err(std::io::Error::other("the plain body failed")),
             BuildState::Building => {
                 let changed = handle.block_on(async {
@@ -607,9 +681,10 @@ fn clean(dir: &std::path::Path) -> std::io::Result<()> {
 /// the build never started (the caller was told why through `ready`).
 fn build(
     job: &Job,
-    file: File,
+    file: &File,
     ready: oneshot::Sender<Result<(u64, u128), SpoolError>>,
     progress: &watch::Sender<Progress>,
+    reservation: &Reservation,
 ) -> Result<Option<(u64, u64)>, std::io::Error> {
     let opened = Instant::now();
     let snapshot = match job.store.snapshot() {
@@ -639,7 +714,7 @@ fn build(
     if ready.send(Ok(version)).is_err() {
         return Ok(None);
     }
-    let mut out = std::io::BufWriter::with_capacity(FLUSH_BYTES, &file);
+    let mut out = std::io::BufWriter::with_capacity(FLUSH_BYTES, file);
     let (mut written, mut records) = (0u64, 0u64);
     let mut since_flush = 0usize;
     let mut failure: Option<std::io::Error> = None;
@@ -656,6 +731,13 @@ fn build(
             records += 1;
             since_flush += json.len() + 1;
             if since_flush >= FLUSH_BYTES {
+                if !reservation.cover(written) {
+                    // The next estimate for this kind is what was measured.
+                    reservation
+                        .files
+                        .measured(job.dir, job.kind, written, records);
+                    return Err(over_budget());
+                }
                 out.flush()?;
                 since_flush = 0;
                 progress.send_modify(|p| p.written = written);
@@ -687,6 +769,12 @@ fn build(
     }
     out.write_all(b"]")?;
     written += 1;
+    if !reservation.cover(written) {
+        reservation
+            .files
+            .measured(job.dir, job.kind, written, records);
+        return Err(over_budget());
+    }
     out.flush()?;
     Ok(Some((written, records)))
 }

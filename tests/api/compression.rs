@@ -650,8 +650,9 @@ async fn files_put_in_the_body_file_folder_before_the_first_start_are_removed() 
 /// This budget holds the plain reservation but not both.
 const PLAIN_ONLY_BUDGET: u64 = 320_000;
 
-/// FAILS on f972f72 (server bug): `BodyFiles::reserve` (src/api/spool.rs)
-/// evicts the gzip file's own source, the plain slot, to make room for it.
+/// A compressed body that does not fit beside the plain one it is made
+/// from is refused (the plain file is never evicted for it): the client
+/// gets the plain body, uncompressed.
 #[tokio::test]
 async fn when_the_budget_holds_the_plain_file_only_gzip_clients_get_it_uncompressed() {
     // Arrange
@@ -683,19 +684,11 @@ async fn when_the_budget_holds_the_plain_file_only_gzip_clients_get_it_uncompres
         reserved <= PLAIN_ONLY_BUDGET as f64,
         "{reserved} bytes reserved once the answer is sent, over the {PLAIN_ONLY_BUDGET}-byte budget"
     );
-    // SERVER BUG (fails on f972f72): reserving the gzip file evicts the
-    // plain file it is being compressed from (counted as freeable though
-    // the compressor holds it), so gzip is made over the budget and the
-    // plain file is dropped instead of the gzip one being refused.
-    assert_eq!(
-        kept,
-        ["identity"],
-        "SERVER BUG: the plain body file should be the one kept, not the compressed one"
-    );
+    assert_eq!(kept, ["identity"], "the plain body file is kept");
     assert_eq!(
         got.encoding(),
         None,
-        "SERVER BUG: the compressed file did not fit and should have been refused (plain sent uncompressed)"
+        "the compressed file did not fit: the plain body, uncompressed"
     );
     assert_eq!(got.etag(), plain.etag(), "the identity tag");
 }
@@ -704,8 +697,11 @@ async fn when_the_budget_holds_the_plain_file_only_gzip_clients_get_it_uncompres
 /// (3000 × 1024) fits; the 3000 records of 3 KB each do not.
 const SMALL_BUDGET: u64 = 4 * 1024 * 1024;
 
-/// FAILS on f972f72 (server bug): a body file's reservation is its
-/// estimate, never the bytes actually written (src/api/spool.rs, `start`).
+/// A body file's reservation is an estimate (count × bytes per record last
+/// measured); its builder grows it to cover what it writes and stops at the
+/// budget. The build that finds out aborts its readers (a cut transfer,
+/// never a well-formed partial list), its list is measured, and from then
+/// on it does not fit: it streams from a snapshot, in full.
 #[tokio::test]
 async fn body_files_on_disk_stay_within_the_budget_whatever_their_records_weigh() {
     // Arrange: ~9.5 MB of users, under a 4 MiB budget.
@@ -722,25 +718,42 @@ async fn body_files_on_disk_stay_within_the_budget_whatever_their_records_weigh(
     let id = directory_id(&app, ORG_A, BIG).await;
     let url = users_url(&app, &id);
 
-    // Act
-    let got = get(&app, &url, None).await;
-
-    // Assert: served in full, whichever way.
-    assert_eq!(body_emails(&got.body), expected_emails(3000));
-    assert!(got.body.len() as u64 > 2 * SMALL_BUDGET);
-    let on_disk: u64 = body_files(&app)
-        .iter()
-        .map(|(fd, _)| std::fs::metadata(fd).unwrap().len())
-        .sum();
+    // Act: the first read finds out what the records weigh.
+    let first = app
+        .client
+        .get(&url)
+        .bearer_auth(token_for(ORG_A))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let first = first.bytes().await;
+    let on_disk = || -> u64 {
+        body_files(&app)
+            .iter()
+            .map(|(fd, _)| std::fs::metadata(fd).map_or(0, |m| m.len()))
+            .sum()
+    };
+    let after_first = on_disk();
     let reserved = metric(&scrape(&app).await, "rollcall_body_file_bytes");
-    // SERVER BUG (fails on f972f72): a body file is reserved its estimate
-    // (count × 1024 before the first measurement) and never more, whatever
-    // it turns out to weigh: a 9.5 MB file is written under a 4 MiB budget
-    // and counted as 3 MB.
+    let second = get(&app, &url, None).await;
+    let zstd = get(&app, &url, Some("zstd")).await;
+
+    // Assert: the first answer is complete or cut, never a partial list.
+    if let Ok(body) = &first {
+        assert_eq!(body_emails(body), expected_emails(3000), "complete");
+    }
     assert!(
-        on_disk <= SMALL_BUDGET,
-        "SERVER BUG: {on_disk} bytes of body files on disk under a {SMALL_BUDGET}-byte budget (reserved: {reserved})"
+        after_first <= SMALL_BUDGET && reserved <= SMALL_BUDGET as f64,
+        "{after_first} bytes of body files on disk, {reserved} reserved, under a {SMALL_BUDGET}-byte budget"
     );
+    assert_eq!(body_emails(&second.body), expected_emails(3000));
+    assert!(second.body.len() as u64 > 2 * SMALL_BUDGET);
+    assert!(
+        zstd.decoded() == second.body,
+        "too big for a file: sent whole, uncompressed or not"
+    );
+    assert!(on_disk() <= SMALL_BUDGET, "still within the budget");
 }
 
 #[tokio::test]
