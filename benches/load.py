@@ -203,7 +203,7 @@ STARTED = []
 
 class Rollcall:
     def __init__(self, binary, data, jwks, port, extra=()):
-        self.port = port
+        self.port, self.data = port, data
         t0 = time.time()
         self.proc = subprocess.Popen(
             [binary, "serve", "--data", data, "--jwks-file", jwks, "--listen", f"127.0.0.1:{port}", *extra],
@@ -350,7 +350,7 @@ class Bench:
         if self.args.gzip:
             self.compare_gzip(n, server, body, size, plain_etag, rc_url, ng_url, threads, conns, dur, timeout)
         if n in self.args.first_read_sizes:
-            self.first_read(n, rc_url)
+            self.first_read(n, rc_url, server)
         for f in (body, body + ".gz"):
             if os.path.exists(f):
                 os.remove(f)
@@ -440,8 +440,11 @@ class Bench:
         except urllib.error.HTTPError as e:
             raise SystemExit(f"the webhook was refused: {e.code} {e.read()[:500]!r}")
 
-    def first_read(self, n, url):
-        """Median full read (a) against the read right after a change (b)."""
+    def first_read(self, n, url, server):
+        """Median full read (a) against the read right after a change (b),
+        and a read streamed from a database snapshot (s: how every large
+        list was sent before body files, `--body-files-mb 0`), on a copy
+        of the data once the changes are done."""
         rounds, reads = self.args.first_read_rounds, self.args.first_read_rounds
         # Users of the dataset, as generated (the first ones are the same for
         # any n); only users without an AuthKit link, so the change is the title.
@@ -465,7 +468,17 @@ class Bench:
             if second[-1][3] != got[3]:
                 raise SystemExit("the second read after the change has another ETag than the first")
             etag = got[3]
-        self.first_reads.append(dict(n=n, size=normal[0][2], normal=normal, after=after, second=second))
+        copy = os.path.join(self.workdir, "snapshot-stream.redb")
+        shutil.copyfile(server.data, copy)
+        snap_port = RC_PORT + 7
+        streamer = Rollcall(self.binary, copy, self.jwks, snap_port, ("--body-files-mb", "0"))
+        snap_url = url.replace(f":{RC_PORT}/", f":{snap_port}/")
+        self.curl_read(snap_url)
+        snapshot = [self.curl_read(snap_url) for _ in range(reads)]
+        streamer.stop()
+        os.remove(copy)
+        self.first_reads.append(dict(n=n, size=normal[0][2], normal=normal, after=after, second=second,
+                                     snapshot=snapshot))
 
 
 def ratio(a, b):
@@ -529,19 +542,21 @@ def print_first_reads(results):
     print("\nFirst full read after a change (curl, one client; a signed dsync.user.updated webhook "
           "changes one user's title, acknowledged after its commit, then the list is read at once):\n")
     print("| users | body | normal read (a) | first byte | first read after a change (b) | first byte "
-          "| second read after | (b)/(a) | rounds |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "| second read after | (b)/(a) | streamed from a snapshot (s) | (b)/(s) | rounds |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         a = median([x[0] for x in r["normal"]])
         a_fb = median([x[1] for x in r["normal"]])
         b = median([x[0] for x in r["after"]])
         b_fb = median([x[1] for x in r["after"]])
         c = median([x[0] for x in r["second"]])
+        st = median([x[0] for x in r["snapshot"]])
         print(f"| {r['n']:,} | {mb(r['size'])} | {a * 1000:.1f} ms | {a_fb * 1000:.1f} ms | {b * 1000:.1f} ms | "
-              f"{b_fb * 1000:.1f} ms | {c * 1000:.1f} ms | {b / a:.2f} | {len(r['after'])} |")
+              f"{b_fb * 1000:.1f} ms | {c * 1000:.1f} ms | {b / a:.2f} | {st * 1000:.1f} ms | {b / st:.2f} | "
+              f"{len(r['after'])} |")
         each = lambda xs: ", ".join(f"{x[0] * 1000:.0f}" for x in xs)
         print(f"\n{r['n']:,} users, each read in ms — normal: {each(r['normal'])}; first after a change: "
-              f"{each(r['after'])}; second after: {each(r['second'])}")
+              f"{each(r['after'])}; second after: {each(r['second'])}; from a snapshot: {each(r['snapshot'])}")
 
 
 def main():

@@ -52,7 +52,7 @@ use crate::store::{ListQuery, Store, StoreError};
 /// (its readers see a truncated body) rather than pin the database.
 pub const MAX_SNAPSHOT_HOLD: Duration = Duration::from_secs(30);
 /// Bytes written between two progress reports to readers.
-const FLUSH_BYTES: usize = 256 * 1024;
+const FLUSH_BYTES: usize = 1024 * 1024;
 /// Size assumed per record before a list of that kind has been measured.
 const DEFAULT_RECORD_BYTES: u64 = 1024;
 /// What a compressed body is reserved, as a share of the plain one's
@@ -357,7 +357,11 @@ impl BodyFiles {
             retired.extend(inner.shared.insert(key, slot.clone()));
             slot
         };
-        drop(retired);
+        if !retired.is_empty() {
+            // Closing a retired file frees its pages (tens of megabytes):
+            // not on an event loop.
+            tokio::task::spawn_blocking(move || drop(retired));
+        }
         let body = slot
             .body
             .get_or_try_init(|| async { make.await.map(Arc::new) })
