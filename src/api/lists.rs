@@ -231,7 +231,7 @@ pub const RENDER_CAP: usize = 16 * 1024 * 1024;
 const CHUNK_BYTES: usize = 256 * 1024;
 /// Bytes of a body file handed to the kernel at a time (nginx's
 /// `sendfile_max_chunk` is 2 MiB): the reader's pace is checked between.
-const SENDFILE_BYTES: usize = 1024 * 1024;
+const SENDFILE_BYTES: usize = 2 * 1024 * 1024;
 /// Chunk buffers per stream: with the chunk size, a stream's memory bound.
 const STREAM_CHUNKS: usize = 4;
 /// A client that takes no chunk for this long is dropped.

@@ -616,7 +616,13 @@ fn compress_file(
 ) -> std::io::Result<u64> {
     use std::os::unix::fs::FileExt;
     let mut source = plain.follow();
-    let mut out = Compressor::new(encoding, Counted { file, written: 0 })?;
+    // Written to the file in large pieces: the page cache then holds the
+    // file in large folios, which sendfile sends measurably faster (a file
+    // written 8–32 KiB at a time went out ~10% slower).
+    let mut out = Compressor::new(
+        encoding,
+        std::io::BufWriter::with_capacity(FLUSH_BYTES, Counted { file, written: 0 }),
+    )?;
     let mut piece = vec![0u8; PIECE];
     let mut at = 0u64;
     loop {
@@ -629,8 +635,8 @@ fn compress_file(
             at += len as u64;
             out.write_piece(&piece[..len])?;
             let written = match &out {
-                Compressor::Gzip(e) => e.get_ref().written,
-                Compressor::Zstd(e) => e.get_ref().written,
+                Compressor::Gzip(e) => e.get_ref().get_ref().written,
+                Compressor::Zstd(e) => e.get_ref().get_ref().written,
             };
             if !reservation.cover(written) {
                 return Err(over_budget());
@@ -640,7 +646,11 @@ fn compress_file(
         }
         match p.state {
             BuildState::Done => {
-                let written = out.finish()?.written;
+                let written = out
+                    .finish()?
+                    .into_inner()
+                    .map_err(std::io::IntoInnerError::into_error)?
+                    .written;
                 if !reservation.cover(written) {
                     return Err(over_budget());
                 }
