@@ -538,7 +538,8 @@ fn event_loop(parts: LoopParts, settings: &Settings) {
             .max_header_size(MAX_HEADER_BYTES)
             .max_buf_size(MAX_HEADER_BYTES.max(8192))
             // Body chunks are queued, never copied into hyper's buffer: a
-            // file body's placeholders must reach the writer as they are.
+            // file body's placeholders must reach the writer as they are
+            // (so never `pipeline_flush`, which copies them).
             .writev(true)
             .max_headers(MAX_HEADERS);
         // Every connection task holds a clone of `drain`; `drained.closed()`

@@ -541,16 +541,15 @@ fn stream_response(
         };
         produce(&send);
     });
-    streamed(rx, length)
+    streamed(tokio_stream::wrappers::ReceiverStream::new(rx), length)
 }
 
-/// The response whose body is what arrives on `rx` (an `Err` aborts it).
+/// The JSON response whose body is `chunks` (an `Err` aborts it).
 fn streamed(
-    rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    chunks: impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync + 'static,
     length: Option<u64>,
 ) -> Response {
-    let mut resp =
-        warp::reply::stream(tokio_stream::wrappers::ReceiverStream::new(rx)).into_response();
+    let mut resp = warp::reply::stream(chunks).into_response();
     let headers = resp.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -588,62 +587,93 @@ fn stream_body(
 }
 
 /// Sends a body file through the connection's file queue: each chunk handed
-/// to hyper is a placeholder for [`SENDFILE_BYTES`] of the file, which the
-/// connection's writer sends with `sendfile(2)`. The file is followed while
-/// it is written; a reader below the minimum rate is dropped between
-/// chunks (one that stalls, by the connection's write timeout).
+/// to hyper is a placeholder for up to [`SENDFILE_BYTES`] of the file, which
+/// the connection's writer sends with `sendfile(2)`. The file is followed
+/// while it is written; a reader below the minimum rate is dropped between
+/// chunks, one that takes nothing by the connection's write stall.
 fn send_file(
     pace: super::spool::Pace,
     slot: Slot,
     body: Arc<BodyFile>,
     files: Arc<FileQueue>,
 ) -> Response {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
     let length = body.complete_len();
+    let followed = body.clone();
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (done, connection) = (finished.clone(), files.clone());
     tokio::spawn(async move {
         let _slot = slot;
         let mut meter = Meter::new(pace);
-        let mut progress = body.follow();
         let mut at = 0u64;
-        let failure = loop {
-            let p = *progress.borrow_and_update();
-            if at < p.written {
-                // A chunk is queued on the connection only once the
-                // response has room for it, so the queue never holds a
-                // stretch whose placeholder is not on its way.
-                let Ok(Ok(permit)) = tokio::time::timeout(pace.stall, tx.reserve()).await else {
-                    return;
-                };
-                if meter.too_slow(Instant::now(), at) {
-                    tracing::info!(
-                        bytes = at,
-                        "dropping a list reader below the minimum transfer rate"
-                    );
-                    permit.send(Err(std::io::Error::other("reader too slow")));
-                    return;
-                }
-                let len = usize::try_from(p.written - at)
-                    .unwrap_or(usize::MAX)
-                    .min(SENDFILE_BYTES);
-                permit.send(Ok(files.push(body.clone(), at, len)));
-                at += len as u64;
-                continue;
+        let taken = || connection.sent();
+        let failure = super::spool::follow(&followed, &tx, pace.stall, taken, |written| {
+            let len = usize::try_from(written - at)
+                .unwrap_or(usize::MAX)
+                .min(SENDFILE_BYTES);
+            if meter.too_slow(Instant::now(), at) {
+                tracing::info!(
+                    bytes = at,
+                    "dropping a list reader below the minimum transfer rate"
+                );
+                return Err("reader too slow");
             }
-            match p.state {
-                super::spool::BuildState::Done => return,
-                super::spool::BuildState::Failed => break "list could not be rendered",
-                super::spool::BuildState::Building => {
-                    let changed = tokio::time::timeout(MAX_SNAPSHOT_HOLD, progress.changed()).await;
-                    if !matches!(changed, Ok(Ok(()))) {
-                        break "list could not be rendered";
-                    }
-                }
-            }
-        };
-        let _ =
-            tokio::time::timeout(pace.stall, tx.send(Err(std::io::Error::other(failure)))).await;
+            followed.will_need(at, len);
+            let stretch = (at, len);
+            at += len as u64;
+            Ok((stretch, at))
+        })
+        .await;
+        match failure {
+            None => done.store(true, std::sync::atomic::Ordering::Release),
+            Some(why) => tracing::debug!(why, "a file body ends early"),
+        }
     });
-    streamed(rx, length)
+    streamed(
+        Placeholders {
+            stretches: rx,
+            files,
+            body,
+            finished,
+        },
+        length,
+    )
+}
+
+/// A file body as hyper takes it: each stretch of the file is queued on
+/// the connection only when hyper takes its placeholder, so the queue never
+/// holds a stretch of a body hyper dropped unread (a HEAD's, say). A body
+/// whose stretches stop before the end is ended with an error, so the
+/// client sees an aborted transfer, never a complete-looking partial list.
+struct Placeholders {
+    stretches: tokio::sync::mpsc::Receiver<Result<(u64, usize), std::io::Error>>,
+    files: Arc<FileQueue>,
+    body: Arc<BodyFile>,
+    /// Set once every stretch of the body has been handed over.
+    finished: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl futures_util::Stream for Placeholders {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        this.stretches.poll_recv(cx).map(|stretch| match stretch {
+            Some(s) => Some(s.map(|(at, len)| this.files.push(this.body.clone(), at, len))),
+            None if this
+                .finished
+                .swap(true, std::sync::atomic::Ordering::AcqRel) =>
+            {
+                None
+            }
+            None => Some(Err(std::io::Error::other(
+                "the list stopped before its end",
+            ))),
+        })
+    }
 }
 
 /// Streams a list straight from one snapshot — only when no body file can

@@ -107,6 +107,19 @@ impl BodyFile {
     fn failed(&self) -> bool {
         self.progress().state == BuildState::Failed
     }
+
+    /// Asks the kernel to read `len` bytes from `offset` into the page
+    /// cache ahead of their `sendfile`, so the event loop sending them does
+    /// not wait on the disk.
+    pub fn will_need(&self, offset: u64, len: usize) {
+        #[cfg(target_os = "linux")]
+        if let Some(len) = std::num::NonZeroU64::new(len as u64) {
+            let _ =
+                rustix::fs::fadvise(&self.file, offset, Some(len), rustix::fs::Advice::WillNeed);
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (offset, len);
+    }
 }
 
 impl crate::net::sendfile::Source for BodyFile {
@@ -203,6 +216,12 @@ struct Slot {
     expected: u64,
     body: OnceCell<Arc<BodyFile>>,
     last_used: AtomicU64,
+}
+
+impl Slot {
+    fn failed(&self) -> bool {
+        self.body.get().is_some_and(|b| b.failed())
+    }
 }
 
 #[derive(Default)]
@@ -310,7 +329,9 @@ impl BodyFiles {
     }
 
     /// The body in the slot `key` at `revision` (or later), made by `make`
-    /// when there is none (or only a failed one).
+    /// when there is none. A failed plain body is made again; a failed
+    /// compressed one is remembered until the revision moves on (its
+    /// clients get the plain body instead of failing again and again).
     async fn slot_body(
         self: &Arc<Self>,
         store: &Store,
@@ -343,8 +364,7 @@ impl BodyFiles {
                 .shared
                 .get(&key)
                 .filter(|slot| slot.body.get().map_or(slot.expected, |b| b.revision) >= revision)
-                // A failed build is retried by the next request.
-                .filter(|slot| !slot.body.get().is_some_and(|b| b.failed()))
+                .filter(|slot| key.2 != Encoding::Identity || !slot.failed())
                 .cloned()
                 .unwrap_or_else(|| {
                     Arc::new(Slot {
@@ -361,6 +381,9 @@ impl BodyFiles {
             // Closing a retired file frees its pages (tens of megabytes):
             // not on an event loop.
             tokio::task::spawn_blocking(move || drop(retired));
+        }
+        if slot.failed() {
+            return Err(SpoolError::NoRoom);
         }
         let body = slot
             .body
@@ -791,6 +814,60 @@ fn build(
     }
     out.flush()?;
     Ok(Some((written, records)))
+}
+
+/// Follows `body` as it is written, handing each new stretch to `next`
+/// (given how far the file is written; it says what to send and how far
+/// that goes, or why to stop) once `tx` has room for it. A client whose
+/// `taken` bytes do not move for `stall` while `tx` is full is given up.
+/// Returns why it stopped early, or `None` at the end of the body or when
+/// the receiver is gone (the client left).
+pub async fn follow<T>(
+    body: &BodyFile,
+    tx: &tokio::sync::mpsc::Sender<Result<T, std::io::Error>>,
+    stall: Duration,
+    taken: impl Fn() -> u64,
+    mut next: impl FnMut(u64) -> Result<(T, u64), &'static str>,
+) -> Option<&'static str> {
+    let mut progress = body.follow();
+    let mut at = 0u64;
+    loop {
+        let p = *progress.borrow_and_update();
+        if at < p.written {
+            // A slow reader keeps its stream as long as it takes bytes; one
+            // that takes nothing for `stall` is dropped.
+            let permit = loop {
+                let before = taken();
+                match tokio::time::timeout(stall, tx.reserve()).await {
+                    Ok(Ok(permit)) => break permit,
+                    Ok(Err(_)) => return None,
+                    Err(_) if taken() == before => return Some("the reader stalled"),
+                    Err(_) => {}
+                }
+            };
+            match next(p.written) {
+                Ok((item, to)) => {
+                    permit.send(Ok(item));
+                    at = to;
+                }
+                Err(why) => return Some(why),
+            }
+            continue;
+        }
+        match p.state {
+            BuildState::Done => return None,
+            BuildState::Failed => return Some("list could not be rendered"),
+            BuildState::Building => {
+                let changed = tokio::select! {
+                    changed = tokio::time::timeout(MAX_SNAPSHOT_HOLD, progress.changed()) => changed,
+                    () = tx.closed() => return None,
+                };
+                if !matches!(changed, Ok(Ok(()))) {
+                    return Some("list could not be rendered");
+                }
+            }
+        }
+    }
 }
 
 /// Streams `body` into `send` chunk by chunk, following the file while it

@@ -60,6 +60,8 @@ struct Stretch {
 #[derive(Default)]
 pub struct FileQueue {
     stretches: Mutex<VecDeque<Stretch>>,
+    /// Bytes sent from files on this connection so far.
+    sent: std::sync::atomic::AtomicU64,
 }
 
 impl FileQueue {
@@ -72,9 +74,12 @@ impl FileQueue {
     }
 
     /// Queues `len` bytes of `source` from `offset` (at most
-    /// [`MAX_STRETCH`]) and returns the placeholder to hand to hyper in
-    /// their place.
+    /// [`MAX_STRETCH`]: a longer stretch is cut there) and returns the
+    /// placeholder to hand to hyper in their place. Call it only when the
+    /// placeholder goes to hyper at once: a stretch queued for a body hyper
+    /// never takes would stay at the front of the queue.
     pub fn push(&self, source: Arc<dyn Source>, offset: u64, len: usize) -> Bytes {
+        debug_assert!(len <= MAX_STRETCH, "a stretch over the placeholder region");
         let len = len.min(MAX_STRETCH);
         self.lock().push_back(Stretch {
             source,
@@ -83,6 +88,12 @@ impl FileQueue {
             sent: 0,
         });
         Bytes::from_static(&REGION[..len])
+    }
+
+    /// Bytes sent from files on this connection so far (what tells a slow
+    /// reader from one that takes nothing).
+    pub fn sent(&self) -> u64 {
+        self.sent.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Stretches queued and not yet fully sent.
@@ -128,6 +139,8 @@ impl FileQueue {
                 }
                 Ok(n) => {
                     crate::metrics::METRICS.sent_file(n);
+                    self.sent
+                        .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
                     front.sent += n;
                     if front.sent == front.len {
                         stretches.pop_front();

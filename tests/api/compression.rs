@@ -923,6 +923,34 @@ async fn a_page_is_compressed_for_its_request_and_keeps_its_link() {
     }
 }
 
+/// HEADs and GETs of a large list, mixed on one keep-alive connection:
+/// every GET is the whole list, byte for byte (a file body never leaves
+/// anything queued for the connection's next answer).
+#[tokio::test]
+async fn heads_and_gets_of_a_large_list_share_a_connection_safely() {
+    // Arrange
+    let (app, id) = app_with(300, 0, 200, low_threshold).await;
+    let url = users_url(&app, &id);
+    let plain = get(&app, &url, None).await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+
+    for accept in [None, Some("gzip"), Some("zstd"), None] {
+        // Act
+        let head = request(&client, reqwest::Method::HEAD, &url, accept, None).await;
+        let got = request(&client, reqwest::Method::GET, &url, accept, None).await;
+        let again = request(&client, reqwest::Method::HEAD, &url, accept, None).await;
+
+        // Assert
+        assert_eq!(head.status, StatusCode::OK, "{accept:?}");
+        assert!(head.body.is_empty() && again.body.is_empty());
+        assert_eq!(got.status, StatusCode::OK);
+        assert!(got.decoded() == plain.body, "{accept:?}: the whole list");
+    }
+}
+
 // 11 --------------------------------------------------------------------
 
 #[tokio::test]
