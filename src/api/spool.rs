@@ -542,9 +542,9 @@ impl BodyFiles {
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "rendering a list body to a file failed");
-                    progress_tx.send_modify(|p| p.state = BuildState::Failed);
                     // Its readers are aborted: the space goes back at once.
                     let _ = writer.set_len(0);
+                    progress_tx.send_modify(|p| p.state = BuildState::Failed);
                 }
             }
         });
@@ -593,8 +593,8 @@ impl BodyFiles {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, encoding = encoding.token(), "compressing a list body failed");
-                    progress_tx.send_modify(|p| p.state = BuildState::Failed);
                     let _ = writer.set_len(0);
+                    progress_tx.send_modify(|p| p.state = BuildState::Failed);
                 }
             }
         });
@@ -608,14 +608,20 @@ impl BodyFiles {
     }
 }
 
-/// Counts what passes through to the file (what readers may read).
+/// The writer into a body file: counts what passes through to the file
+/// (what readers may read), and grows the reservation to cover it before
+/// it lands, so no body file ever holds more than it is counted for.
 struct Counted<'a> {
     file: &'a File,
     written: u64,
+    reservation: &'a Reservation,
 }
 
 impl Write for Counted<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if !self.reservation.cover(self.written + buf.len() as u64) {
+            return Err(over_budget());
+        }
         let n = (&*self.file).write(buf)?;
         self.written += n as u64;
         Ok(n)
@@ -644,7 +650,14 @@ fn compress_file(
     // written 8–32 KiB at a time went out ~10% slower).
     let mut out = Compressor::new(
         encoding,
-        std::io::BufWriter::with_capacity(FLUSH_BYTES, Counted { file, written: 0 }),
+        std::io::BufWriter::with_capacity(
+            FLUSH_BYTES,
+            Counted {
+                file,
+                written: 0,
+                reservation,
+            },
+        ),
     )?;
     let mut piece = vec![0u8; PIECE];
     let mut at = 0u64;
@@ -661,23 +674,16 @@ fn compress_file(
                 Compressor::Gzip(e) => e.get_ref().get_ref().written,
                 Compressor::Zstd(e) => e.get_ref().get_ref().written,
             };
-            if !reservation.cover(written) {
-                return Err(over_budget());
-            }
             progress.send_modify(|p| p.written = written);
             continue;
         }
         match p.state {
             BuildState::Done => {
-                let written = out
+                return Ok(out
                     .finish()?
                     .into_inner()
                     .map_err(std::io::IntoInnerError::into_error)?
-                    .written;
-                if !reservation.cover(written) {
-                    return Err(over_budget());
-                }
-                return Ok(written);
+                    .written);
             }
             BuildState::Failed => return Err(std::io::Error::other("the plain body failed")),
             BuildState::Building => {
@@ -751,7 +757,14 @@ fn build(
     if ready.send(Ok(version)).is_err() {
         return Ok(None);
     }
-    let mut out = std::io::BufWriter::with_capacity(FLUSH_BYTES, file);
+    let mut out = std::io::BufWriter::with_capacity(
+        FLUSH_BYTES,
+        Counted {
+            file,
+            written: 0,
+            reservation,
+        },
+    );
     let (mut written, mut records) = (0u64, 0u64);
     let mut since_flush = 0usize;
     let mut failure: Option<std::io::Error> = None;
@@ -768,13 +781,6 @@ fn build(
             records += 1;
             since_flush += json.len() + 1;
             if since_flush >= FLUSH_BYTES {
-                if !reservation.cover(written) {
-                    // The next estimate for this kind is what was measured.
-                    reservation
-                        .files
-                        .measured(job.dir, job.kind, written, records);
-                    return Err(over_budget());
-                }
                 out.flush()?;
                 since_flush = 0;
                 progress.send_modify(|p| p.written = written);
@@ -801,19 +807,20 @@ fn build(
     };
     drop(snapshot);
     visited.map_err(|e| std::io::Error::other(e.to_string()))?;
-    if let Some(e) = failure {
+    let ended = match failure {
+        Some(e) => Err(e),
+        None => out.write_all(b"]").and_then(|()| out.flush()),
+    };
+    if let Err(e) = ended {
+        if e.kind() == std::io::ErrorKind::StorageFull {
+            // The next estimate for this list is what was measured.
+            reservation
+                .files
+                .measured(job.dir, job.kind, written, records);
+        }
         return Err(e);
     }
-    out.write_all(b"]")?;
-    written += 1;
-    if !reservation.cover(written) {
-        reservation
-            .files
-            .measured(job.dir, job.kind, written, records);
-        return Err(over_budget());
-    }
-    out.flush()?;
-    Ok(Some((written, records)))
+    Ok(Some((written + 1, records)))
 }
 
 /// Follows `body` as it is written, handing each new stretch to `next`

@@ -258,13 +258,7 @@ async fn scrape(app: &TestApp) -> HashMap<String, f64> {
         .text()
         .await
         .unwrap();
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let (key, value) = l.rsplit_once(' ')?;
-            Some((key.to_owned(), value.parse().ok()?))
-        })
-        .collect()
+    metric_samples(&text)
 }
 
 fn metric(samples: &HashMap<String, f64>, key: &str) -> f64 {

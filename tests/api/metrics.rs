@@ -17,17 +17,6 @@ const DIR_WORKOS: &str = "directory_01METRICSDIR00000000";
 const USER_WORKOS: &str = "directory_user_01METRICSUSR0000";
 const EMAIL: &str = "ada.metrics@acme.test";
 
-/// The samples of a scrape: `name{labels}` to value.
-fn samples(text: &str) -> HashMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let (key, value) = l.rsplit_once(' ')?;
-            Some((key.to_owned(), value.parse().ok()?))
-        })
-        .collect()
-}
-
 async fn scrape(client: &reqwest::Client, addr: std::net::SocketAddr) -> (String, String) {
     let resp = client
         .get(format!("http://{addr}/metrics"))
@@ -49,7 +38,7 @@ async fn scrape_when(
     let started = Instant::now();
     loop {
         let (_, text) = scrape(client, addr).await;
-        let values = samples(&text);
+        let values = metric_samples(&text);
         if ready(&values) || started.elapsed() > Duration::from_secs(5) {
             return (text, values);
         }
@@ -313,7 +302,11 @@ async fn a_scripted_workload_is_counted_exactly_and_no_label_carries_tenant_data
     // The scrapes themselves are not API requests.
     let (_, v) = scrape(&client, metrics).await;
     let other = r#"rollcall_http_requests_total{route="other",method="GET",status="404"}"#;
-    assert_eq!(value(&samples(&v), other), 1.0, "the API's /metrics 404");
+    assert_eq!(
+        value(&metric_samples(&v), other),
+        1.0,
+        "the API's /metrics 404"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
